@@ -1,0 +1,10 @@
+//! pbxsync keeps a phone system's users, extensions and device assignments in sync
+//! with a CSV file in git: validate, plan, apply, record.
+//!
+//! The core (`model`, `csv`, `validate`, `plan`) takes bytes and values and returns
+//! values; `source`, `target` and `cli` are the edges that do I/O.
+
+pub mod diagnostic;
+pub mod model;
+pub mod plan;
+pub mod target;

@@ -1,0 +1,181 @@
+//! The plan: the ordered actions that turn the current directory into the desired
+//! one. `diff` computes it (pure); `checks` adds the license and safety findings.
+
+use crate::diagnostic::Diagnostic;
+use crate::model::{ExtensionKind, Text};
+use serde::{Serialize, Serializer};
+
+/// A field that an action sets or changes. `from` is `None` on creation; both are
+/// `None` for a sensitive field (a password), which is never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub field: &'static str,
+    pub from: Option<Text>,
+    pub to: Option<Text>,
+    pub sensitive: bool,
+}
+
+impl Change {
+    pub fn new(field: &'static str, from: Option<&str>, to: &str) -> Change {
+        Change {
+            field,
+            from: from.map(Text::from),
+            to: Some(Text::from(to)),
+            sensitive: false,
+        }
+    }
+
+    pub fn password() -> Change {
+        Change {
+            field: "password",
+            from: None,
+            to: None,
+            sensitive: true,
+        }
+    }
+}
+
+impl Serialize for Change {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("field", self.field)?;
+        if self.sensitive {
+            m.serialize_entry("sensitive", &true)?;
+        } else {
+            m.serialize_entry("from", &self.from)?;
+            m.serialize_entry("to", &self.to)?;
+        }
+        m.end()
+    }
+}
+
+/// One step of a plan (SPEC section 9). Field names are the JSON keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// A device of the configured inventory file that the target does not know yet.
+    CreateDevice { device: Text, model: Text },
+    /// `changes` lists every managed user field that is set (from: null) and the
+    /// password (sensitive).
+    CreateUser { username: Text, changes: Vec<Change> },
+    UpdateUser { username: Text, changes: Vec<Change> },
+    /// `changes` holds the description when it is managed and not empty.
+    AddExtension {
+        username: Text,
+        extension: Text,
+        kind: ExtensionKind,
+        device: Option<Text>,
+        changes: Vec<Change>,
+    },
+    /// `kind` and `device` are the values after the change.
+    UpdateExtension {
+        username: Text,
+        extension: Text,
+        kind: ExtensionKind,
+        device: Option<Text>,
+        changes: Vec<Change>,
+    },
+    /// The device moves from one extension to another; the one that held it becomes
+    /// `from_becomes` (or gets the device the CSV gives it, then `device`).
+    ReassignDevice {
+        username: Text,
+        device: Text,
+        from_extension: Text,
+        to_extension: Text,
+        from_becomes: ExtensionKind,
+    },
+    RemoveExtension {
+        username: Text,
+        extension: Text,
+        device: Option<Text>,
+    },
+    RemoveUser { username: Text },
+}
+
+impl Action {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Action::CreateDevice { .. } => "create_device",
+            Action::CreateUser { .. } => "create_user",
+            Action::UpdateUser { .. } => "update_user",
+            Action::AddExtension { .. } => "add_extension",
+            Action::UpdateExtension { .. } => "update_extension",
+            Action::ReassignDevice { .. } => "reassign_device",
+            Action::RemoveExtension { .. } => "remove_extension",
+            Action::RemoveUser { .. } => "remove_user",
+        }
+    }
+}
+
+/// Who last changed the CSV line an action comes from (git blame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blame {
+    pub commit: String,
+    pub author: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedAction {
+    #[serde(flatten)]
+    pub action: Action,
+    /// The CSV line the action comes from; `None` for removals and inventory devices.
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
+}
+
+/// Counts of actions by type (SPEC section 9, `summary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Summary {
+    pub create_device: u64,
+    pub create_user: u64,
+    pub update_user: u64,
+    pub add_extension: u64,
+    pub update_extension: u64,
+    pub reassign_device: u64,
+    pub remove_extension: u64,
+    pub remove_user: u64,
+    pub total: u64,
+}
+
+impl Summary {
+    pub fn of(actions: &[PlannedAction]) -> Summary {
+        let mut s = Summary::default();
+        for a in actions {
+            *match a.action {
+                Action::CreateDevice { .. } => &mut s.create_device,
+                Action::CreateUser { .. } => &mut s.create_user,
+                Action::UpdateUser { .. } => &mut s.update_user,
+                Action::AddExtension { .. } => &mut s.add_extension,
+                Action::UpdateExtension { .. } => &mut s.update_extension,
+                Action::ReassignDevice { .. } => &mut s.reassign_device,
+                Action::RemoveExtension { .. } => &mut s.remove_extension,
+                Action::RemoveUser { .. } => &mut s.remove_user,
+            } += 1;
+            s.total += 1;
+        }
+        s
+    }
+}
+
+/// The outcome of planning: the actions, and what stops them from being applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub actions: Vec<PlannedAction>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.actions)
+    }
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+    pub fn is_applicable(&self) -> bool {
+        self.errors.is_empty()
+    }
+}

@@ -1,0 +1,157 @@
+//! Where the current state lives. The `Target` trait speaks `Directory` and
+//! `Action`, never CSV; SQLite is the embedded default, PostgreSQL follows.
+
+use crate::model::{Device, Directory, Licenses, Text};
+use crate::plan::PlannedAction;
+use serde::Serialize;
+use std::collections::HashMap;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Another apply holds the lock.
+    #[error("an apply is already running on this target ({0})")]
+    Locked(LockHolder),
+    /// The target changed since the plan was made.
+    #[error("the target changed since this plan was made (serial {planned}, now {current})")]
+    Stale { planned: i64, current: i64 },
+    /// The state file was written by a newer pbxsync.
+    #[error("the state file {path} has schema version {found}, newer than this pbxsync knows ({known}); upgrade pbxsync")]
+    NewerSchema { path: String, found: i64, known: i64 },
+    /// The file is not a pbxsync state file (corrupt, or another program's database).
+    #[error("{path} is not a pbxsync state file: {reason}")]
+    NotAStateFile { path: String, reason: String },
+    /// An action of the plan could not be carried out; nothing was written.
+    #[error("action {index} ({action}) failed: {reason}; nothing was written")]
+    ActionFailed {
+        index: usize,
+        action: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who holds the apply lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    pub host: String,
+    /// Local time, `HH:MM:SS` or an RFC 3339 timestamp.
+    pub since: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on host {} since {}", self.pid, self.host, self.since)
+    }
+}
+
+/// Held while an apply runs; dropping it (or the process dying) releases the lock.
+pub trait LockGuard {}
+
+/// The revision of the CSV that the last successful apply came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedRevision {
+    /// The commit, or `None` for a working-tree or plain-file apply.
+    pub commit: Option<String>,
+    /// The git blob id of the CSV content (computed for plain files too).
+    pub blob: String,
+    /// The target's serial right after that apply.
+    pub serial: i64,
+    pub history_id: i64,
+}
+
+/// One recorded apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRecord {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The local user that ran the apply.
+    pub local_user: String,
+    /// The git author of the source commit, when there is one.
+    pub git_author: Option<String>,
+    /// `commit <id>`, `working tree`, or `file <path>`.
+    pub source: String,
+    pub commit: Option<String>,
+    pub blob: String,
+    /// Counts of actions by type (the plan summary as JSON).
+    pub summary: serde_json::Value,
+    /// `applied` or `failed: <reason>`.
+    pub outcome: String,
+    /// The applied CSV with the Password column blanked.
+    pub csv_redacted: String,
+}
+
+/// What an apply needs beyond the plan.
+pub struct ApplyRequest<'a> {
+    pub actions: &'a [PlannedAction],
+    /// The serial the plan was made against; a different current serial is refused
+    /// with `TargetError::Stale` before anything is written.
+    pub expected_serial: i64,
+    /// argon2id PHC strings of the passwords being set, by username (computed before
+    /// the transaction begins).
+    pub password_hashes: &'a HashMap<Text, String>,
+    /// Recorded in `history` in the same transaction (`id` is ignored).
+    pub record: HistoryRecord,
+}
+
+/// Progress of an apply, for the CLI to draw. The target never prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Started { total: usize },
+    Step { done: usize, total: usize, step: String },
+    Committing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub history_id: i64,
+    pub serial: i64,
+}
+
+/// A store of the current state.
+pub trait Target {
+    /// A description for people, e.g. `sqlite:/srv/pbx/.pbxsync/state.db`.
+    fn describe(&self) -> String;
+    /// The current directory, every list sorted (see `Directory`).
+    fn load(&mut self) -> Result<Directory, TargetError>;
+    /// The change serial: bumped by every write, by pbxsync or anything else.
+    fn serial(&mut self) -> Result<i64, TargetError>;
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError>;
+    /// Takes the apply lock, or fails at once with `TargetError::Locked`.
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError>;
+    /// The current lock holder, if an apply is running.
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError>;
+    /// Applies the actions in one transaction; on any failure nothing is written.
+    fn apply(
+        &mut self,
+        request: ApplyRequest<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyReport, TargetError>;
+    /// Records a failed apply (outside the failed transaction).
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError>;
+    /// Newest first.
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError>;
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError>;
+    /// Adds devices to the inventory (existing ids get the new model).
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError>;
+    /// Removes a device from the inventory; refused while an extension holds it.
+    /// Returns false when the device was not there.
+    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError>;
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError>;
+}
