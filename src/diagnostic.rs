@@ -17,7 +17,6 @@ pub enum Code {
     BadHeader,
     WrongColumnCount,
     InvalidUtf8,
-    Windows1252,
     Whitespace,
     MissingRequired,
     BadExtension,
@@ -42,11 +41,10 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 24] = [
         Code::BadHeader,
         Code::WrongColumnCount,
         Code::InvalidUtf8,
-        Code::Windows1252,
         Code::Whitespace,
         Code::MissingRequired,
         Code::BadExtension,
@@ -75,7 +73,6 @@ impl Code {
             Code::BadHeader => "bad-header",
             Code::WrongColumnCount => "wrong-column-count",
             Code::InvalidUtf8 => "invalid-utf8",
-            Code::Windows1252 => "windows-1252",
             Code::Whitespace => "whitespace",
             Code::MissingRequired => "missing-required",
             Code::BadExtension => "bad-extension",

@@ -4,7 +4,10 @@
 //! The core (`model`, `csv`, `validate`, `plan`) takes bytes and values and returns
 //! values; `source`, `target` and `cli` are the edges that do I/O.
 
+pub mod config;
+pub mod csv;
 pub mod diagnostic;
 pub mod model;
 pub mod plan;
 pub mod target;
+pub mod validate;

@@ -187,6 +187,27 @@ pub const USER_COLUMNS: [Column; 5] = [
     Column::Mobile,
 ];
 
+/// A password or other secret. It never prints: `Debug` shows `(sensitive)`, and it
+/// has no `Display` or `Serialize`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Text);
+
+impl Secret {
+    pub fn new(s: &str) -> Secret {
+        Secret(Text::from(s))
+    }
+    /// The secret itself, for hashing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+
 /// A user as the CSV wants it (merged over all rows of the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredUser {
@@ -195,7 +216,7 @@ pub struct DesiredUser {
     /// when no row fills it in.
     pub fields: [Text; 5],
     /// The first non-empty Password cell of the user's rows.
-    pub password: Option<Text>,
+    pub password: Option<Secret>,
     /// The first row of the user.
     pub line: u32,
 }

@@ -1,0 +1,502 @@
+//! `pbxsync.yaml` → a validated `Config`. Unknown keys are refused (a typo must not
+//! silently switch safety off) and every error names the file and line.
+
+use crate::model::ExtensionKind;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "pbxsync.yaml";
+pub const DEFAULT_TARGET: &str = "sqlite:.pbxsync/state.db";
+pub const DEFAULT_EXTENSION_PATTERN: &str = "^[0-9]{2,8}$";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no {FILE_NAME} found in {start} or any parent directory; run `pbxsync init`, pass --config, or use --file"
+    )]
+    NotFound { start: String },
+}
+
+/// How the CSV bytes are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Encoding {
+    /// UTF-8; a file that is not valid UTF-8 is read as Windows-1252, with a warning.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+}
+
+/// The field separator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delimiter {
+    /// `;` when the first record has more semicolons than commas outside quotes.
+    #[default]
+    Auto,
+    Char(u8),
+}
+
+impl<'de> Deserialize<'de> for Delimiter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(Delimiter::Auto),
+            "," | ";" | "\t" => Ok(Delimiter::Char(s.as_bytes()[0])),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown delimiter `{other}`, expected one of `auto`, `,`, `;`, `\\t`"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub min_upper: usize,
+    pub min_digits: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_length: 8,
+            min_upper: 1,
+            min_digits: 2,
+        }
+    }
+}
+
+/// argon2id parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashParams {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        HashParams {
+            m_cost_kib: 19456,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReassignedBecomes {
+    #[default]
+    Virtual,
+    VoicemailOnly,
+}
+
+impl ReassignedBecomes {
+    pub fn kind(self) -> ExtensionKind {
+        match self {
+            ReassignedBecomes::Virtual => ExtensionKind::Virtual,
+            ReassignedBecomes::VoicemailOnly => ExtensionKind::VoicemailOnly,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub password: PasswordPolicy,
+    pub password_hash: HashParams,
+    pub extension_pattern: String,
+    pub allow_apostrophes: bool,
+    pub reassigned_extension_becomes: ReassignedBecomes,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            password: PasswordPolicy::default(),
+            password_hash: HashParams::default(),
+            extension_pattern: DEFAULT_EXTENSION_PATTERN.to_string(),
+            allow_apostrophes: false,
+            reassigned_extension_becomes: ReassignedBecomes::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    pub max_change_percent: u32,
+    pub min_existing: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_change_percent: 30,
+            min_existing: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoApply {
+    #[default]
+    Never,
+    Safe,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Watch {
+    pub debounce_ms: u64,
+    pub poll_seconds: u64,
+    pub auto_apply: AutoApply,
+    pub self_heal: bool,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            debounce_ms: 500,
+            poll_seconds: 30,
+            auto_apply: AutoApply::Never,
+            self_heal: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: PathBuf,
+    #[serde(rename = "ref", default = "default_ref")]
+    rev: String,
+}
+
+fn default_ref() -> String {
+    "HEAD".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    inventory: Option<PathBuf>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    encoding: Encoding,
+    #[serde(default)]
+    delimiter: Delimiter,
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    safety: Safety,
+    #[serde(default)]
+    watch: Watch,
+}
+
+/// Where the current state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl TargetUrl {
+    /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…`.
+    pub fn parse(url: &str, base: &Path) -> Result<TargetUrl, String> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            if rest.is_empty() {
+                return Err("`sqlite:` needs a file path, e.g. `sqlite:.pbxsync/state.db`".into());
+            }
+            Ok(TargetUrl::Sqlite(base.join(rest)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(TargetUrl::Postgres(url.to_string()))
+        } else {
+            Err(format!(
+                "unknown target `{url}`, expected `sqlite:PATH` or `postgres://user@host:5432/db`"
+            ))
+        }
+    }
+}
+
+/// A validated configuration. Paths are absolute (resolved against the config file's
+/// directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The config file, or `None` when running on defaults (e.g. `validate --file`).
+    pub file: Option<PathBuf>,
+    /// The directory of the config file (or the working directory).
+    pub base_dir: PathBuf,
+    pub source_path: PathBuf,
+    pub source_ref: String,
+    pub inventory: Option<PathBuf>,
+    pub target: TargetUrl,
+    pub encoding: Encoding,
+    pub delimiter: Delimiter,
+    pub policy: Policy,
+    pub prune: bool,
+    pub safety: Safety,
+    pub watch: Watch,
+}
+
+impl Config {
+    /// The configuration used when there is no config file.
+    pub fn defaults(base_dir: &Path) -> Config {
+        Config {
+            file: None,
+            base_dir: base_dir.to_path_buf(),
+            source_path: base_dir.join("users.csv"),
+            source_ref: default_ref(),
+            inventory: None,
+            target: TargetUrl::Sqlite(base_dir.join(".pbxsync/state.db")),
+            encoding: Encoding::Auto,
+            delimiter: Delimiter::Auto,
+            policy: Policy::default(),
+            prune: false,
+            safety: Safety::default(),
+            watch: Watch::default(),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
+        let at = |key: &str| match key_line(text, key) {
+            Some(line) => format!("line {line}: "),
+            None => String::new(),
+        };
+        if raw.source.path.as_os_str().is_empty() {
+            return Err(invalid(format!("{}`source.path` must name the CSV file", at("path"))));
+        }
+        if let Err(e) = regex::Regex::new(&raw.policy.extension_pattern) {
+            return Err(invalid(format!(
+                "{}`policy.extension_pattern` is not a valid regular expression: {e}",
+                at("extension_pattern")
+            )));
+        }
+        if raw.safety.max_change_percent > 100 {
+            return Err(invalid(format!(
+                "{}`safety.max_change_percent` is {}, expected a percentage from 0 to 100",
+                at("max_change_percent"),
+                raw.safety.max_change_percent
+            )));
+        }
+        let h = raw.policy.password_hash;
+        if argon2::Params::new(h.m_cost_kib, h.t_cost, h.p_cost, None).is_err() {
+            return Err(invalid(format!(
+                "{}`policy.password_hash` is not a valid argon2id setting (m_cost_kib ≥ 8 × p_cost, t_cost ≥ 1, p_cost ≥ 1)",
+                at("password_hash")
+            )));
+        }
+        if raw.watch.poll_seconds == 0 {
+            return Err(invalid(format!(
+                "{}`watch.poll_seconds` must be at least 1",
+                at("poll_seconds")
+            )));
+        }
+        let target = raw.target.as_deref().unwrap_or(DEFAULT_TARGET);
+        let target = TargetUrl::parse(target, base)
+            .map_err(|m| invalid(format!("{}`target`: {m}", at("target"))))?;
+        Ok(Config {
+            file: Some(path.to_path_buf()),
+            base_dir: base.to_path_buf(),
+            source_path: base.join(&raw.source.path),
+            source_ref: raw.source.rev,
+            inventory: raw.inventory.map(|p| base.join(p)),
+            target,
+            encoding: raw.encoding,
+            delimiter: raw.delimiter,
+            policy: raw.policy,
+            prune: raw.prune,
+            safety: raw.safety,
+            watch: raw.watch,
+        })
+    }
+
+    /// Finds `pbxsync.yaml` in `start` or the nearest parent directory that has one.
+    pub fn discover(start: &Path) -> Result<PathBuf, ConfigError> {
+        let start = std::path::absolute(start).unwrap_or_else(|_| start.to_path_buf());
+        start
+            .ancestors()
+            .map(|dir| dir.join(FILE_NAME))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| ConfigError::NotFound {
+                start: start.display().to_string(),
+            })
+    }
+}
+
+/// serde_yaml says "source: unknown field `reff`, expected `path` or `ref` at line 3
+/// column 3"; we say "line 3: unknown key `source.reff` (expected `path` or `ref`)".
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let full = e.to_string();
+    let body = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => &full,
+    };
+    let (prefix, body) = match body.split_once(": ") {
+        Some((p, b)) if !p.contains(' ') => (format!("{p}."), b.to_string()),
+        _ => (String::new(), body.to_string()),
+    };
+    let body = match body.strip_prefix("unknown field `") {
+        Some(rest) => match rest.split_once("`, expected ") {
+            Some((key, expected)) => {
+                format!("unknown key `{prefix}{key}` (expected {expected}); check its spelling")
+            }
+            None => format!("unknown key `{prefix}{}", rest),
+        },
+        None => match body.strip_prefix("unknown variant ") {
+            Some(rest) => format!(
+                "`{}` has an unknown value {}",
+                prefix.trim_end_matches('.'),
+                rest
+            ),
+            None if prefix.is_empty() => body,
+            None => format!("`{}`: {body}", prefix.trim_end_matches('.')),
+        },
+    };
+    match e.location() {
+        Some(loc) => format!("line {}: {body}", loc.line()),
+        None => body,
+    }
+}
+
+/// The first line that sets `key:` (for messages about values serde accepted).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start().trim_start_matches("- ");
+        l.starts_with(key) && l[key.len()..].trim_start().starts_with(':')
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("pbxsync.yaml"), Path::new("/repo")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let c = parse("source:\n  path: users.csv\n").unwrap();
+        assert_eq!(c.source_path, Path::new("/repo/users.csv"));
+        assert_eq!(c.source_ref, "HEAD");
+        assert_eq!(c.target, TargetUrl::Sqlite("/repo/.pbxsync/state.db".into()));
+        assert_eq!(c.encoding, Encoding::Auto);
+        assert_eq!(c.policy.password, PasswordPolicy { min_length: 8, min_upper: 1, min_digits: 2 });
+        assert_eq!(c.policy.password_hash, HashParams { m_cost_kib: 19456, t_cost: 2, p_cost: 1 });
+        assert_eq!(c.policy.extension_pattern, "^[0-9]{2,8}$");
+        assert!(!c.policy.allow_apostrophes);
+        assert_eq!(c.policy.reassigned_extension_becomes, ReassignedBecomes::Virtual);
+        assert!(!c.prune);
+        assert_eq!(c.safety, Safety { max_change_percent: 30, min_existing: 10 });
+        assert_eq!(c.watch.auto_apply, AutoApply::Never);
+        assert_eq!((c.watch.debounce_ms, c.watch.poll_seconds, c.watch.self_heal), (500, 30, false));
+    }
+
+    #[test]
+    fn every_key_of_the_spec_is_accepted() {
+        let c = parse(
+            "source:\n  path: dir/users.csv\n  ref: main\ninventory: devices.csv\ntarget: postgres://pbx@db:5432/pbx\n\
+             encoding: windows-1252\ndelimiter: ';'\npolicy:\n  password: { min_length: 10, min_upper: 2, min_digits: 3 }\n\
+             \x20 password_hash: { m_cost_kib: 64, t_cost: 1, p_cost: 1 }\n  extension_pattern: '^[0-9]{3,4}$'\n\
+             \x20 allow_apostrophes: true\n  reassigned_extension_becomes: voicemail_only\nprune: true\n\
+             safety: { max_change_percent: 50, min_existing: 5 }\n\
+             watch: { debounce_ms: 100, poll_seconds: 5, auto_apply: safe, self_heal: true }\n",
+        )
+        .unwrap();
+        assert_eq!(c.source_path, Path::new("/repo/dir/users.csv"));
+        assert_eq!(c.source_ref, "main");
+        assert_eq!(c.inventory.as_deref(), Some(Path::new("/repo/devices.csv")));
+        assert_eq!(c.target, TargetUrl::Postgres("postgres://pbx@db:5432/pbx".into()));
+        assert_eq!(c.encoding, Encoding::Windows1252);
+        assert_eq!(c.delimiter, Delimiter::Char(b';'));
+        assert_eq!(c.policy.password.min_digits, 3);
+        assert_eq!(c.policy.reassigned_extension_becomes, ReassignedBecomes::VoicemailOnly);
+        assert!(c.policy.allow_apostrophes && c.prune && c.watch.self_heal);
+        assert_eq!(c.safety.max_change_percent, 50);
+        assert_eq!(c.watch.auto_apply, AutoApply::Safe);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_with_its_line() {
+        let e = parse("source:\n  path: users.csv\nsafety:\n  max_change_percnt: 50\n").unwrap_err();
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("unknown key `safety.max_change_percnt`"), "{e}");
+        let e = parse("source:\n  path: users.csv\nprun: true\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("`prun`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_allowed_ones() {
+        let e = parse("source:\n  path: users.csv\nwatch:\n  auto_apply: sometimes\n").unwrap_err();
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("`sometimes`") && e.contains("`never`, `safe`, `always`"), "{e}");
+        let e = parse("source:\n  path: users.csv\nencoding: latin9\n").unwrap_err();
+        assert!(e.contains("`auto`") && e.contains("`utf-8`"), "{e}");
+    }
+
+    #[test]
+    fn source_path_is_required_and_checked_values_are_refused() {
+        assert!(parse("prune: true\n").unwrap_err().contains("source"));
+        let e = parse("source: {path: u.csv}\npolicy:\n  extension_pattern: '[0-9'\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("extension_pattern"), "{e}");
+        let e = parse("source: {path: u.csv}\nsafety: {max_change_percent: 300}\n").unwrap_err();
+        assert!(e.contains("0 to 100"), "{e}");
+        let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
+        assert!(e.contains("sqlite:PATH"), "{e}");
+    }
+
+    #[test]
+    fn discovery_walks_up_from_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "source: {path: users.csv}\n").unwrap();
+        assert_eq!(Config::discover(&nested).unwrap(), dir.path().join(FILE_NAME));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(Config::discover(empty.path()).unwrap_err().to_string().contains("pbxsync init"));
+    }
+}

@@ -1,0 +1,335 @@
+//! The rules for one cell, each a pure function with its accepting and rejecting
+//! cases tested beside it. A rule says what is wrong and what to do; the caller adds
+//! where.
+
+use crate::config::PasswordPolicy;
+use crate::diagnostic::Code;
+use crate::model::{DeviceCell, Text};
+use std::borrow::Cow;
+
+/// What is wrong with a cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: Code,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Problem {
+    fn new(code: Code, message: impl Into<String>, hint: impl Into<String>) -> Problem {
+        Problem {
+            code,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+type Rule = Result<(), Problem>;
+
+/// The compiled extension rule: the default pattern is checked without a regex.
+#[derive(Debug, Clone)]
+pub enum ExtensionRule {
+    Default,
+    Pattern(regex::Regex),
+}
+
+impl ExtensionRule {
+    pub fn new(pattern: &str) -> Result<ExtensionRule, regex::Error> {
+        if pattern == crate::config::DEFAULT_EXTENSION_PATTERN {
+            Ok(ExtensionRule::Default)
+        } else {
+            regex::Regex::new(pattern).map(ExtensionRule::Pattern)
+        }
+    }
+
+    pub fn check(&self, value: &str) -> Rule {
+        let ok = match self {
+            ExtensionRule::Default => {
+                (2..=8).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
+            }
+            ExtensionRule::Pattern(re) => re.is_match(value),
+        };
+        if ok {
+            return Ok(());
+        }
+        let expected = match self {
+            ExtensionRule::Default => "2 to 8 digits".to_string(),
+            ExtensionRule::Pattern(re) => format!("the pattern `{}`", re.as_str()),
+        };
+        Err(Problem::new(
+            Code::BadExtension,
+            format!("extension `{value}` is not valid: expected {expected}"),
+            "an extension is the number people dial, e.g. 1001",
+        ))
+    }
+}
+
+pub fn username(value: &str) -> Rule {
+    let chars_ok = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if chars_ok && (2..=32).contains(&value.len()) {
+        return Ok(());
+    }
+    let hint = if !chars_ok && value.bytes().any(|b| b.is_ascii_uppercase()) {
+        format!("web usernames are lower case: `{}`", value.to_ascii_lowercase())
+    } else if !chars_ok {
+        "use only lower-case letters, digits, `.`, `_` and `-`".to_string()
+    } else {
+        "a web username has 2 to 32 characters".to_string()
+    };
+    Err(Problem::new(
+        Code::BadUsername,
+        format!("web username `{value}` is not valid"),
+        hint,
+    ))
+}
+
+/// First and last names: any letters, inner spaces; no apostrophe unless allowed.
+pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
+    if !allow_apostrophes && value.contains(['\'', '\u{2019}']) {
+        let without: String = value.chars().filter(|c| !matches!(c, '\'' | '\u{2019}')).collect();
+        return Err(Problem::new(
+            Code::NameApostrophe,
+            format!("{column} `{value}` contains an apostrophe, which the phone system does not accept"),
+            format!("write it without the apostrophe (`{without}`), or set `policy.allow_apostrophes: true`"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Problem::new(
+            Code::BadName,
+            format!("{column} contains a control character (a tab or line break)"),
+            "remove the line break or tab from the cell",
+        ));
+    }
+    Ok(())
+}
+
+/// Never echoes the password: messages name the rule it breaks.
+pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
+    let mut wrong = Vec::new();
+    if value.chars().any(char::is_whitespace) {
+        wrong.push("no spaces".to_string());
+    }
+    if value.chars().count() < policy.min_length {
+        wrong.push(format!("at least {} characters", policy.min_length));
+    }
+    if value.chars().filter(|c| c.is_uppercase()).count() < policy.min_upper {
+        wrong.push(format!("at least {} upper-case letter(s)", policy.min_upper));
+    }
+    if value.chars().filter(|c| c.is_ascii_digit()).count() < policy.min_digits {
+        wrong.push(format!("at least {} digits", policy.min_digits));
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(Problem::new(
+        Code::PasswordPolicy,
+        format!("the password does not meet the policy: it needs {}", wrong.join(", ")),
+        "choose another password (underscores are fine); the policy is `policy.password` in pbxsync.yaml",
+    ))
+}
+
+pub fn email(value: &str) -> Rule {
+    let ok = match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+                && !value.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
+        }
+        None => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Problem::new(
+        Code::BadEmail,
+        format!("email `{value}` does not look like an address"),
+        "write it as name@example.com, or leave the cell empty",
+    ))
+}
+
+pub fn mobile(value: &str) -> Rule {
+    let chars_ok = value
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')'));
+    if chars_ok && value.chars().any(|c| c.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        Code::BadMobile,
+        format!("mobile number `{value}` is not valid"),
+        "use digits, spaces, `+`, `-`, `(` and `)`, e.g. +1 555 0100",
+    ))
+}
+
+/// Reads the Device MAC Address cell: empty, `virtual`, a MAC in any usual form
+/// (separators `:` `-` `.`, any case), or a soft-phone id (letters, digits, `_`, `-`).
+pub fn device(value: &str) -> Result<DeviceCell, Problem> {
+    if value.is_empty() {
+        return Ok(DeviceCell::Keep);
+    }
+    if value.eq_ignore_ascii_case("virtual") {
+        return Ok(DeviceCell::Virtual);
+    }
+    let compact: String = value.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+    if compact.len() == 12 && compact.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(DeviceCell::Device(Text::from(compact.to_ascii_uppercase())));
+    }
+    let looks_like_mac = value.contains([':', '.'])
+        || (compact.len() >= 10 && compact.bytes().all(|b| b.is_ascii_hexdigit()));
+    if looks_like_mac {
+        let digits = compact.bytes().filter(u8::is_ascii_hexdigit).count();
+        let detail = if compact.bytes().all(|b| b.is_ascii_hexdigit()) {
+            format!("it has {digits} hex digits")
+        } else {
+            "it has characters that are not hex digits".to_string()
+        };
+        return Err(Problem::new(
+            Code::BadDevice,
+            format!("`{value}` is not a MAC address: a MAC has 12 hex digits, {detail}"),
+            "copy the MAC from the phone's label, e.g. 00:04:F2:12:34:56",
+        ));
+    }
+    let softphone_ok = value.len() <= 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if softphone_ok {
+        return Ok(DeviceCell::Device(Text::from(value.to_ascii_uppercase())));
+    }
+    Err(Problem::new(
+        Code::BadDevice,
+        format!("`{value}` is neither a MAC address, a soft-phone id nor `virtual`"),
+        "write a MAC (e.g. 0004F2123456), a soft-phone id (e.g. SOFTPHONE001), `virtual`, or leave it empty",
+    ))
+}
+
+/// The canonical spelling of a cell, as `fmt` writes it: trimmed, MACs in 12
+/// upper-case hex digits, `virtual` in lower case.
+pub fn canonical(column: crate::model::Column, value: &str) -> Cow<'_, str> {
+    let trimmed = value.trim();
+    if column == crate::model::Column::Device {
+        match device(trimmed) {
+            Ok(DeviceCell::Virtual) => return Cow::Borrowed("virtual"),
+            Ok(DeviceCell::Device(id)) if id != trimmed => return Cow::Owned(id.to_string()),
+            _ => {}
+        }
+    }
+    Cow::Borrowed(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: PasswordPolicy = PasswordPolicy {
+        min_length: 8,
+        min_upper: 1,
+        min_digits: 2,
+    };
+
+    #[test]
+    fn extensions() {
+        let r = ExtensionRule::new(crate::config::DEFAULT_EXTENSION_PATTERN).unwrap();
+        for ok in ["10", "1001", "12345678"] {
+            assert_eq!(r.check(ok), Ok(()), "{ok}");
+        }
+        for bad in ["1", "123456789", "10a1", "١٢٣", ""] {
+            assert_eq!(r.check(bad).unwrap_err().code, Code::BadExtension, "{bad}");
+        }
+        let r = ExtensionRule::new("^[0-9]{3}$").unwrap();
+        assert!(r.check("100").is_ok() && r.check("1000").is_err());
+    }
+
+    #[test]
+    fn usernames() {
+        for ok in ["jflynn", "j.flynn-2_x", "ab"] {
+            assert_eq!(username(ok), Ok(()), "{ok}");
+        }
+        let e = username("JFlynn").unwrap_err();
+        assert_eq!(e.hint.as_deref(), Some("web usernames are lower case: `jflynn`"));
+        for bad in ["a", "j flynn", "jflynn@x", &"x".repeat(33), "zoë"] {
+            assert_eq!(username(bad).unwrap_err().code, Code::BadUsername, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name("First Name", "Zoë Anne", false), Ok(()));
+        assert_eq!(name("Last Name", "Nguyễn", false), Ok(()));
+        let e = name("Last Name", "O'Brien", false).unwrap_err();
+        assert_eq!(e.code, Code::NameApostrophe);
+        assert!(e.hint.unwrap().contains("OBrien"));
+        assert_eq!(name("Last Name", "O’Brien", false).unwrap_err().code, Code::NameApostrophe);
+        assert_eq!(name("Last Name", "O'Brien", true), Ok(()));
+        assert_eq!(name("Last Name", "a\tb", true).unwrap_err().code, Code::BadName);
+    }
+
+    #[test]
+    fn passwords() {
+        assert_eq!(password("Sec_ret12", &POLICY), Ok(()));
+        for bad in ["secret12", "Secret1x", "Sh0rt1", "Secret 12"] {
+            let e = password(bad, &POLICY).unwrap_err();
+            assert_eq!(e.code, Code::PasswordPolicy, "{bad}");
+            assert!(!e.message.contains(bad), "the message must not echo the password");
+        }
+        assert!(password("secret12", &POLICY).unwrap_err().message.contains("upper-case"));
+        assert!(password("Secret1x", &POLICY).unwrap_err().message.contains("2 digits"));
+        assert!(password("Sh0rt1", &POLICY).unwrap_err().message.contains("8 characters"));
+        let strict = PasswordPolicy { min_length: 12, min_upper: 2, min_digits: 3 };
+        assert!(password("Sec_ret12", &strict).is_err());
+        assert!(password("SeC_ret12345", &strict).is_ok());
+    }
+
+    #[test]
+    fn emails() {
+        for ok in ["jason@example.com", "a.b+c@sub.example.co.uk"] {
+            assert_eq!(email(ok), Ok(()), "{ok}");
+        }
+        for bad in ["jason", "jason@", "@example.com", "jason@example", "a@b@c.com", "a b@c.com", "a@.com"] {
+            assert_eq!(email(bad).unwrap_err().code, Code::BadEmail, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mobiles() {
+        for ok in ["+1 (555) 010-0100", "0612345678"] {
+            assert_eq!(mobile(ok), Ok(()), "{ok}");
+        }
+        for bad in ["call me", "+1 555 0100 ext 2", "--"] {
+            assert_eq!(mobile(bad).unwrap_err().code, Code::BadMobile, "{bad}");
+        }
+    }
+
+    #[test]
+    fn devices() {
+        let mac = |s: &str| DeviceCell::Device(Text::from(s));
+        assert_eq!(device(""), Ok(DeviceCell::Keep));
+        assert_eq!(device("VIRTUAL"), Ok(DeviceCell::Virtual));
+        assert_eq!(device("0004f2123456"), Ok(mac("0004F2123456")));
+        assert_eq!(device("00:04:f2:12:34:56"), Ok(mac("0004F2123456")));
+        assert_eq!(device("00-04-F2-12-34-56"), Ok(mac("0004F2123456")));
+        assert_eq!(device("0004.f212.3456"), Ok(mac("0004F2123456")));
+        assert_eq!(device("SoftPhone001"), Ok(mac("SOFTPHONE001")));
+        let e = device("00:04:F2:12:34").unwrap_err();
+        assert!(e.message.contains("10 hex digits"), "{}", e.message);
+        assert_eq!(device("00:04:F2:12:34:5G").unwrap_err().code, Code::BadDevice);
+        assert_eq!(device("desk phone").unwrap_err().code, Code::BadDevice);
+        assert_eq!(device("ünïcode").unwrap_err().code, Code::BadDevice);
+    }
+
+    #[test]
+    fn canonical_cells() {
+        use crate::model::Column;
+        assert_eq!(canonical(Column::Device, " 00:04:f2:12:34:56 "), "0004F2123456");
+        assert_eq!(canonical(Column::Device, "Virtual"), "virtual");
+        assert_eq!(canonical(Column::Device, "bad value!"), "bad value!");
+        assert_eq!(canonical(Column::FirstName, " Jason "), "Jason");
+    }
+}
