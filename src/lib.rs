@@ -4,10 +4,13 @@
 //! The core (`model`, `csv`, `validate`, `plan`) takes bytes and values and returns
 //! values; `source`, `target` and `cli` are the edges that do I/O.
 
+pub mod cli;
 pub mod config;
 pub mod csv;
 pub mod diagnostic;
+pub mod fmt;
 pub mod model;
 pub mod plan;
+pub mod render;
 pub mod target;
 pub mod validate;

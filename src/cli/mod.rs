@@ -1,0 +1,271 @@
+//! The only place that knows clap, colours, prompts, progress bars and exit codes.
+
+mod args;
+mod init;
+
+pub use args::{Cli, Color, Command, Format};
+
+use crate::config::{Config, ConfigError};
+use crate::render::diagnostics::{self as render_diag, SourceView};
+use crate::render::Style;
+use crate::validate::{self, Policy, Validated};
+use crate::model::Column;
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A failure the user has to act on; printed as `error: …`, exit 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Message(String),
+}
+
+/// What a command ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Something is wrong (validation errors included): exit 1.
+    Failure,
+    /// `--detailed-exitcode` and the plan has changes: exit 2.
+    Changes,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failure) => ExitCode::from(1),
+        Ok(Outcome::Changes) => ExitCode::from(2),
+        Err(e) => {
+            if let CliError::Write { source, .. } = &e {
+                if source.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Everything a command needs from the global flags.
+pub struct Context {
+    pub cli_config: Option<PathBuf>,
+    pub cli_target: Option<String>,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub style: Style,
+    pub stderr_style: Style,
+}
+
+impl Context {
+    /// The config: `--config`, else `pbxsync.yaml` found upwards.
+    pub fn config(&self) -> Result<Config, CliError> {
+        let path = match &self.cli_config {
+            Some(p) => p.clone(),
+            None => Config::discover(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))?,
+        };
+        let mut config = Config::load(&path)?;
+        if let Some(t) = &self.cli_target {
+            config.target = crate::config::TargetUrl::parse(t, &std::env::current_dir().unwrap_or_default())
+                .map_err(|m| CliError::Message(format!("--target: {m}")))?;
+        }
+        Ok(config)
+    }
+
+    /// The config, or the defaults when there is none (for commands given a file).
+    pub fn config_or_defaults(&self) -> Result<Config, CliError> {
+        match self.config() {
+            Ok(c) => Ok(c),
+            Err(CliError::Config(ConfigError::NotFound { .. })) => {
+                Ok(Config::defaults(&std::env::current_dir().unwrap_or_default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Outcome, CliError> {
+    let color = |terminal: bool| match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let ctx = Context {
+        cli_config: cli.config,
+        cli_target: cli.target,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        style: Style {
+            color: color(std::io::stdout().is_terminal()),
+        },
+        stderr_style: Style {
+            color: color(std::io::stderr().is_terminal()),
+        },
+    };
+    match cli.command {
+        Command::Init { dir } => init::run(&ctx, dir.as_deref()),
+        Command::Validate {
+            source,
+            format,
+            allow_empty,
+        } => validate_cmd(&ctx, source.file.as_deref(), format, allow_empty),
+        Command::Fmt { check, file } => fmt_cmd(&ctx, file.as_deref(), check),
+    }
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|source| CliError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Prints to stdout; a closed pipe (`pbxsync … | head`) ends quietly.
+pub fn out(s: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(s.as_bytes())
+        .and_then(|_| stdout.flush())
+        .map_err(|source| CliError::Write {
+            path: "standard output".into(),
+            source,
+        })
+}
+
+/// Shows a file's diagnostics as text on stderr.
+pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
+    let view = SourceView {
+        name,
+        text: &v.text,
+        delimiter: v.delimiter,
+        password_field: v.layout.position(Column::Password),
+    };
+    let mut err = std::io::stderr().lock();
+    for d in &v.diagnostics {
+        if ctx.quiet && !d.is_error() {
+            continue;
+        }
+        let _ = writeln!(err, "{}", render_diag::text(d, &view, ctx.stderr_style));
+    }
+}
+
+/// How a path is shown: relative to the working directory when it is below it.
+pub fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd).unwrap_or(path).display().to_string()
+}
+
+fn validate_cmd(ctx: &Context, file: Option<&Path>, format: Format, allow_empty: bool) -> Result<Outcome, CliError> {
+    let config = if file.is_some() { ctx.config_or_defaults()? } else { ctx.config()? };
+    let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
+    let bytes = read(&path)?;
+    let policy = Policy {
+        allow_empty,
+        ..Policy::from_config(&config)
+    };
+    let v = validate::validate(&bytes, &policy);
+    let name = display_path(&path);
+    match format {
+        Format::Json => {
+            let (errors, warnings) = render_diag::json(&v.diagnostics);
+            let doc = serde_json::json!({
+                "format_version": 1,
+                "source": { "kind": "file", "path": name },
+                "rows": v.rows,
+                "users": v.desired.users.len(),
+                "valid": !v.has_errors(),
+                "errors": errors,
+                "warnings": warnings,
+            });
+            out(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()))?;
+        }
+        Format::Text | Format::Markdown => {
+            print_diagnostics(ctx, &name, &v);
+            if v.has_errors() {
+                eprintln!("{name}: {}", render_diag::counts(&v.diagnostics));
+            } else if !ctx.quiet {
+                out(&format!(
+                    "{name}: valid, {} rows, {} users ({})\n",
+                    v.rows,
+                    v.desired.users.len(),
+                    render_diag::counts(&v.diagnostics)
+                ))?;
+            }
+        }
+    }
+    Ok(if v.has_errors() { Outcome::Failure } else { Outcome::Success })
+}
+
+fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, CliError> {
+    let config = if file.is_some() { ctx.config_or_defaults()? } else { ctx.config()? };
+    let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
+    let bytes = read(&path)?;
+    let policy = Policy {
+        allow_empty: true,
+        ..Policy::from_config(&config)
+    };
+    let v = validate::validate(&bytes, &policy);
+    let name = display_path(&path);
+    let formatted = crate::fmt::canonical(&v.text, v.delimiter, &v.layout);
+    // fmt fixes whitespace, MAC spelling, encoding and layout; any other error
+    // needs a person, so the file stays as it is.
+    let after = validate::validate(formatted.as_bytes(), &policy);
+    if v.diagnostics.iter().any(|d| d.code == crate::diagnostic::Code::BadHeader) || after.has_errors() {
+        print_diagnostics(ctx, &name, &v);
+        eprintln!(
+            "{name}: not formatted; fix these first ({})",
+            render_diag::counts(&v.diagnostics)
+        );
+        return Ok(Outcome::Failure);
+    }
+    if formatted.as_bytes() == bytes.as_slice() {
+        if !ctx.quiet {
+            out(&format!("{name}: already formatted\n"))?;
+        }
+        return Ok(Outcome::Success);
+    }
+    if check {
+        if !ctx.quiet {
+            out(&format!("{name}: would be reformatted (run `pbxsync fmt`)\n"))?;
+        }
+        return Ok(Outcome::Failure);
+    }
+    write_atomically(&path, formatted.as_bytes())?;
+    if !ctx.quiet {
+        out(&format!("{name}: formatted\n"))?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let err = |source| CliError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.pbxsync-tmp",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).map_err(err)
+}
