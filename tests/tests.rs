@@ -1,0 +1,9 @@
+//! One integration-test binary: every module drives the real `pbxsync` executable.
+
+mod support;
+
+mod config;
+mod fmt;
+mod init;
+mod reader;
+mod validate;
