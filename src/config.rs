@@ -306,7 +306,10 @@ impl Config {
             None => String::new(),
         };
         if raw.source.path.as_os_str().is_empty() {
-            return Err(invalid(format!("{}`source.path` must name the CSV file", at("path"))));
+            return Err(invalid(format!(
+                "{}`source.path` must name the CSV file",
+                at("path")
+            )));
         }
         if let Err(e) = regex::Regex::new(&raw.policy.extension_pattern) {
             return Err(invalid(format!(
@@ -403,11 +406,12 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
 
 /// The first line that sets `key:` (for messages about values serde accepted).
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start().trim_start_matches("- ");
-        l.starts_with(key) && l[key.len()..].trim_start().starts_with(':')
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.starts_with(key) && l[key.len()..].trim_start().starts_with(':')
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -415,7 +419,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("pbxsync.yaml"), Path::new("/repo")).map_err(|e| e.to_string())
+        Config::parse(text, Path::new("pbxsync.yaml"), Path::new("/repo"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -423,17 +428,46 @@ mod tests {
         let c = parse("source:\n  path: users.csv\n").unwrap();
         assert_eq!(c.source_path, Path::new("/repo/users.csv"));
         assert_eq!(c.source_ref, "HEAD");
-        assert_eq!(c.target, TargetUrl::Sqlite("/repo/.pbxsync/state.db".into()));
+        assert_eq!(
+            c.target,
+            TargetUrl::Sqlite("/repo/.pbxsync/state.db".into())
+        );
         assert_eq!(c.encoding, Encoding::Auto);
-        assert_eq!(c.policy.password, PasswordPolicy { min_length: 8, min_upper: 1, min_digits: 2 });
-        assert_eq!(c.policy.password_hash, HashParams { m_cost_kib: 19456, t_cost: 2, p_cost: 1 });
+        assert_eq!(
+            c.policy.password,
+            PasswordPolicy {
+                min_length: 8,
+                min_upper: 1,
+                min_digits: 2
+            }
+        );
+        assert_eq!(
+            c.policy.password_hash,
+            HashParams {
+                m_cost_kib: 19456,
+                t_cost: 2,
+                p_cost: 1
+            }
+        );
         assert_eq!(c.policy.extension_pattern, "^[0-9]{2,8}$");
         assert!(!c.policy.allow_apostrophes);
-        assert_eq!(c.policy.reassigned_extension_becomes, ReassignedBecomes::Virtual);
+        assert_eq!(
+            c.policy.reassigned_extension_becomes,
+            ReassignedBecomes::Virtual
+        );
         assert!(!c.prune);
-        assert_eq!(c.safety, Safety { max_change_percent: 30, min_existing: 10 });
+        assert_eq!(
+            c.safety,
+            Safety {
+                max_change_percent: 30,
+                min_existing: 10
+            }
+        );
         assert_eq!(c.watch.auto_apply, AutoApply::Never);
-        assert_eq!((c.watch.debounce_ms, c.watch.poll_seconds, c.watch.self_heal), (500, 30, false));
+        assert_eq!(
+            (c.watch.debounce_ms, c.watch.poll_seconds, c.watch.self_heal),
+            (500, 30, false)
+        );
     }
 
     #[test]
@@ -450,11 +484,17 @@ mod tests {
         assert_eq!(c.source_path, Path::new("/repo/dir/users.csv"));
         assert_eq!(c.source_ref, "main");
         assert_eq!(c.inventory.as_deref(), Some(Path::new("/repo/devices.csv")));
-        assert_eq!(c.target, TargetUrl::Postgres("postgres://pbx@db:5432/pbx".into()));
+        assert_eq!(
+            c.target,
+            TargetUrl::Postgres("postgres://pbx@db:5432/pbx".into())
+        );
         assert_eq!(c.encoding, Encoding::Windows1252);
         assert_eq!(c.delimiter, Delimiter::Char(b';'));
         assert_eq!(c.policy.password.min_digits, 3);
-        assert_eq!(c.policy.reassigned_extension_becomes, ReassignedBecomes::VoicemailOnly);
+        assert_eq!(
+            c.policy.reassigned_extension_becomes,
+            ReassignedBecomes::VoicemailOnly
+        );
         assert!(c.policy.allow_apostrophes && c.prune && c.watch.self_heal);
         assert_eq!(c.safety.max_change_percent, 50);
         assert_eq!(c.watch.auto_apply, AutoApply::Safe);
@@ -462,7 +502,8 @@ mod tests {
 
     #[test]
     fn a_misspelt_key_is_named_with_its_line() {
-        let e = parse("source:\n  path: users.csv\nsafety:\n  max_change_percnt: 50\n").unwrap_err();
+        let e =
+            parse("source:\n  path: users.csv\nsafety:\n  max_change_percnt: 50\n").unwrap_err();
         assert!(e.contains("line 4"), "{e}");
         assert!(e.contains("unknown key `safety.max_change_percnt`"), "{e}");
         let e = parse("source:\n  path: users.csv\nprun: true\n").unwrap_err();
@@ -473,7 +514,10 @@ mod tests {
     fn a_bad_value_names_the_allowed_ones() {
         let e = parse("source:\n  path: users.csv\nwatch:\n  auto_apply: sometimes\n").unwrap_err();
         assert!(e.contains("line 4"), "{e}");
-        assert!(e.contains("`sometimes`") && e.contains("`never`, `safe`, `always`"), "{e}");
+        assert!(
+            e.contains("`sometimes`") && e.contains("`never`, `safe`, `always`"),
+            "{e}"
+        );
         let e = parse("source:\n  path: users.csv\nencoding: latin9\n").unwrap_err();
         assert!(e.contains("`auto`") && e.contains("`utf-8`"), "{e}");
     }
@@ -482,7 +526,10 @@ mod tests {
     fn source_path_is_required_and_checked_values_are_refused() {
         assert!(parse("prune: true\n").unwrap_err().contains("source"));
         let e = parse("source: {path: u.csv}\npolicy:\n  extension_pattern: '[0-9'\n").unwrap_err();
-        assert!(e.contains("line 3") && e.contains("extension_pattern"), "{e}");
+        assert!(
+            e.contains("line 3") && e.contains("extension_pattern"),
+            "{e}"
+        );
         let e = parse("source: {path: u.csv}\nsafety: {max_change_percent: 300}\n").unwrap_err();
         assert!(e.contains("0 to 100"), "{e}");
         let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
@@ -495,8 +542,16 @@ mod tests {
         let nested = dir.path().join("a/b");
         std::fs::create_dir_all(&nested).unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "source: {path: users.csv}\n").unwrap();
-        assert_eq!(Config::discover(&nested).unwrap(), dir.path().join(FILE_NAME));
+        assert_eq!(
+            Config::discover(&nested).unwrap(),
+            dir.path().join(FILE_NAME)
+        );
         let empty = tempfile::tempdir().unwrap();
-        assert!(Config::discover(empty.path()).unwrap_err().to_string().contains("pbxsync init"));
+        assert!(
+            Config::discover(empty.path())
+                .unwrap_err()
+                .to_string()
+                .contains("pbxsync init")
+        );
     }
 }

@@ -26,17 +26,25 @@ pub fn canonical(text: &str, delimiter: u8, layout: &Layout) -> String {
             continue;
         }
         cells.clear();
-        cells.extend(order.iter().map(|(c, i)| rules::canonical(*c, rec.get(*i)).into_owned()));
+        cells.extend(
+            order
+                .iter()
+                .map(|(c, i)| rules::canonical(*c, rec.get(*i)).into_owned()),
+        );
         ok &= writer.write_record(&cells).is_ok();
     }
-    let bytes = if ok { writer.into_inner().unwrap_or_default() } else { Vec::new() };
+    let bytes = if ok {
+        writer.into_inner().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     String::from_utf8(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{validate, Policy};
+    use crate::validate::{Policy, validate};
 
     fn fmt(input: &str) -> String {
         let v = validate(input.as_bytes(), &Policy::default());

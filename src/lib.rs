@@ -12,5 +12,6 @@ pub mod fmt;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod target;
 pub mod validate;

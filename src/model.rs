@@ -273,7 +273,10 @@ pub fn cmp_extension(a: &str, b: &str) -> std::cmp::Ordering {
     let (ta, tb) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     let numeric = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
     if numeric(a) && numeric(b) {
-        ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| a.cmp(b))
+        ta.len()
+            .cmp(&tb.len())
+            .then_with(|| ta.cmp(tb))
+            .then_with(|| a.cmp(b))
     } else {
         a.cmp(b)
     }
@@ -347,7 +350,8 @@ impl Directory {
     /// Puts every list in its canonical order.
     pub fn sort(&mut self) {
         self.users.sort_by(|a, b| a.username.cmp(&b.username));
-        self.extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+        self.extensions
+            .sort_by(|a, b| cmp_extension(&a.number, &b.number));
         self.devices.sort_by(|a, b| a.id.cmp(&b.id));
     }
 }
@@ -358,9 +362,15 @@ mod tests {
 
     #[test]
     fn header_cells_are_recognised_loosely() {
-        assert_eq!(Column::from_header("Device MAC Address"), Some(Column::Device));
+        assert_eq!(
+            Column::from_header("Device MAC Address"),
+            Some(Column::Device)
+        );
         assert_eq!(Column::from_header("mac"), Some(Column::Device));
-        assert_eq!(Column::from_header("web_username"), Some(Column::WebUsername));
+        assert_eq!(
+            Column::from_header("web_username"),
+            Some(Column::WebUsername)
+        );
         assert_eq!(Column::from_header(" FIRST-NAME "), Some(Column::FirstName));
         assert_eq!(Column::from_header("1001"), None);
         assert_eq!(Column::from_header("Jason"), None);

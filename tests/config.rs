@@ -16,13 +16,27 @@ fn config_is_found_upwards_and_paths_are_relative_to_it() {
 fn unknown_keys_and_bad_values_are_refused_with_their_line() {
     let t = Test::new();
     t.csv("1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n");
-    t.write("pbxsync.yaml", "source: {path: users.csv}\nsafety:\n  max_change_pct: 5\n");
+    t.write(
+        "pbxsync.yaml",
+        "source: {path: users.csv}\nsafety:\n  max_change_pct: 5\n",
+    );
     let out = t.run(["validate"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("line 3") && out.stderr.contains("safety.max_change_pct"), "{}", out.stderr);
-    t.write("pbxsync.yaml", "source: {path: users.csv}\nwatch: {auto_apply: sometimes}\n");
+    assert!(
+        out.stderr.contains("line 3") && out.stderr.contains("safety.max_change_pct"),
+        "{}",
+        out.stderr
+    );
+    t.write(
+        "pbxsync.yaml",
+        "source: {path: users.csv}\nwatch: {auto_apply: sometimes}\n",
+    );
     let out = t.run(["validate"]);
-    assert!(out.stderr.contains("`never`, `safe`, `always`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`never`, `safe`, `always`"),
+        "{}",
+        out.stderr
+    );
     let out = t.run(["--config", "missing.yaml", "validate"]);
     assert!(out.stderr.contains("missing.yaml"), "{}", out.stderr);
 }

@@ -9,12 +9,18 @@ fn rewrites_canonically_and_check_agrees() {
     bytes.extend_from_slice(b"1002,Zo\xEB,Berg,zberg,Sec_ret12,,,,,VIRTUAL\r\n");
     t.csv(&bytes);
     assert_eq!(t.run(["fmt", "--check"]).code, 1);
-    assert_eq!(std::fs::read(t.path("users.csv")).unwrap(), bytes, "--check must not write");
+    assert_eq!(
+        std::fs::read(t.path("users.csv")).unwrap(),
+        bytes,
+        "--check must not write"
+    );
     let out = t.run(["fmt"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         t.read("users.csv"),
-        format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,\"Sales, desk\",,,,0004F2123456\n1002,Zoë,Berg,zberg,Sec_ret12,,,,,virtual\n")
+        format!(
+            "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,\"Sales, desk\",,,,0004F2123456\n1002,Zoë,Berg,zberg,Sec_ret12,,,,,virtual\n"
+        )
     );
     assert_eq!(t.run(["fmt", "--check"]).code, 0);
     assert_eq!(t.run(["validate"]).code, 0);

@@ -12,7 +12,13 @@ fn init_writes_config_csv_gitignore_and_a_repository() {
     assert!(t.read("site/users.csv").starts_with("Extension,First Name"));
     assert!(t.read("site/.gitignore").lines().any(|l| l == ".pbxsync/"));
     assert!(t.path("site/.git").is_dir());
-    t.write("site/users.csv", format!("{}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n", t.read("site/users.csv")));
+    t.write(
+        "site/users.csv",
+        format!(
+            "{}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n",
+            t.read("site/users.csv")
+        ),
+    );
     let out = run(t.cmd().current_dir(t.path("site")).args(["validate"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     // A second init keeps what is there.

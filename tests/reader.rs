@@ -14,12 +14,19 @@ fn crlf_bom_semicolons_and_quoted_line_breaks() {
 #[test]
 fn wrong_column_count_names_the_count() {
     let t = Test::new();
-    t.csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,Sales, desk,,,,\n"));
+    t.csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,Sales, desk,,,,\n"
+    ));
     let out = t.run(["validate", "--format", "json"]);
     let e = &out.json()["errors"][0];
     assert_eq!(e["code"], "wrong-column-count");
     assert_eq!(e["line"], 2);
-    assert!(e["message"].as_str().unwrap().contains("11 columns, expected 10"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("11 columns, expected 10")
+    );
 }
 
 #[test]
@@ -28,13 +35,19 @@ fn a_misspelt_header_column_is_an_error() {
     t.csv("Extension,First Name,Last Name,Web Usrname\n1001,Jason,Flynn,jflynn\n");
     let out = t.run(["validate", "--format", "json"]);
     let e = &out.json()["errors"][0];
-    assert_eq!((e["code"].as_str(), e["column"].as_u64()), (Some("bad-header"), Some(4)));
+    assert_eq!(
+        (e["code"].as_str(), e["column"].as_u64()),
+        (Some("bad-header"), Some(4))
+    );
 }
 
 #[test]
 fn hostile_files_never_crash() {
     let t = Test::new();
-    let big_field = format!("1001,Jason,Flynn,jflynn,Sec_ret12,{},,,,\n", "x".repeat(10 << 20));
+    let big_field = format!(
+        "1001,Jason,Flynn,jflynn,Sec_ret12,{},,,,\n",
+        "x".repeat(10 << 20)
+    );
     let wide_row = format!("{}\n", vec!["1"; 10_000].join(","));
     let cases: Vec<Vec<u8>> = vec![
         big_field.into_bytes(),
@@ -46,7 +59,12 @@ fn hostile_files_never_crash() {
     for bytes in cases {
         t.csv(&bytes);
         let out = t.run(["validate", "--format", "json"]);
-        assert!(out.code == 0 || out.code == 1, "exit {} stderr {}", out.code, out.stderr);
+        assert!(
+            out.code == 0 || out.code == 1,
+            "exit {} stderr {}",
+            out.code,
+            out.stderr
+        );
         let _ = out.json();
     }
 }

@@ -5,5 +5,6 @@ mod support;
 mod config;
 mod fmt;
 mod init;
+mod properties;
 mod reader;
 mod validate;

@@ -18,10 +18,16 @@ fn many_errors() -> String {
 #[test]
 fn a_valid_file_exits_zero() {
     let t = Test::new();
-    t.csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,virtual\n"));
+    t.csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,virtual\n"
+    ));
     let out = t.run(["validate"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("valid, 1 rows, 1 users"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("valid, 1 rows, 1 users"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -44,7 +50,12 @@ fn json_lists_every_diagnostic_in_line_order() {
     assert_eq!(out.code, 1);
     let json = out.json();
     insta::assert_json_snapshot!("validate_json_many_errors", json);
-    let lines: Vec<u64> = json["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
     assert!(lines.is_sorted(), "{lines:?}");
 }
 
@@ -62,7 +73,10 @@ fn warnings_alone_still_exit_zero() {
 #[test]
 fn strict_utf8_makes_a_windows_1252_file_an_error() {
     let t = Test::new();
-    t.write("pbxsync.yaml", "source: {path: users.csv}\nencoding: utf-8\n");
+    t.write(
+        "pbxsync.yaml",
+        "source: {path: users.csv}\nencoding: utf-8\n",
+    );
     let mut bytes = HEADER.as_bytes().to_vec();
     bytes.extend_from_slice(b"1001,Zo\xEB,Berg,zberg,Sec_ret12,,,,,\n");
     t.csv(bytes);
@@ -75,8 +89,14 @@ fn strict_utf8_makes_a_windows_1252_file_an_error() {
 fn file_flag_reads_any_file_without_a_config() {
     let t = Test::new();
     std::fs::remove_file(t.path("pbxsync.yaml")).unwrap();
-    t.write("elsewhere/people.csv", "1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n");
-    assert_eq!(t.run(["validate", "--file", "elsewhere/people.csv"]).code, 0);
+    t.write(
+        "elsewhere/people.csv",
+        "1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n",
+    );
+    assert_eq!(
+        t.run(["validate", "--file", "elsewhere/people.csv"]).code,
+        0
+    );
     let out = t.run(["validate"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("pbxsync init"), "{}", out.stderr);

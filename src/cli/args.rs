@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "pbxsync", version, about = "Keep a PBX's users and extensions in sync with a CSV in git")]
+#[command(
+    name = "pbxsync",
+    version,
+    about = "Keep a PBX's users and extensions in sync with a CSV in git"
+)]
 pub struct Cli {
     /// The config file (default: pbxsync.yaml in this or a parent directory).
     #[arg(long, global = true, value_name = "PATH")]

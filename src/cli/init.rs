@@ -48,14 +48,23 @@ pub fn run(ctx: &Context, dir: Option<&Path>) -> Result<Outcome, CliError> {
     }
     let gitignore = dir.join(".gitignore");
     let existing = std::fs::read_to_string(&gitignore).unwrap_or_default();
-    if !existing.lines().any(|l| l.trim() == ".pbxsync/" || l.trim() == ".pbxsync") {
-        let sep = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
-        std::fs::write(&gitignore, format!("{existing}{sep}.pbxsync/\n")).map_err(|e| write_err(&gitignore, e))?;
+    if !existing
+        .lines()
+        .any(|l| l.trim() == ".pbxsync/" || l.trim() == ".pbxsync")
+    {
+        let sep = if existing.is_empty() || existing.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        std::fs::write(&gitignore, format!("{existing}{sep}.pbxsync/\n"))
+            .map_err(|e| write_err(&gitignore, e))?;
         done.push(format!("added .pbxsync/ to {}", gitignore.display()));
     }
     if git2::Repository::discover(dir).is_err() {
-        git2::Repository::init(dir)
-            .map_err(|e| CliError::Message(format!("git init in {}: {}", dir.display(), e.message())))?;
+        git2::Repository::init(dir).map_err(|e| {
+            CliError::Message(format!("git init in {}: {}", dir.display(), e.message()))
+        })?;
         done.push(format!("initialised a git repository in {}", dir.display()));
     }
     if !ctx.quiet {

@@ -6,10 +6,10 @@ mod init;
 pub use args::{Cli, Color, Command, Format};
 
 use crate::config::{Config, ConfigError};
-use crate::render::diagnostics::{self as render_diag, SourceView};
-use crate::render::Style;
-use crate::validate::{self, Policy, Validated};
 use crate::model::Column;
+use crate::render::Style;
+use crate::render::diagnostics::{self as render_diag, SourceView};
+use crate::validate::{self, Policy, Validated};
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,10 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Failure) => ExitCode::from(1),
         Ok(Outcome::Changes) => ExitCode::from(2),
         Err(e) => {
-            if let CliError::Write { source, .. } = &e {
-                if source.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            if let CliError::Write { source, .. } = &e
+                && source.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
             }
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -77,12 +77,15 @@ impl Context {
     pub fn config(&self) -> Result<Config, CliError> {
         let path = match &self.cli_config {
             Some(p) => p.clone(),
-            None => Config::discover(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))?,
+            None => {
+                Config::discover(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))?
+            }
         };
         let mut config = Config::load(&path)?;
         if let Some(t) = &self.cli_target {
-            config.target = crate::config::TargetUrl::parse(t, &std::env::current_dir().unwrap_or_default())
-                .map_err(|m| CliError::Message(format!("--target: {m}")))?;
+            config.target =
+                crate::config::TargetUrl::parse(t, &std::env::current_dir().unwrap_or_default())
+                    .map_err(|m| CliError::Message(format!("--target: {m}")))?;
         }
         Ok(config)
     }
@@ -91,9 +94,9 @@ impl Context {
     pub fn config_or_defaults(&self) -> Result<Config, CliError> {
         match self.config() {
             Ok(c) => Ok(c),
-            Err(CliError::Config(ConfigError::NotFound { .. })) => {
-                Ok(Config::defaults(&std::env::current_dir().unwrap_or_default()))
-            }
+            Err(CliError::Config(ConfigError::NotFound { .. })) => Ok(Config::defaults(
+                &std::env::current_dir().unwrap_or_default(),
+            )),
             Err(e) => Err(e),
         }
     }
@@ -167,18 +170,30 @@ pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
 /// How a path is shown: relative to the working directory when it is below it.
 pub fn display_path(path: &Path) -> String {
     let cwd = std::env::current_dir().unwrap_or_default();
-    path.strip_prefix(&cwd).unwrap_or(path).display().to_string()
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
-fn validate_cmd(ctx: &Context, file: Option<&Path>, format: Format, allow_empty: bool) -> Result<Outcome, CliError> {
-    let config = if file.is_some() { ctx.config_or_defaults()? } else { ctx.config()? };
+fn validate_cmd(
+    ctx: &Context,
+    file: Option<&Path>,
+    format: Format,
+    allow_empty: bool,
+) -> Result<Outcome, CliError> {
+    let config = if file.is_some() {
+        ctx.config_or_defaults()?
+    } else {
+        ctx.config()?
+    };
     let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
     let bytes = read(&path)?;
     let policy = Policy {
         allow_empty,
         ..Policy::from_config(&config)
     };
-    let v = validate::validate(&bytes, &policy);
+    let v = validate::check(&bytes, &policy);
     let name = display_path(&path);
     match format {
         Format::Json => {
@@ -187,12 +202,15 @@ fn validate_cmd(ctx: &Context, file: Option<&Path>, format: Format, allow_empty:
                 "format_version": 1,
                 "source": { "kind": "file", "path": name },
                 "rows": v.rows,
-                "users": v.desired.users.len(),
+                "users": v.users,
                 "valid": !v.has_errors(),
                 "errors": errors,
                 "warnings": warnings,
             });
-            out(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()))?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            ))?;
         }
         Format::Text | Format::Markdown => {
             print_diagnostics(ctx, &name, &v);
@@ -202,30 +220,42 @@ fn validate_cmd(ctx: &Context, file: Option<&Path>, format: Format, allow_empty:
                 out(&format!(
                     "{name}: valid, {} rows, {} users ({})\n",
                     v.rows,
-                    v.desired.users.len(),
+                    v.users,
                     render_diag::counts(&v.diagnostics)
                 ))?;
             }
         }
     }
-    Ok(if v.has_errors() { Outcome::Failure } else { Outcome::Success })
+    Ok(if v.has_errors() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
 
 fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, CliError> {
-    let config = if file.is_some() { ctx.config_or_defaults()? } else { ctx.config()? };
+    let config = if file.is_some() {
+        ctx.config_or_defaults()?
+    } else {
+        ctx.config()?
+    };
     let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
     let bytes = read(&path)?;
     let policy = Policy {
         allow_empty: true,
         ..Policy::from_config(&config)
     };
-    let v = validate::validate(&bytes, &policy);
+    let v = validate::check(&bytes, &policy);
     let name = display_path(&path);
     let formatted = crate::fmt::canonical(&v.text, v.delimiter, &v.layout);
     // fmt fixes whitespace, MAC spelling, encoding and layout; any other error
     // needs a person, so the file stays as it is.
-    let after = validate::validate(formatted.as_bytes(), &policy);
-    if v.diagnostics.iter().any(|d| d.code == crate::diagnostic::Code::BadHeader) || after.has_errors() {
+    let after = validate::check(formatted.as_bytes(), &policy);
+    if v.diagnostics
+        .iter()
+        .any(|d| d.code == crate::diagnostic::Code::BadHeader)
+        || after.has_errors()
+    {
         print_diagnostics(ctx, &name, &v);
         eprintln!(
             "{name}: not formatted; fix these first ({})",
@@ -241,7 +271,9 @@ fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, C
     }
     if check {
         if !ctx.quiet {
-            out(&format!("{name}: would be reformatted (run `pbxsync fmt`)\n"))?;
+            out(&format!(
+                "{name}: would be reformatted (run `pbxsync fmt`)\n"
+            ))?;
         }
         return Ok(Outcome::Failure);
     }
@@ -258,10 +290,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         path: path.display().to_string(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.pbxsync-tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     std::fs::write(&tmp, bytes).map_err(err)?;
     if let Ok(meta) = std::fs::metadata(path) {

@@ -27,11 +27,17 @@ pub struct Text<'a> {
 /// Decodes the bytes. With `Encoding::Auto`, a file that is not valid UTF-8 is read
 /// as Windows-1252 (the default of LibreOffice's CSV export) and a warning says so;
 /// with `Encoding::Utf8` it is an error naming the first bad line.
-pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<(Text<'_>, Option<Diagnostic>), Diagnostic> {
+pub fn decode(
+    bytes: &[u8],
+    encoding: Encoding,
+) -> Result<(Text<'_>, Option<Diagnostic>), Diagnostic> {
     if u32::try_from(bytes.len()).is_err() {
         return Err(Diagnostic::error(
             Code::FileTooLarge,
-            format!("the file is {} bytes; pbxsync reads files up to 4 GiB", bytes.len()),
+            format!(
+                "the file is {} bytes; pbxsync reads files up to 4 GiB",
+                bytes.len()
+            ),
         )
         .with_hint("split the directory into several files, one per site or department"));
     }
@@ -39,7 +45,9 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<(Text<'_>, Option<Diag
     match encoding {
         Encoding::Windows1252 => Ok((
             Text {
-                text: encoding_rs::WINDOWS_1252.decode_without_bom_handling(body).0,
+                text: encoding_rs::WINDOWS_1252
+                    .decode_without_bom_handling(body)
+                    .0,
                 windows_1252: true,
             },
             None,
@@ -76,7 +84,9 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<(Text<'_>, Option<Diag
                 .with_hint("run `pbxsync fmt` to rewrite it as UTF-8, or save it as \"CSV UTF-8\"");
                 Ok((
                     Text {
-                        text: encoding_rs::WINDOWS_1252.decode_without_bom_handling(body).0,
+                        text: encoding_rs::WINDOWS_1252
+                            .decode_without_bom_handling(body)
+                            .0,
                         windows_1252: true,
                     },
                     Some(warning),
@@ -88,7 +98,10 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<(Text<'_>, Option<Diag
 
 /// 1-based line of a byte offset.
 pub fn line_of(text: &[u8], offset: usize) -> u32 {
-    let n = text[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count();
+    let n = text[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
     u32::try_from(n + 1).unwrap_or(u32::MAX)
 }
 
@@ -139,8 +152,15 @@ impl Layout {
 ///
 /// A row is a header when most of its non-empty cells are column names; then every
 /// cell must be one (a misspelt column is an error, not a silently unmanaged one).
-pub fn detect_header(cells: &[&str], line: u32, span: Range<usize>) -> Result<Option<Layout>, Vec<Diagnostic>> {
-    let known = cells.iter().filter(|c| Column::from_header(c).is_some()).count();
+pub fn detect_header(
+    cells: &[&str],
+    line: u32,
+    span: Range<usize>,
+) -> Result<Option<Layout>, Vec<Diagnostic>> {
+    let known = cells
+        .iter()
+        .filter(|c| Column::from_header(c).is_some())
+        .count();
     let filled = cells.iter().filter(|c| !c.trim().is_empty()).count();
     if known == 0 || known * 2 < filled {
         return Ok(None);
@@ -162,14 +182,17 @@ pub fn detect_header(cells: &[&str], line: u32, span: Range<usize>) -> Result<Op
             ),
             Some(c) => columns.push(c),
             None => errors.push(
-                Diagnostic::error(Code::BadHeader, format!("unknown column `{}` in the header row", cell.trim()))
-                    .at_line(line)
-                    .at_column(column_no)
-                    .with_span(span.clone())
-                    .with_hint(format!(
-                        "the columns are: {}",
-                        Column::ALL.map(Column::header).join(", ")
-                    )),
+                Diagnostic::error(
+                    Code::BadHeader,
+                    format!("unknown column `{}` in the header row", cell.trim()),
+                )
+                .at_line(line)
+                .at_column(column_no)
+                .with_span(span.clone())
+                .with_hint(format!(
+                    "the columns are: {}",
+                    Column::ALL.map(Column::header).join(", ")
+                )),
             ),
         }
     }
@@ -178,7 +201,10 @@ pub fn detect_header(cells: &[&str], line: u32, span: Range<usize>) -> Result<Op
             errors.push(
                 Diagnostic::error(
                     Code::BadHeader,
-                    format!("the header row has no `{}` column, which is required", c.header()),
+                    format!(
+                        "the header row has no `{}` column, which is required",
+                        c.header()
+                    ),
                 )
                 .at_line(line)
                 .with_span(span.clone())
@@ -247,21 +273,38 @@ impl<'t> Records<'t> {
     /// The next non-blank record, or a diagnostic when the text cannot be split.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Result<Record<'_>, Diagnostic>> {
+        let mut record = std::mem::take(&mut self.record);
+        let next = self.next_into(&mut record);
+        self.record = record;
+        Some(next?.map(|(line, start)| Record {
+            line,
+            start,
+            fields: &self.record,
+        }))
+    }
+
+    /// Reads the next non-blank record into `record` (so callers can keep batches
+    /// of records without copying them); returns its line and byte offset.
+    pub fn next_into(
+        &mut self,
+        record: &mut csv::StringRecord,
+    ) -> Option<Result<(u32, usize), Diagnostic>> {
         if self.failed {
             return None;
         }
         loop {
-            match self.reader.read_record(&mut self.record) {
+            match self.reader.read_record(record) {
                 Ok(false) => return None,
                 Ok(true) => {
-                    let blank = self.record.iter().all(|f| f.trim().is_empty());
-                    if blank {
+                    if record.iter().all(|f| f.trim().is_empty()) {
                         continue;
                     }
-                    let byte = self.record.position().map_or(0, |p| p.byte());
+                    let byte = record.position().map_or(0, |p| p.byte());
                     // The reported offset may point at the line break (or blank
                     // lines) before the record.
-                    let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(self.text.len());
+                    let mut start = usize::try_from(byte)
+                        .unwrap_or(usize::MAX)
+                        .min(self.text.len());
                     while matches!(self.text.get(start), Some(b'\r' | b'\n')) {
                         start += 1;
                     }
@@ -269,13 +312,11 @@ impl<'t> Records<'t> {
                         .iter()
                         .filter(|&&b| b == b'\n')
                         .count();
-                    self.line = self.line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+                    self.line = self
+                        .line
+                        .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
                     self.counted_to = start;
-                    return Some(Ok(Record {
-                        line: self.line,
-                        start,
-                        fields: &self.record,
-                    }));
+                    return Some(Ok((self.line, start)));
                 }
                 Err(e) => {
                     // The text is valid UTF-8 and the reader is flexible, so only a
@@ -378,28 +419,49 @@ mod tests {
         let (t, w) = decode(bytes, Encoding::Auto).unwrap();
         assert_eq!(t.text, "1001,Zoë,Smith\n");
         let w = w.unwrap();
-        assert_eq!((w.code, w.line, w.is_error()), (Code::InvalidUtf8, Some(1), false));
+        assert_eq!(
+            (w.code, w.line, w.is_error()),
+            (Code::InvalidUtf8, Some(1), false)
+        );
         let e = decode(b"a\nb\xEB\n", Encoding::Utf8).unwrap_err();
-        assert_eq!((e.code, e.line, e.is_error()), (Code::InvalidUtf8, Some(2), true));
+        assert_eq!(
+            (e.code, e.line, e.is_error()),
+            (Code::InvalidUtf8, Some(2), true)
+        );
     }
 
     #[test]
     fn semicolons_are_detected() {
-        assert_eq!(detect_delimiter("Extension;First Name;x,y\n", Delimiter::Auto), b';');
+        assert_eq!(
+            detect_delimiter("Extension;First Name;x,y\n", Delimiter::Auto),
+            b';'
+        );
         assert_eq!(detect_delimiter("1001,A;B,C\n", Delimiter::Auto), b',');
         assert_eq!(detect_delimiter("1;2;3", Delimiter::Char(b',')), b',');
     }
 
     #[test]
     fn header_detection_and_mapping() {
-        let l = detect_header(&["Web Username", "extension", "First Name", "Last Name"], 1, 0..0)
-            .unwrap()
-            .unwrap();
+        let l = detect_header(
+            &["Web Username", "extension", "First Name", "Last Name"],
+            1,
+            0..0,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(l.columns[0], Column::WebUsername);
         assert_eq!(l.position(Column::Extension), Some(1));
         assert!(!l.managed().contains(Column::Email));
-        assert_eq!(detect_header(&["1001", "Jason", "Flynn", "jflynn"], 1, 0..0).unwrap(), None);
-        let e = detect_header(&["Extension", "First Name", "Last Nmae", "Web Username"], 1, 0..0).unwrap_err();
+        assert_eq!(
+            detect_header(&["1001", "Jason", "Flynn", "jflynn"], 1, 0..0).unwrap(),
+            None
+        );
+        let e = detect_header(
+            &["Extension", "First Name", "Last Nmae", "Web Username"],
+            1,
+            0..0,
+        )
+        .unwrap_err();
         assert_eq!((e[0].code, e[0].column), (Code::BadHeader, Some(3)));
         let e = detect_header(&["Extension", "First Name", "Last Name"], 1, 0..0).unwrap_err();
         assert!(e[0].message.contains("Web Username"));
@@ -409,6 +471,9 @@ mod tests {
     fn field_spans_follow_quotes() {
         let t = "x\n1,\"a,\"\"b\",c\n";
         let s = field_spans(t, 2, b',');
-        assert_eq!(s.iter().map(|r| &t[r.clone()]).collect::<Vec<_>>(), ["1", "\"a,\"\"b\"", "c"]);
+        assert_eq!(
+            s.iter().map(|r| &t[r.clone()]).collect::<Vec<_>>(),
+            ["1", "\"a,\"\"b\"", "c"]
+        );
     }
 }

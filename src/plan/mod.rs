@@ -55,11 +55,20 @@ impl Serialize for Change {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// A device of the configured inventory file that the target does not know yet.
-    CreateDevice { device: Text, model: Text },
+    CreateDevice {
+        device: Text,
+        model: Text,
+    },
     /// `changes` lists every managed user field that is set (from: null) and the
     /// password (sensitive).
-    CreateUser { username: Text, changes: Vec<Change> },
-    UpdateUser { username: Text, changes: Vec<Change> },
+    CreateUser {
+        username: Text,
+        changes: Vec<Change>,
+    },
+    UpdateUser {
+        username: Text,
+        changes: Vec<Change>,
+    },
     /// `changes` holds the description when it is managed and not empty.
     AddExtension {
         username: Text,
@@ -90,7 +99,9 @@ pub enum Action {
         extension: Text,
         device: Option<Text>,
     },
-    RemoveUser { username: Text },
+    RemoveUser {
+        username: Text,
+    },
 }
 
 impl Action {

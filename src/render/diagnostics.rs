@@ -33,15 +33,15 @@ pub fn text(d: &Diagnostic, view: &SourceView<'_>, style: Style) -> String {
         _ => view.name.to_string(),
     };
     let _ = writeln!(out, "  {} {location}", style.blue("-->"));
-    if let (Some(line), Some(span)) = (d.line, d.span.clone()) {
-        if let Some((shown, marker)) = excerpt(view, span) {
-            let gutter = line.to_string();
-            let pad = " ".repeat(gutter.len());
-            let bar = style.blue("|");
-            let _ = writeln!(out, "{pad} {bar}");
-            let _ = writeln!(out, "{} {bar} {shown}", style.blue(&gutter));
-            let _ = writeln!(out, "{pad} {bar} {}", style.red(&marker));
-        }
+    if let (Some(line), Some(span)) = (d.line, d.span.clone())
+        && let Some((shown, marker)) = excerpt(view, span)
+    {
+        let gutter = line.to_string();
+        let pad = " ".repeat(gutter.len());
+        let bar = style.blue("|");
+        let _ = writeln!(out, "{pad} {bar}");
+        let _ = writeln!(out, "{} {bar} {shown}", style.blue(&gutter));
+        let _ = writeln!(out, "{pad} {bar} {}", style.red(&marker));
     }
     if let Some(hint) = &d.hint {
         let _ = writeln!(out, "  {} help: {hint}", style.blue("="));
@@ -61,12 +61,11 @@ fn excerpt(view: &SourceView<'_>, span: Range<usize>) -> Option<(String, String)
         .find(['\n', '\r'])
         .map_or(text.len(), |i| line_start + i);
     let mut masked: Vec<Range<usize>> = Vec::new();
-    if let Some(p) = view.password_field {
-        if let Some(field) = reader::field_spans(text, line_start, view.delimiter).get(p) {
-            if field.end > field.start {
-                masked.push(field.clone());
-            }
-        }
+    if let Some(p) = view.password_field
+        && let Some(field) = reader::field_spans(text, line_start, view.delimiter).get(p)
+        && field.end > field.start
+    {
+        masked.push(field.clone());
     }
     const MAX: usize = 200;
     let mut shown = String::new();
@@ -79,7 +78,13 @@ fn excerpt(view: &SourceView<'_>, span: Range<usize>) -> Option<(String, String)
             break;
         }
         let in_mask = masked.iter().any(|m| m.contains(&at));
-        let c = if in_mask { '*' } else if c == '\t' { ' ' } else { c };
+        let c = if in_mask {
+            '*'
+        } else if c == '\t' {
+            ' '
+        } else {
+            c
+        };
         shown.push(c);
         let under = at >= span.start && (at < end || (end == span.start && at == span.start));
         if at < span.start {
@@ -99,7 +104,11 @@ pub fn counts(diagnostics: &[Diagnostic]) -> String {
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-    format!("{}, {}", plural(errors, "error"), plural(warnings, "warning"))
+    format!(
+        "{}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    )
 }
 
 /// The `errors` and `warnings` arrays of SPEC section 9.
@@ -130,11 +139,14 @@ mod tests {
             delimiter: b',',
             password_field: Some(4),
         };
-        let d = Diagnostic::error(Code::Whitespace, "First Name has leading or trailing whitespace")
-            .at_line(2)
-            .at_column(2)
-            .with_span(7..13)
-            .with_hint("run `pbxsync fmt`");
+        let d = Diagnostic::error(
+            Code::Whitespace,
+            "First Name has leading or trailing whitespace",
+        )
+        .at_line(2)
+        .at_column(2)
+        .with_span(7..13)
+        .with_hint("run `pbxsync fmt`");
         let out = text_of(&d, &view);
         assert_eq!(
             out,

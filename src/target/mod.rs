@@ -17,8 +17,14 @@ pub enum TargetError {
     #[error("the target changed since this plan was made (serial {planned}, now {current})")]
     Stale { planned: i64, current: i64 },
     /// The state file was written by a newer pbxsync.
-    #[error("the state file {path} has schema version {found}, newer than this pbxsync knows ({known}); upgrade pbxsync")]
-    NewerSchema { path: String, found: i64, known: i64 },
+    #[error(
+        "the state file {path} has schema version {found}, newer than this pbxsync knows ({known}); upgrade pbxsync"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     /// The file is not a pbxsync state file (corrupt, or another program's database).
     #[error("{path} is not a pbxsync state file: {reason}")]
     NotAStateFile { path: String, reason: String },
@@ -56,7 +62,11 @@ pub struct LockHolder {
 
 impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pid {} on host {} since {}", self.pid, self.host, self.since)
+        write!(
+            f,
+            "pid {} on host {} since {}",
+            self.pid, self.host, self.since
+        )
     }
 }
 
@@ -113,8 +123,14 @@ pub struct ApplyRequest<'a> {
 /// Progress of an apply, for the CLI to draw. The target never prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    Started { total: usize },
-    Step { done: usize, total: usize, step: String },
+    Started {
+        total: usize,
+    },
+    Step {
+        done: usize,
+        total: usize,
+        step: String,
+    },
     Committing,
 }
 

@@ -7,8 +7,10 @@ use crate::config::{Config, PasswordPolicy};
 use crate::csv::{self as reader, Layout, ReadOptions, Record, Records};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::model::{
-    cmp_extension, Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
+    Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
+    cmp_extension,
 };
+use rayon::slice::ParallelSliceMut;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
 
@@ -32,7 +34,8 @@ impl Policy {
             },
             password: config.policy.password,
             // The config loader has compiled the pattern once already.
-            extension: ExtensionRule::new(&config.policy.extension_pattern).unwrap_or(ExtensionRule::Default),
+            extension: ExtensionRule::new(&config.policy.extension_pattern)
+                .unwrap_or(ExtensionRule::Default),
             allow_apostrophes: config.policy.allow_apostrophes,
             allow_empty: false,
         }
@@ -61,6 +64,8 @@ pub struct Validated<'a> {
     pub layout: Layout,
     /// Number of data rows (header and blank rows excluded).
     pub rows: usize,
+    /// Number of distinct users.
+    pub users: usize,
     pub desired: Desired,
     /// Errors and warnings, in line order.
     pub diagnostics: Vec<Diagnostic>,
@@ -81,15 +86,29 @@ struct RowUser {
     start: usize,
 }
 
-/// Where a device appears.
-struct DeviceUse {
-    id: Text,
+/// What the cross-row checks need of a row: 40 bytes, whatever the row holds.
+/// Values are compared by hash first; equal hashes are confirmed by reading the
+/// cells again from the text.
+#[derive(Clone, Copy)]
+struct RowKey {
+    extension: u64,
+    user: u64,
+    /// Hash of the user fields and password of the row.
+    fields: u64,
+    /// Hash of the canonical device id; `None` when the row names no device.
+    device: Option<u64>,
     line: u32,
-    start: usize,
+    start: u32,
+}
+
+fn hash(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
 struct Pass<'p, 't> {
     policy: &'p Policy,
+    /// Keep the rows for a desired state (plan), not only their keys (validate).
+    build: bool,
     text: &'t str,
     delimiter: u8,
     layout: Layout,
@@ -98,25 +117,43 @@ struct Pass<'p, 't> {
 
 impl Pass<'_, '_> {
     fn at(&mut self, record_line: u32, start: usize, field: usize, problem: Problem) {
+        let mut sink = std::mem::take(&mut self.diagnostics);
+        self.report(&mut sink, record_line, start, field, problem);
+        self.diagnostics = sink;
+    }
+
+    fn report(
+        &self,
+        sink: &mut Vec<Diagnostic>,
+        record_line: u32,
+        start: usize,
+        field: usize,
+        problem: Problem,
+    ) {
         let span = reader::field_span(self.text, start, self.delimiter, field);
-        self.diagnostics.push(Diagnostic {
+        sink.push(Diagnostic {
             line: Some(record_line),
             column: Some(u32::try_from(field + 1).unwrap_or(u32::MAX)),
             span: Some(span),
             ..Diagnostic::error(problem.code, problem.message)
         });
-        if let Some(d) = self.diagnostics.last_mut() {
+        if let Some(d) = sink.last_mut() {
             d.hint = problem.hint;
         }
     }
 
     /// Checks one data row; returns its extension and user when it has the keys.
-    fn row(&mut self, rec: &Record<'_>) -> Option<(DesiredExtension, RowUser, Option<DeviceUse>)> {
+    #[allow(clippy::type_complexity)]
+    fn row(
+        &self,
+        rec: &Record<'_>,
+        sink: &mut Vec<Diagnostic>,
+    ) -> Option<(RowKey, Option<(DesiredExtension, RowUser)>)> {
         let expected = self.layout.columns.len();
         if rec.fields.len() != expected {
             let n = rec.fields.len();
             let span = reader::field_span(self.text, rec.start, self.delimiter, usize::MAX);
-            self.diagnostics.push(
+            sink.push(
                 Diagnostic::error(
                     Code::WrongColumnCount,
                     format!("this row has {n} columns, expected {expected}"),
@@ -143,21 +180,25 @@ impl Pass<'_, '_> {
             let raw = rec.get(i);
             let value = raw.trim();
             if value.len() != raw.len() {
-                self.at(
+                self.report(
+                    sink,
                     rec.line,
                     rec.start,
                     i,
                     Problem {
                         code: Code::Whitespace,
                         message: format!("{} has leading or trailing whitespace", column.header()),
-                        hint: Some("remove the spaces around the value, or run `pbxsync fmt`".into()),
+                        hint: Some(
+                            "remove the spaces around the value, or run `pbxsync fmt`".into(),
+                        ),
                     },
                 );
             }
             if value.is_empty() {
                 if column.required() {
                     keys_ok &= !matches!(column, Column::Extension | Column::WebUsername);
-                    self.at(
+                    self.report(
+                        sink,
                         rec.line,
                         rec.start,
                         i,
@@ -199,88 +240,197 @@ impl Pass<'_, '_> {
                 user[k] = Text::from(value);
             }
             if let Err(problem) = checked {
-                self.at(rec.line, rec.start, i, problem);
+                self.report(sink, rec.line, rec.start, i, problem);
             }
         }
         if !keys_ok {
             return None;
         }
-        let device_use = match &device {
-            DeviceCell::Device(id) => Some(DeviceUse {
-                id: id.clone(),
-                line: rec.line,
-                start: rec.start,
-            }),
-            _ => None,
+        let mut digest = xxhash_rust::xxh3::Xxh3::new();
+        for f in &user {
+            digest.update(f.as_bytes());
+            digest.update(b"\x1f");
+        }
+        if let Some(p) = &password {
+            digest.update(p.expose().as_bytes());
+        }
+        let key = RowKey {
+            extension: hash(&extension),
+            user: hash(&username),
+            fields: digest.digest(),
+            device: match &device {
+                DeviceCell::Device(id) => Some(hash(id)),
+                _ => None,
+            },
+            line: rec.line,
+            start: u32::try_from(rec.start).unwrap_or(u32::MAX),
         };
-        Some((
-            DesiredExtension {
-                number: extension,
-                username: username.clone(),
-                description,
-                device,
-                line: rec.line,
+        let parts = self.build.then(|| {
+            (
+                DesiredExtension {
+                    number: extension,
+                    username: username.clone(),
+                    description,
+                    device,
+                    line: rec.line,
+                },
+                RowUser {
+                    username,
+                    fields: user,
+                    password,
+                    line: rec.line,
+                    start: rec.start,
+                },
+            )
+        });
+        Some((key, parts))
+    }
+
+    /// The cells of the record that starts at `start`, read again.
+    fn reread(&self, start: u32) -> csv::StringRecord {
+        let mut record = csv::StringRecord::new();
+        let from = (start as usize).min(self.text.len());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.delimiter)
+            .from_reader(&self.text.as_bytes()[from..]);
+        let _ = reader.read_record(&mut record);
+        record
+    }
+
+    /// The canonical value of `column` in the record at `start`.
+    fn cell(&self, start: u32, column: Column) -> String {
+        let record = self.reread(start);
+        let raw = record.get(self.field_of(column)).unwrap_or("").trim();
+        match column {
+            Column::Device => match rules::device(raw) {
+                Ok(DeviceCell::Device(id)) => id.to_string(),
+                _ => raw.to_string(),
             },
-            RowUser {
-                username,
-                fields: user,
-                password,
-                line: rec.line,
-                start: rec.start,
-            },
-            device_use,
-        ))
+            _ => raw.to_string(),
+        }
+    }
+
+    /// Reports the second and later rows of every value that appears more than once.
+    fn duplicates(&mut self, mut keys: Vec<(u64, u32, u32)>, column: Column) {
+        keys.par_sort_unstable();
+        let mut i = 0;
+        while i < keys.len() {
+            let mut j = i + 1;
+            while j < keys.len() && keys[j].0 == keys[i].0 {
+                j += 1;
+            }
+            if j - i > 1 {
+                // Equal hashes: confirm with the values (rows in line order).
+                let mut seen: Vec<(String, u32)> = Vec::new();
+                for &(_, line, start) in &keys[i..j] {
+                    let value = self.cell(start, column);
+                    match seen.iter().find(|(v, _)| *v == value) {
+                        Some((_, first)) => {
+                            let problem = match column {
+                                Column::Extension => Problem {
+                                    code: Code::DuplicateExtension,
+                                    message: format!("extension {value} is also on line {first}"),
+                                    hint: Some("an extension can appear once; remove one of the two rows".into()),
+                                },
+                                _ => Problem {
+                                    code: Code::DuplicateDevice,
+                                    message: format!("device {value} is also assigned on line {first}"),
+                                    hint: Some(
+                                        "a device rings one extension; give one of the rows another device, `virtual`, or nothing"
+                                            .into(),
+                                    ),
+                                },
+                            };
+                            let field = self.field_of(column);
+                            self.at(line, start as usize, field, problem);
+                        }
+                        None => seen.push((value, line)),
+                    }
+                }
+            }
+            i = j;
+        }
+    }
+
+    /// Rows of one user must agree where they are filled in. Only users whose rows
+    /// differ at all are read again.
+    /// Returns the number of users.
+    fn conflicting_users(&mut self, mut keys: Vec<(u64, u32, u32, u64)>) -> usize {
+        keys.par_sort_unstable();
+        let mut i = 0;
+        let mut users = 0;
+        while i < keys.len() {
+            let mut j = i + 1;
+            while j < keys.len() && keys[j].0 == keys[i].0 {
+                j += 1;
+            }
+            if j - i > 1 && keys[i..j].iter().any(|k| k.3 != keys[i].3) {
+                let rows: Vec<RowUser> = keys[i..j]
+                    .iter()
+                    .map(|&(_, line, start, _)| self.row_user(line, start))
+                    .collect();
+                users += self.merge_users(rows, true).len();
+            } else {
+                users += 1;
+            }
+            i = j;
+        }
+        users
+    }
+
+    fn row_user(&self, line: u32, start: u32) -> RowUser {
+        let record = self.reread(start);
+        let get = |c: Column| Text::from(record.get(self.field_of(c)).unwrap_or("").trim());
+        let password = get(Column::Password);
+        RowUser {
+            username: get(Column::WebUsername),
+            fields: USER_COLUMNS.map(get),
+            password: (!password.is_empty()).then(|| Secret::new(&password)),
+            line,
+            start: start as usize,
+        }
     }
 
     fn field_of(&self, column: Column) -> usize {
         self.layout.position(column).unwrap_or(usize::MAX)
     }
 
-    fn duplicate_extensions(&mut self, extensions: &mut Vec<(DesiredExtension, usize)>) {
-        if !extensions.is_sorted_by(|a, b| cmp_extension(&a.0.number, &b.0.number).is_le()) {
-            extensions.sort_by(|a, b| cmp_extension(&a.0.number, &b.0.number).then(a.0.line.cmp(&b.0.line)));
+    /// The desired extensions, sorted, the first of duplicates kept (duplicates
+    /// were reported from the keys).
+    fn sorted_extensions(mut extensions: Vec<DesiredExtension>) -> Vec<DesiredExtension> {
+        // Files are usually sorted already; then this is one linear check.
+        if !extensions.is_sorted_by(|a, b| cmp_extension(&a.number, &b.number).is_le()) {
+            extensions
+                .par_sort_by(|a, b| cmp_extension(&a.number, &b.number).then(a.line.cmp(&b.line)));
         }
-        let column = self.field_of(Column::Extension);
-        let mut kept: Vec<(DesiredExtension, usize)> = Vec::with_capacity(extensions.len());
-        for (ext, start) in extensions.drain(..) {
-            if let Some((first, _)) = kept.last().filter(|(k, _)| k.number == ext.number) {
-                let problem = Problem {
-                    code: Code::DuplicateExtension,
-                    message: format!("extension {} is also on line {}", ext.number, first.line),
-                    hint: Some("an extension can appear once; remove one of the two rows".into()),
-                };
-                self.at(ext.line, start, column, problem);
-                continue;
-            }
-            kept.push((ext, start));
-        }
-        *extensions = kept;
-    }
-
-    fn duplicate_devices(&mut self, mut devices: Vec<DeviceUse>) {
-        devices.sort_by(|a, b| a.id.cmp(&b.id).then(a.line.cmp(&b.line)));
-        let column = self.field_of(Column::Device);
-        for pair in devices.windows(2) {
-            let (first, second) = (&pair[0], &pair[1]);
-            if first.id == second.id {
-                let problem = Problem {
-                    code: Code::DuplicateDevice,
-                    message: format!("device {} is also assigned on line {}", second.id, first.line),
-                    hint: Some("a device rings one extension; give one of the rows another device, `virtual`, or nothing".into()),
-                };
-                self.at(second.line, second.start, column, problem);
-            }
-        }
+        extensions.dedup_by(|later, earlier| later.number == earlier.number);
+        extensions
     }
 
     /// Merges the rows of each user; filled-in fields must agree.
-    fn merge_users(&mut self, mut rows: Vec<RowUser>) -> Vec<DesiredUser> {
-        // Rows arrive in line order, so a stable sort keeps each user's rows in order.
-        rows.sort_by(|a, b| a.username.cmp(&b.username));
+    fn merge_users(&mut self, mut rows: Vec<RowUser>, report: bool) -> Vec<DesiredUser> {
+        // Sort positions, not the rows themselves: a row is ~180 bytes to move.
+        let mut order: Vec<u32> = (0..u32::try_from(rows.len()).unwrap_or(u32::MAX)).collect();
+        order.par_sort_unstable_by(|&a, &b| {
+            let (a, b) = (&rows[a as usize], &rows[b as usize]);
+            a.username.cmp(&b.username).then(a.line.cmp(&b.line))
+        });
         let mut users: Vec<DesiredUser> = Vec::with_capacity(rows.len());
         let mut first_lines = [0u32; 5];
         let mut password_line = 0u32;
-        for row in rows {
+        for i in order {
+            let row = std::mem::replace(
+                &mut rows[i as usize],
+                RowUser {
+                    username: Text::default(),
+                    fields: Default::default(),
+                    password: None,
+                    line: 0,
+                    start: 0,
+                },
+            );
             let same = users.last().is_some_and(|u| u.username == row.username);
             if !same {
                 first_lines = [row.line; 5];
@@ -293,7 +443,9 @@ impl Pass<'_, '_> {
                 });
                 continue;
             }
-            let Some(user) = users.last_mut() else { continue };
+            let Some(user) = users.last_mut() else {
+                continue;
+            };
             let mut conflicts = Vec::new();
             for (k, value) in row.fields.into_iter().enumerate() {
                 if value.is_empty() {
@@ -330,7 +482,7 @@ impl Pass<'_, '_> {
                 )),
                 _ => {}
             }
-            for (column, message) in conflicts {
+            for (column, message) in conflicts.into_iter().filter(|_| report) {
                 let problem = Problem {
                     code: Code::ConflictingUserFields,
                     message,
@@ -344,8 +496,82 @@ impl Pass<'_, '_> {
     }
 }
 
-/// Reads and checks a whole file. Never panics, whatever the bytes.
+const BATCH_ROWS: usize = 4096;
+
+/// Records read but not checked yet; the record buffers are reused.
+#[derive(Default)]
+struct Batch {
+    records: Vec<(u32, usize, csv::StringRecord)>,
+    len: usize,
+}
+
+impl Batch {
+    fn slot(&mut self) -> &mut csv::StringRecord {
+        if self.records.len() == self.len {
+            self.records.push((0, 0, csv::StringRecord::new()));
+        }
+        &mut self.records[self.len].2
+    }
+    fn commit(&mut self, line: u32, start: usize) {
+        self.records[self.len].0 = line;
+        self.records[self.len].1 = start;
+        self.len += 1;
+    }
+    fn push(&mut self, line: u32, start: usize, record: &csv::StringRecord) {
+        self.slot().clone_from(record);
+        self.commit(line, start);
+    }
+}
+
+#[derive(Default)]
+struct BatchOutput {
+    keys: Vec<RowKey>,
+    extensions: Vec<DesiredExtension>,
+    users: Vec<RowUser>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Pass<'_, '_> {
+    fn batch(&self, batch: &Batch) -> BatchOutput {
+        let mut out = BatchOutput {
+            keys: Vec::with_capacity(batch.len),
+            ..BatchOutput::default()
+        };
+        for (line, start, fields) in &batch.records[..batch.len] {
+            let rec = Record {
+                line: *line,
+                start: *start,
+                fields,
+            };
+            if let Some((key, parts)) = self.row(&rec, &mut out.diagnostics) {
+                out.keys.push(key);
+                if let Some((ext, user)) = parts {
+                    out.extensions.push(ext);
+                    out.users.push(user);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Reads and checks a whole file and builds the desired state. Never panics,
+/// whatever the bytes.
 pub fn validate<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
+    run(bytes, policy, true)
+}
+
+/// Reads and checks a whole file without keeping its rows: memory holds only the
+/// duplicate-check indexes (`desired` stays empty).
+pub fn check<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
+    run(bytes, policy, false)
+}
+
+fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
     let mut diagnostics = Vec::new();
     let text = match reader::decode(bytes, policy.read.encoding) {
         Ok((text, warning)) => {
@@ -359,61 +585,147 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
                 delimiter: b',',
                 layout: Layout::default_order(),
                 rows: 0,
+                users: 0,
                 desired: Desired::default(),
                 diagnostics: vec![error],
             };
         }
     };
     let delimiter = reader::detect_delimiter(&text.text, policy.read.delimiter);
-    let (layout, rows, extensions, users, mut diagnostics) = {
+    let (layout, rows, user_count, extensions, users, mut diagnostics) = {
         let mut pass = Pass {
             policy,
+            build,
             text: &text.text,
             delimiter,
             layout: Layout::default_order(),
             diagnostics,
         };
         let mut records = Records::new(&text.text, delimiter);
-        let mut extensions = Vec::new();
-        let mut users = Vec::new();
-        let mut devices = Vec::new();
-        let mut first = true;
         let mut rows = 0usize;
-        while let Some(next) = records.next() {
-            let rec = match next {
-                Ok(rec) => rec,
-                Err(d) => {
-                    pass.diagnostics.push(d);
-                    break;
-                }
-            };
-            if std::mem::take(&mut first) {
-                let cells: Vec<&str> = rec.fields.iter().collect();
-                let span = reader::field_span(&text.text, rec.start, delimiter, usize::MAX);
-                match reader::detect_header(&cells, rec.line, span) {
-                    Ok(Some(layout)) => {
-                        pass.layout = layout;
-                        continue;
-                    }
-                    Ok(None) => {}
+        let mut first = csv::StringRecord::new();
+        let mut pending_first = None;
+        match records.next_into(&mut first) {
+            Some(Ok((line, start))) => {
+                let cells: Vec<&str> = first.iter().collect();
+                let span = reader::field_span(&text.text, start, delimiter, usize::MAX);
+                match reader::detect_header(&cells, line, span) {
+                    Ok(Some(layout)) => pass.layout = layout,
+                    Ok(None) => pending_first = Some((line, start)),
                     Err(errors) => {
                         // Without a usable header the rows cannot be read reliably.
                         pass.diagnostics.extend(errors);
-                        break;
+                        records = Records::new("", delimiter);
                     }
                 }
             }
-            rows += 1;
-            if let Some((ext, user, device)) = pass.row(&rec) {
-                extensions.push((ext, rec.start));
-                users.push(user);
-                devices.extend(device);
-            }
+            Some(Err(d)) => pass.diagnostics.push(d),
+            None => {}
         }
-        pass.duplicate_extensions(&mut extensions);
-        pass.duplicate_devices(devices);
-        let users = pass.merge_users(users);
-        (pass.layout, rows, extensions, users, pass.diagnostics)
+        // Sized once from the line count, so the vectors never move while growing.
+        let estimate = memchr_count(text.text.as_bytes());
+        let mut keys: Vec<RowKey> = Vec::with_capacity(estimate);
+        let mut extensions = Vec::with_capacity(if build { estimate } else { 0 });
+        let mut users = Vec::with_capacity(if build { estimate } else { 0 });
+        let mut read_error = None;
+        // One thread splits the text into records while the others check them,
+        // a batch at a time; results are put back in file order.
+        let workers =
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(workers * 2);
+        let batch_rx = std::sync::Mutex::new(batch_rx);
+        let outputs = std::thread::scope(|scope| {
+            let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Batch>();
+            let (out_tx, out_rx) = std::sync::mpsc::channel::<(usize, BatchOutput)>();
+            let pass = &pass;
+            for _ in 0..workers {
+                let (batch_rx, spent_tx, out_tx) = (&batch_rx, spent_tx.clone(), out_tx.clone());
+                scope.spawn(move || {
+                    loop {
+                        let next = batch_rx
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|rx| rx.recv().map_err(|_| ()));
+                        let Ok((index, batch)) = next else { break };
+                        let out = pass.batch(&batch);
+                        if out_tx.send((index, out)).is_err() {
+                            break;
+                        }
+                        let _ = spent_tx.send(batch);
+                    }
+                });
+            }
+            drop((spent_tx, out_tx));
+            let mut index = 0;
+            let mut batch = Batch::default();
+            if let Some((line, start)) = pending_first {
+                batch.push(line, start, &first);
+            }
+            loop {
+                if batch.len == BATCH_ROWS {
+                    rows += batch.len;
+                    let full =
+                        std::mem::replace(&mut batch, spent_rx.try_recv().unwrap_or_default());
+                    batch.len = 0;
+                    if batch_tx.send((index, full)).is_err() {
+                        break;
+                    }
+                    index += 1;
+                }
+                let slot = batch.slot();
+                match records.next_into(slot) {
+                    Some(Ok((line, start))) => batch.commit(line, start),
+                    Some(Err(d)) => {
+                        read_error = Some(d);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            rows += batch.len;
+            if batch.len > 0 {
+                let _ = batch_tx.send((index, batch));
+            }
+            drop(batch_tx);
+            let mut outputs: Vec<(usize, BatchOutput)> = out_rx.iter().collect();
+            outputs.sort_unstable_by_key(|(i, _)| *i);
+            outputs
+        });
+        pass.diagnostics.extend(read_error);
+        for (_, out) in outputs {
+            keys.extend(out.keys);
+            extensions.extend(out.extensions);
+            users.extend(out.users);
+            pass.diagnostics.extend(out.diagnostics);
+        }
+        pass.duplicates(
+            keys.iter()
+                .map(|k| (k.extension, k.line, k.start))
+                .collect(),
+            Column::Extension,
+        );
+        pass.duplicates(
+            keys.iter()
+                .filter_map(|k| k.device.map(|d| (d, k.line, k.start)))
+                .collect(),
+            Column::Device,
+        );
+        let user_count = pass.conflicting_users(
+            keys.iter()
+                .map(|k| (k.user, k.line, k.start, k.fields))
+                .collect(),
+        );
+        drop(keys);
+        let users = pass.merge_users(users, false);
+        let extensions = Pass::sorted_extensions(extensions);
+        (
+            pass.layout,
+            rows,
+            user_count,
+            extensions,
+            users,
+            pass.diagnostics,
+        )
     };
     if rows == 0 && !policy.allow_empty && !diagnostics.iter().any(|d| d.code == Code::BadHeader) {
         diagnostics.push(
@@ -428,7 +740,7 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
     let desired = Desired {
         managed: layout.managed(),
         users,
-        extensions: extensions.into_iter().map(|(e, _)| e).collect(),
+        extensions,
     };
     Validated {
         text: text.text,
@@ -436,6 +748,7 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
         delimiter,
         layout,
         rows,
+        users: user_count,
         desired,
         diagnostics,
     }
@@ -452,7 +765,10 @@ mod tests {
     }
 
     fn codes(v: &Validated<'_>) -> Vec<(Option<u32>, Option<u32>, &'static str)> {
-        v.diagnostics.iter().map(|d| (d.line, d.column, d.code.as_str())).collect()
+        v.diagnostics
+            .iter()
+            .map(|d| (d.line, d.column, d.code.as_str()))
+            .collect()
     }
 
     #[test]
@@ -471,8 +787,14 @@ mod tests {
         let e = v.desired.extension("1001").unwrap();
         assert_eq!(e.device, DeviceCell::Device("0004F2123456".into()));
         assert_eq!(e.description, "Sales, desk");
-        assert_eq!(v.desired.extension("1002").unwrap().device, DeviceCell::Virtual);
-        assert_eq!(v.desired.extension("1003").unwrap().device, DeviceCell::Keep);
+        assert_eq!(
+            v.desired.extension("1002").unwrap().device,
+            DeviceCell::Virtual
+        );
+        assert_eq!(
+            v.desired.extension("1003").unwrap().device,
+            DeviceCell::Keep
+        );
     }
 
     #[test]
@@ -518,7 +840,11 @@ mod tests {
                 (Some(5), None, "wrong-column-count"),
             ]
         );
-        assert!(v.diagnostics.iter().all(|d| !d.message.contains("secret12")));
+        assert!(
+            v.diagnostics
+                .iter()
+                .all(|d| !d.message.contains("secret12"))
+        );
         assert!(v.diagnostics[9].message.contains("3 columns, expected 10"));
     }
 
@@ -529,7 +855,13 @@ mod tests {
              1002,Maria,Garcia,mgarcia,Sec_ret12,,,,,00:04:f2:00:00:01\n1001,Wei,Chen,wchen,Sec_ret12,,,,,\n"
         );
         let v = check(&csv);
-        assert_eq!(codes(&v), [(Some(3), Some(10), "duplicate-device"), (Some(4), Some(1), "duplicate-extension")]);
+        assert_eq!(
+            codes(&v),
+            [
+                (Some(3), Some(10), "duplicate-device"),
+                (Some(4), Some(1), "duplicate-extension")
+            ]
+        );
         assert!(v.diagnostics[0].message.contains("line 2"));
         assert!(v.diagnostics[1].message.contains("line 2"));
     }
@@ -559,13 +891,18 @@ mod tests {
             let v = check(csv);
             assert_eq!(codes(&v), [(None, None, "empty-desired-state")], "{csv:?}");
         }
-        let policy = Policy { allow_empty: true, ..Policy::default() };
+        let policy = Policy {
+            allow_empty: true,
+            ..Policy::default()
+        };
         assert!(validate(HEADER.as_bytes(), &policy).diagnostics.is_empty());
     }
 
     #[test]
     fn quoted_line_breaks_report_the_line_where_the_record_starts() {
-        let csv = format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,\"two\nlines\",,,,\n1001,Wei,Chen,wchen,Sec_ret12,,,,,\n");
+        let csv = format!(
+            "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,\"two\nlines\",,,,\n1001,Wei,Chen,wchen,Sec_ret12,,,,,\n"
+        );
         let v = check(&csv);
         assert_eq!(codes(&v), [(Some(4), Some(1), "duplicate-extension")]);
     }

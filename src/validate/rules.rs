@@ -73,7 +73,10 @@ pub fn username(value: &str) -> Rule {
         return Ok(());
     }
     let hint = if !chars_ok && value.bytes().any(|b| b.is_ascii_uppercase()) {
-        format!("web usernames are lower case: `{}`", value.to_ascii_lowercase())
+        format!(
+            "web usernames are lower case: `{}`",
+            value.to_ascii_lowercase()
+        )
     } else if !chars_ok {
         "use only lower-case letters, digits, `.`, `_` and `-`".to_string()
     } else {
@@ -89,11 +92,18 @@ pub fn username(value: &str) -> Rule {
 /// First and last names: any letters, inner spaces; no apostrophe unless allowed.
 pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
     if !allow_apostrophes && value.contains(['\'', '\u{2019}']) {
-        let without: String = value.chars().filter(|c| !matches!(c, '\'' | '\u{2019}')).collect();
+        let without: String = value
+            .chars()
+            .filter(|c| !matches!(c, '\'' | '\u{2019}'))
+            .collect();
         return Err(Problem::new(
             Code::NameApostrophe,
-            format!("{column} `{value}` contains an apostrophe, which the phone system does not accept"),
-            format!("write it without the apostrophe (`{without}`), or set `policy.allow_apostrophes: true`"),
+            format!(
+                "{column} `{value}` contains an apostrophe, which the phone system does not accept"
+            ),
+            format!(
+                "write it without the apostrophe (`{without}`), or set `policy.allow_apostrophes: true`"
+            ),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -116,7 +126,10 @@ pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
         wrong.push(format!("at least {} characters", policy.min_length));
     }
     if value.chars().filter(|c| c.is_uppercase()).count() < policy.min_upper {
-        wrong.push(format!("at least {} upper-case letter(s)", policy.min_upper));
+        wrong.push(format!(
+            "at least {} upper-case letter(s)",
+            policy.min_upper
+        ));
     }
     if value.chars().filter(|c| c.is_ascii_digit()).count() < policy.min_digits {
         wrong.push(format!("at least {} digits", policy.min_digits));
@@ -126,7 +139,10 @@ pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
     }
     Err(Problem::new(
         Code::PasswordPolicy,
-        format!("the password does not meet the policy: it needs {}", wrong.join(", ")),
+        format!(
+            "the password does not meet the policy: it needs {}",
+            wrong.join(", ")
+        ),
         "choose another password (underscores are fine); the policy is `policy.password` in pbxsync.yaml",
     ))
 }
@@ -140,7 +156,9 @@ pub fn email(value: &str) -> Rule {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains("..")
-                && !value.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
+                && !value.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>')
+                })
         }
         None => false,
     };
@@ -177,7 +195,10 @@ pub fn device(value: &str) -> Result<DeviceCell, Problem> {
     if value.eq_ignore_ascii_case("virtual") {
         return Ok(DeviceCell::Virtual);
     }
-    let compact: String = value.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+    let compact: String = value
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
     if compact.len() == 12 && compact.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(DeviceCell::Device(Text::from(compact.to_ascii_uppercase())));
     }
@@ -253,7 +274,10 @@ mod tests {
             assert_eq!(username(ok), Ok(()), "{ok}");
         }
         let e = username("JFlynn").unwrap_err();
-        assert_eq!(e.hint.as_deref(), Some("web usernames are lower case: `jflynn`"));
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("web usernames are lower case: `jflynn`")
+        );
         for bad in ["a", "j flynn", "jflynn@x", &"x".repeat(33), "zoë"] {
             assert_eq!(username(bad).unwrap_err().code, Code::BadUsername, "{bad}");
         }
@@ -266,9 +290,15 @@ mod tests {
         let e = name("Last Name", "O'Brien", false).unwrap_err();
         assert_eq!(e.code, Code::NameApostrophe);
         assert!(e.hint.unwrap().contains("OBrien"));
-        assert_eq!(name("Last Name", "O’Brien", false).unwrap_err().code, Code::NameApostrophe);
+        assert_eq!(
+            name("Last Name", "O’Brien", false).unwrap_err().code,
+            Code::NameApostrophe
+        );
         assert_eq!(name("Last Name", "O'Brien", true), Ok(()));
-        assert_eq!(name("Last Name", "a\tb", true).unwrap_err().code, Code::BadName);
+        assert_eq!(
+            name("Last Name", "a\tb", true).unwrap_err().code,
+            Code::BadName
+        );
     }
 
     #[test]
@@ -277,12 +307,34 @@ mod tests {
         for bad in ["secret12", "Secret1x", "Sh0rt1", "Secret 12"] {
             let e = password(bad, &POLICY).unwrap_err();
             assert_eq!(e.code, Code::PasswordPolicy, "{bad}");
-            assert!(!e.message.contains(bad), "the message must not echo the password");
+            assert!(
+                !e.message.contains(bad),
+                "the message must not echo the password"
+            );
         }
-        assert!(password("secret12", &POLICY).unwrap_err().message.contains("upper-case"));
-        assert!(password("Secret1x", &POLICY).unwrap_err().message.contains("2 digits"));
-        assert!(password("Sh0rt1", &POLICY).unwrap_err().message.contains("8 characters"));
-        let strict = PasswordPolicy { min_length: 12, min_upper: 2, min_digits: 3 };
+        assert!(
+            password("secret12", &POLICY)
+                .unwrap_err()
+                .message
+                .contains("upper-case")
+        );
+        assert!(
+            password("Secret1x", &POLICY)
+                .unwrap_err()
+                .message
+                .contains("2 digits")
+        );
+        assert!(
+            password("Sh0rt1", &POLICY)
+                .unwrap_err()
+                .message
+                .contains("8 characters")
+        );
+        let strict = PasswordPolicy {
+            min_length: 12,
+            min_upper: 2,
+            min_digits: 3,
+        };
         assert!(password("Sec_ret12", &strict).is_err());
         assert!(password("SeC_ret12345", &strict).is_ok());
     }
@@ -292,7 +344,15 @@ mod tests {
         for ok in ["jason@example.com", "a.b+c@sub.example.co.uk"] {
             assert_eq!(email(ok), Ok(()), "{ok}");
         }
-        for bad in ["jason", "jason@", "@example.com", "jason@example", "a@b@c.com", "a b@c.com", "a@.com"] {
+        for bad in [
+            "jason",
+            "jason@",
+            "@example.com",
+            "jason@example",
+            "a@b@c.com",
+            "a b@c.com",
+            "a@.com",
+        ] {
             assert_eq!(email(bad).unwrap_err().code, Code::BadEmail, "{bad}");
         }
     }
@@ -319,7 +379,10 @@ mod tests {
         assert_eq!(device("SoftPhone001"), Ok(mac("SOFTPHONE001")));
         let e = device("00:04:F2:12:34").unwrap_err();
         assert!(e.message.contains("10 hex digits"), "{}", e.message);
-        assert_eq!(device("00:04:F2:12:34:5G").unwrap_err().code, Code::BadDevice);
+        assert_eq!(
+            device("00:04:F2:12:34:5G").unwrap_err().code,
+            Code::BadDevice
+        );
         assert_eq!(device("desk phone").unwrap_err().code, Code::BadDevice);
         assert_eq!(device("ünïcode").unwrap_err().code, Code::BadDevice);
     }
@@ -327,7 +390,10 @@ mod tests {
     #[test]
     fn canonical_cells() {
         use crate::model::Column;
-        assert_eq!(canonical(Column::Device, " 00:04:f2:12:34:56 "), "0004F2123456");
+        assert_eq!(
+            canonical(Column::Device, " 00:04:f2:12:34:56 "),
+            "0004F2123456"
+        );
         assert_eq!(canonical(Column::Device, "Virtual"), "virtual");
         assert_eq!(canonical(Column::Device, "bad value!"), "bad value!");
         assert_eq!(canonical(Column::FirstName, " Jason "), "Jason");

@@ -1,0 +1,917 @@
+//! Reading the CSV out of a git commit, and who last changed each line of it.
+//!
+//! Everything goes through the object database, never the working tree: the
+//! CSV that gets applied is exactly the committed one, however the checkout
+//! looks.
+
+use super::{LineBlame, Loaded, SourceError, SourceKind, SourceRevision};
+use git2::{BlameOptions, ErrorCode, ObjectType, Oid, Repository};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Read the CSV at `csv_path` (absolute, or relative to `config_dir`) as it is
+/// in the commit that `rev` names, in the repository containing `config_dir`.
+pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded, SourceError> {
+    let located = locate(config_dir, csv_path, rev)?;
+    let repo = &located.repo;
+    let commit = repo
+        .find_commit(located.commit)
+        .map_err(git_error(format!("reading commit {}", located.commit)))?;
+    let blob = repo.find_blob(located.blob).map_err(git_error(format!(
+        "reading {} at commit {}",
+        located.path,
+        short(located.commit)
+    )))?;
+
+    // Author names and messages are not guaranteed to be UTF-8 (git stores
+    // bytes); a lossy conversion is fine for a record meant for humans.
+    let author = commit.author();
+    let author = format!(
+        "{} <{}>",
+        String::from_utf8_lossy(author.name_bytes()),
+        String::from_utf8_lossy(author.email_bytes())
+    );
+    let summary = commit
+        .summary_bytes()
+        .map(|s| String::from_utf8_lossy(s).into_owned());
+
+    Ok(Loaded {
+        bytes: blob.content().to_vec(),
+        revision: SourceRevision {
+            kind: SourceKind::Git,
+            path: located.path,
+            commit: Some(located.commit.to_string()),
+            blob: located.blob.to_string(),
+            author: Some(author),
+            summary,
+        },
+    })
+}
+
+/// The commit id that `rev` resolves to and the blob id of the CSV in it,
+/// without reading the blob: enough to tell whether anything changed since
+/// the last apply.
+pub fn peek(
+    config_dir: &Path,
+    csv_path: &Path,
+    rev: &str,
+) -> Result<(String, String), SourceError> {
+    let located = locate(config_dir, csv_path, rev)?;
+    Ok((located.commit.to_string(), located.blob.to_string()))
+}
+
+/// For each line of the CSV at `rev` (index = line number - 1), the commit
+/// that last changed it, that commit's author name and its date.
+pub fn blame(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Vec<LineBlame>, SourceError> {
+    let located = locate(config_dir, csv_path, rev)?;
+    let repo = &located.repo;
+    let mut options = BlameOptions::new();
+    // Blame the file as of `rev`, not as of HEAD.
+    options.newest_commit(located.commit);
+    let blame = repo
+        .blame_file(&located.rel, Some(&mut options))
+        .map_err(git_error(format!(
+            "blaming {} at commit {}",
+            located.path,
+            short(located.commit)
+        )))?;
+
+    // A file has far fewer distinct commits than lines, so look each commit
+    // up once.
+    let mut by_commit: HashMap<Oid, LineBlame> = HashMap::new();
+    let mut lines = Vec::new();
+    for hunk in blame.iter() {
+        let id = hunk.final_commit_id();
+        let line = match by_commit.get(&id) {
+            Some(line) => line.clone(),
+            None => {
+                let commit = repo
+                    .find_commit(id)
+                    .map_err(git_error(format!("reading commit {id}")))?;
+                let line = LineBlame {
+                    commit: id.to_string(),
+                    author: String::from_utf8_lossy(commit.author().name_bytes()).into_owned(),
+                    date: utc_date(commit.time().seconds()),
+                };
+                by_commit.insert(id, line.clone());
+                line
+            }
+        };
+        // Hunks come in line order and tile the file; final_start_line is
+        // 1-based. Placing by start line rather than appending keeps this
+        // right even if libgit2 ever returned them out of order.
+        let start = hunk.final_start_line().saturating_sub(1);
+        let end = start + hunk.lines_in_hunk();
+        if lines.len() < end {
+            lines.resize(end, None);
+        }
+        for slot in &mut lines[start..end] {
+            *slot = Some(line.clone());
+        }
+    }
+    // Every line is covered by a hunk; a gap would be a libgit2 bug, and is
+    // reported rather than papered over with a made-up attribution.
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            line.ok_or_else(|| SourceError::Git {
+                context: format!("blaming {}", located.path),
+                source: git2::Error::from_str(&format!("no blame for line {}", index + 1)),
+            })
+        })
+        .collect()
+}
+
+/// The content of blob `blob_id` in the repository containing `config_dir`,
+/// or `None` when the repository does not have it (e.g. a commit that was
+/// applied once but has since been garbage-collected away).
+pub fn read_blob(config_dir: &Path, blob_id: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    // `Oid::from_str` accepts abbreviations and pads them with zeros, which
+    // would silently look up the wrong object; insist on a full id (SHA-1 or
+    // SHA-256).
+    let full_length = matches!(blob_id.len(), 40 | 64);
+    if !full_length || !blob_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SourceError::InvalidBlobId(blob_id.to_string()));
+    }
+    let oid =
+        Oid::from_str(blob_id).map_err(|_| SourceError::InvalidBlobId(blob_id.to_string()))?;
+    let (repo, _) = open(config_dir)?;
+    match repo.find_blob(oid) {
+        Ok(blob) => Ok(Some(blob.content().to_vec())),
+        // libgit2 also answers NotFound when the object exists but is not a
+        // blob, which is the same thing for the caller.
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(git_error(format!("reading blob {blob_id}"))(e)),
+    }
+}
+
+/// The CSV pinned down in one commit.
+struct Located {
+    repo: Repository,
+    commit: Oid,
+    /// Path relative to the repository root, for libgit2.
+    rel: PathBuf,
+    /// The same path with `/` separators, for people and records.
+    path: String,
+    blob: Oid,
+}
+
+fn locate(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Located, SourceError> {
+    let (repo, config_dir) = open(config_dir)?;
+    let workdir = match repo.workdir() {
+        Some(dir) => dir.canonicalize().map_err(|source| SourceError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?,
+        None => {
+            return Err(SourceError::BareRepository {
+                repo: repo.path().to_path_buf(),
+            });
+        }
+    };
+    let rel = repo_relative(&workdir, &config_dir.join(csv_path))?;
+    let path = slash_path(&rel);
+
+    let commit = resolve_commit(&repo, &workdir, rev)?;
+    let commit_id = commit.id();
+    let tree = commit
+        .tree()
+        .map_err(git_error(format!("reading the tree of commit {commit_id}")))?;
+    if rel.as_os_str().is_empty() {
+        return Err(SourceError::NotAFile {
+            path: ".".to_string(),
+            commit: short(commit_id),
+            what: "the repository root",
+        });
+    }
+    let entry = match tree.get_path(&rel) {
+        Ok(entry) => entry,
+        Err(e) if e.code() == ErrorCode::NotFound => {
+            return Err(SourceError::NotInCommit {
+                path,
+                commit: short(commit_id),
+            });
+        }
+        Err(e) => {
+            return Err(git_error(format!(
+                "looking up {path} in commit {commit_id}"
+            ))(e));
+        }
+    };
+    // A symlink is stored as a blob holding the link target; reading it would
+    // "succeed" with nonsense, so it is rejected like a directory.
+    const SYMLINK_MODE: i32 = 0o120000;
+    let what = match entry.kind() {
+        Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => Some("a symlink"),
+        Some(ObjectType::Blob) => None,
+        Some(ObjectType::Tree) => Some("a directory"),
+        Some(ObjectType::Commit) => Some("a submodule"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(what) = what {
+        return Err(SourceError::NotAFile {
+            path,
+            commit: short(commit_id),
+            what,
+        });
+    }
+    let blob = entry.id();
+    // These borrow `repo`, which moves into the result.
+    drop(entry);
+    drop(tree);
+    drop(commit);
+    Ok(Located {
+        repo,
+        commit: commit_id,
+        rel,
+        path,
+        blob,
+    })
+}
+
+/// Open the repository containing `config_dir`; also returns `config_dir`
+/// canonicalized, so that paths relative to it compare with the workdir.
+fn open(config_dir: &Path) -> Result<(Repository, PathBuf), SourceError> {
+    let dir = config_dir
+        .canonicalize()
+        .map_err(|source| SourceError::Io {
+            path: config_dir.to_path_buf(),
+            source,
+        })?;
+    match Repository::discover(&dir) {
+        Ok(repo) => Ok((repo, dir)),
+        Err(e) if e.code() == ErrorCode::NotFound => Err(SourceError::NotARepository { dir }),
+        Err(e) => Err(git_error(format!(
+            "opening the repository containing {}",
+            dir.display()
+        ))(e)),
+    }
+}
+
+fn resolve_commit<'r>(
+    repo: &'r Repository,
+    workdir: &Path,
+    rev: &str,
+) -> Result<git2::Commit<'r>, SourceError> {
+    let object = match repo.revparse_single(rev) {
+        Ok(object) => object,
+        Err(e) if e.code() == ErrorCode::Ambiguous => {
+            return Err(SourceError::AmbiguousRevision {
+                rev: rev.to_string(),
+            });
+        }
+        Err(e) => {
+            // A fresh `git init` has an unborn HEAD and no refs at all; say
+            // so, rather than that "HEAD" does not exist.
+            if is_empty(repo) {
+                return Err(SourceError::EmptyRepository {
+                    repo: workdir.to_path_buf(),
+                });
+            }
+            return match e.code() {
+                ErrorCode::NotFound | ErrorCode::InvalidSpec | ErrorCode::UnbornBranch => {
+                    Err(SourceError::RevisionNotFound {
+                        rev: rev.to_string(),
+                        repo: workdir.to_path_buf(),
+                    })
+                }
+                _ => Err(git_error(format!("resolving revision `{rev}`"))(e)),
+            };
+        }
+    };
+    // A tag may point at a tree or a blob, and a raw id may name any object.
+    object
+        .peel_to_commit()
+        .map_err(|_| SourceError::NotACommit {
+            rev: rev.to_string(),
+            kind: object.kind().map_or("unknown", |k| k.str()),
+        })
+}
+
+/// True when HEAD is unborn and there are no refs at all: nothing was ever
+/// committed (or fetched).
+fn is_empty(repo: &Repository) -> bool {
+    let unborn = matches!(repo.head(), Err(e) if e.code() == ErrorCode::UnbornBranch || e.code() == ErrorCode::NotFound);
+    unborn
+        && repo
+            .references()
+            .map(|mut refs| refs.next().is_none())
+            .unwrap_or(false)
+}
+
+/// `path` (absolute) relative to `workdir` (canonical).
+///
+/// The CSV may exist in the commit but not on disk (deleted, or not checked
+/// out), so the file itself cannot be canonicalized. Instead the deepest
+/// existing ancestor of its directory is canonicalized (resolving symlinks
+/// such as a temp dir's) and the rest is applied lexically. The file name is
+/// kept as given: if the CSV is itself a symlink, the path in git is the
+/// link's, not its target's.
+fn repo_relative(workdir: &Path, path: &Path) -> Result<PathBuf, SourceError> {
+    let (dir, file) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(file)) => (dir, Some(file)),
+        _ => (path, None),
+    };
+    let mut resolved = None;
+    for ancestor in dir.ancestors() {
+        match ancestor.canonicalize() {
+            Ok(canonical) => {
+                let rest = dir.strip_prefix(ancestor).unwrap_or(Path::new(""));
+                resolved = Some((canonical, rest));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(SourceError::Io {
+                    path: ancestor.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    // The root always exists, so this only happens for a relative `path`,
+    // which callers never pass; fall back to a lexical treatment.
+    let (mut full, rest) = resolved.unwrap_or_else(|| (PathBuf::new(), dir));
+    for component in rest.components() {
+        match component {
+            Component::Normal(name) => full.push(name),
+            Component::ParentDir => {
+                full.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    if let Some(file) = file {
+        full.push(file);
+    }
+    match full.strip_prefix(workdir) {
+        Ok(rel) => Ok(rel.to_path_buf()),
+        Err(_) => Err(SourceError::OutsideRepository {
+            path: full,
+            repo: workdir.to_path_buf(),
+        }),
+    }
+}
+
+/// A repository-relative path with `/` separators, as git writes it.
+fn slash_path(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The abbreviated commit id shown in messages.
+fn short(id: Oid) -> String {
+    let mut hex = id.to_string();
+    hex.truncate(7);
+    hex
+}
+
+fn git_error(context: String) -> impl FnOnce(git2::Error) -> SourceError {
+    move |source| SourceError::Git { context, source }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix timestamp.
+fn utc_date(seconds: i64) -> String {
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Proleptic Gregorian (year, month, day) of a count of days since
+/// 1970-01-01, after Howard Hinnant's `civil_from_days`
+/// (<https://howardhinnant.github.io/date_algorithms.html>): shift the year to
+/// start in March so the leap day is last, then split into 400-year eras.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of March-based year, [0, 365]
+    let mp = (5 * doy + 2) / 153; // March-based month, [0, 11]
+    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // Both are in range by construction.
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{SourceKind, read_working_tree};
+    use std::process::Command;
+    use tempfile::TempDir;
+
+    /// A scratch repository driven by the real `git` CLI, isolated from the
+    /// user's and system's git configuration.
+    struct TestRepo {
+        dir: TempDir,
+    }
+
+    const ALICE: (&str, &str) = ("Alice Example", "alice@example.com");
+    const BOB: (&str, &str) = ("Bob Example", "bob@example.com");
+
+    impl TestRepo {
+        fn new() -> Self {
+            let repo = TestRepo {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            repo.git(ALICE, "2024-01-01T00:00:00+0000", &["init", "-q"]);
+            repo
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Run git in the repository as `who`, with author and committer date
+        /// `date`; returns trimmed stdout.
+        fn git(&self, who: (&str, &str), date: &str, args: &[&str]) -> String {
+            let output = Command::new("git")
+                .current_dir(self.path())
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_DATE", date)
+                .env("GIT_COMMITTER_DATE", date)
+                .args(["-c", &format!("user.name={}", who.0)])
+                .args(["-c", &format!("user.email={}", who.1)])
+                .args([
+                    "-c",
+                    "init.defaultBranch=main",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        }
+
+        fn write(&self, rel: &str, content: &str) {
+            let path = self.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+
+        /// Write `rel`, commit everything as `who` at `date`; returns the
+        /// full commit id.
+        fn commit_file(
+            &self,
+            who: (&str, &str),
+            date: &str,
+            rel: &str,
+            content: &str,
+            message: &str,
+        ) -> String {
+            self.write(rel, content);
+            self.git(who, date, &["add", "-A"]);
+            self.git(who, date, &["commit", "-q", "-m", message]);
+            self.git(who, date, &["rev-parse", "HEAD"])
+        }
+    }
+
+    const V1: &str = "id,name\n1,Ann\n2,Ben\n";
+    const V2: &str = "id,name\n1,Ann\n2,Ben\n3,Cat\n";
+
+    /// A repository with two commits of `users.csv` by different authors,
+    /// tagged `v1` and branch `old` at the first; returns the commit ids.
+    fn two_commits() -> (TestRepo, String, String) {
+        let repo = TestRepo::new();
+        let first = repo.commit_file(
+            ALICE,
+            "2024-03-05T10:00:00+0000",
+            "users.csv",
+            V1,
+            "Add users\n\nFirst batch.",
+        );
+        repo.git(ALICE, "2024-03-05T10:00:00+0000", &["tag", "v1"]);
+        repo.git(ALICE, "2024-03-05T10:00:00+0000", &["branch", "old"]);
+        // 23:30 at UTC-2 is the next day in UTC.
+        let second = repo.commit_file(BOB, "2024-03-06T23:30:00-0200", "users.csv", V2, "Add Cat");
+        (repo, first, second)
+    }
+
+    fn csv() -> &'static Path {
+        Path::new("users.csv")
+    }
+
+    #[test]
+    fn head_is_the_committed_content_not_the_working_tree() {
+        let (repo, _, second) = two_commits();
+        repo.write("users.csv", "uncommitted edit\n");
+        let loaded = read_git(repo.path(), csv(), "HEAD").unwrap();
+        assert_eq!(loaded.bytes, V2.as_bytes());
+        let revision = loaded.revision;
+        assert_eq!(revision.kind, SourceKind::Git);
+        assert_eq!(revision.path, "users.csv");
+        assert_eq!(revision.commit.as_deref(), Some(second.as_str()));
+        assert_eq!(
+            revision.blob,
+            repo.git(BOB, "2024-01-01", &["rev-parse", "HEAD:users.csv"])
+        );
+        assert_eq!(
+            revision.author.as_deref(),
+            Some("Bob Example <bob@example.com>")
+        );
+        assert_eq!(revision.summary.as_deref(), Some("Add Cat"));
+    }
+
+    #[test]
+    fn reads_at_parent_tag_branch_and_commit_ids() {
+        let (repo, first, second) = two_commits();
+        for rev in ["HEAD~1", "v1", "old", &first, &first[..8]] {
+            let loaded = read_git(repo.path(), csv(), rev).unwrap();
+            assert_eq!(loaded.bytes, V1.as_bytes(), "rev {rev}");
+            assert_eq!(
+                loaded.revision.commit.as_deref(),
+                Some(first.as_str()),
+                "rev {rev}"
+            );
+            assert_eq!(
+                loaded.revision.author.as_deref(),
+                Some("Alice Example <alice@example.com>")
+            );
+            // Only the summary line, not the body.
+            assert_eq!(loaded.revision.summary.as_deref(), Some("Add users"));
+        }
+        let loaded = read_git(repo.path(), csv(), "main").unwrap();
+        assert_eq!(loaded.revision.commit.as_deref(), Some(second.as_str()));
+    }
+
+    #[test]
+    fn working_tree_blob_id_matches_git_hash_object() {
+        let (repo, _, _) = two_commits();
+        repo.write("users.csv", "uncommitted edit\n");
+        let path = repo.path().join("users.csv");
+        let loaded = read_working_tree(&path).unwrap();
+        assert_eq!(loaded.bytes, b"uncommitted edit\n");
+        assert_eq!(loaded.revision.kind, SourceKind::WorkingTree);
+        assert_eq!(loaded.revision.commit, None);
+        let expected = repo.git(ALICE, "2024-01-01", &["hash-object", "users.csv"]);
+        assert_eq!(loaded.revision.blob, expected);
+        assert_eq!(crate::source::blob_id(&loaded.bytes), expected);
+    }
+
+    #[test]
+    fn unchanged_working_tree_has_the_committed_blob_id() {
+        let (repo, _, _) = two_commits();
+        let on_disk = read_working_tree(&repo.path().join("users.csv")).unwrap();
+        let (_, blob) = peek(repo.path(), csv(), "HEAD").unwrap();
+        assert_eq!(on_disk.revision.blob, blob);
+    }
+
+    #[test]
+    fn config_dir_in_a_subdirectory() {
+        let repo = TestRepo::new();
+        let commit = repo.commit_file(
+            ALICE,
+            "2024-03-05T10:00:00+0000",
+            "pbx/data/users.csv",
+            V1,
+            "Add",
+        );
+        let config_dir = repo.path().join("pbx");
+        let loaded = read_git(&config_dir, Path::new("data/users.csv"), "HEAD").unwrap();
+        assert_eq!(loaded.bytes, V1.as_bytes());
+        assert_eq!(loaded.revision.path, "pbx/data/users.csv");
+        assert_eq!(loaded.revision.commit.as_deref(), Some(commit.as_str()));
+        // `..` and an absolute path reach the same file.
+        let via_parent = read_git(
+            &config_dir.join("data"),
+            Path::new("../data/./users.csv"),
+            "HEAD",
+        )
+        .unwrap();
+        assert_eq!(via_parent.revision, loaded.revision);
+        let absolute = read_git(&config_dir, &config_dir.join("data/users.csv"), "HEAD").unwrap();
+        assert_eq!(absolute.revision, loaded.revision);
+    }
+
+    #[test]
+    fn reads_a_file_deleted_from_disk_with_its_directory() {
+        let repo = TestRepo::new();
+        repo.commit_file(
+            ALICE,
+            "2024-03-05T10:00:00+0000",
+            "data/users.csv",
+            V1,
+            "Add",
+        );
+        std::fs::remove_dir_all(repo.path().join("data")).unwrap();
+        let loaded = read_git(repo.path(), Path::new("data/users.csv"), "HEAD").unwrap();
+        assert_eq!(loaded.bytes, V1.as_bytes());
+        assert_eq!(loaded.revision.path, "data/users.csv");
+    }
+
+    #[test]
+    fn peek_agrees_with_read_git() {
+        let (repo, first, _) = two_commits();
+        for rev in ["HEAD", "HEAD~1", "v1"] {
+            let loaded = read_git(repo.path(), csv(), rev).unwrap();
+            let (commit, blob) = peek(repo.path(), csv(), rev).unwrap();
+            assert_eq!(Some(commit), loaded.revision.commit);
+            assert_eq!(blob, loaded.revision.blob);
+        }
+        assert_eq!(peek(repo.path(), csv(), "v1").unwrap().0, first);
+    }
+
+    #[test]
+    fn read_blob_by_id() {
+        let (repo, _, _) = two_commits();
+        let old = read_git(repo.path(), csv(), "HEAD~1").unwrap();
+        let bytes = read_blob(repo.path(), &old.revision.blob).unwrap();
+        assert_eq!(bytes.as_deref(), Some(V1.as_bytes()));
+        // A well-formed id the repository does not have.
+        let unknown = crate::source::blob_id(b"never committed\n");
+        assert_eq!(read_blob(repo.path(), &unknown).unwrap(), None);
+        // A commit id is not a blob.
+        let commit = old.revision.commit.unwrap();
+        assert_eq!(read_blob(repo.path(), &commit).unwrap(), None);
+        // Abbreviations and garbage are refused rather than guessed at.
+        for bad in [&old.revision.blob[..7], "not hex at all", ""] {
+            let err = read_blob(repo.path(), bad).unwrap_err();
+            assert!(matches!(err, SourceError::InvalidBlobId(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn blame_attributes_lines_to_commits_authors_and_utc_dates() {
+        let (repo, first, second) = two_commits();
+        // An uncommitted edit must not show up in the blame of HEAD.
+        repo.write("users.csv", "uncommitted\n");
+        let lines = blame(repo.path(), csv(), "HEAD").unwrap();
+        let alice = LineBlame {
+            commit: first.clone(),
+            author: "Alice Example".to_string(),
+            date: "2024-03-05".to_string(),
+        };
+        let bob = LineBlame {
+            commit: second,
+            author: "Bob Example".to_string(),
+            date: "2024-03-07".to_string(),
+        };
+        assert_eq!(
+            lines,
+            vec![alice.clone(), alice.clone(), alice.clone(), bob]
+        );
+
+        // At an older revision, the blame is of the file as it was then.
+        let lines = blame(repo.path(), csv(), "v1").unwrap();
+        assert_eq!(lines, vec![alice.clone(), alice.clone(), alice]);
+    }
+
+    #[test]
+    fn blame_of_a_line_changed_in_the_middle() {
+        let repo = TestRepo::new();
+        let first = repo.commit_file(
+            ALICE,
+            "2024-03-05T10:00:00+0000",
+            "users.csv",
+            "a\nb\nc",
+            "one",
+        );
+        let second = repo.commit_file(
+            BOB,
+            "2024-04-01T10:00:00+0000",
+            "users.csv",
+            "a\nB\nc",
+            "two",
+        );
+        let commits: Vec<String> = blame(repo.path(), csv(), "HEAD")
+            .unwrap()
+            .into_iter()
+            .map(|line| line.commit)
+            .collect();
+        // The last line has no newline and still counts.
+        assert_eq!(commits, vec![first.clone(), second, first]);
+    }
+
+    #[test]
+    fn blame_of_an_empty_file_is_empty() {
+        let repo = TestRepo::new();
+        repo.commit_file(ALICE, "2024-03-05T10:00:00+0000", "users.csv", "", "empty");
+        assert_eq!(blame(repo.path(), csv(), "HEAD").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn error_not_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_git(dir.path(), csv(), "HEAD").unwrap_err();
+        assert!(matches!(err, SourceError::NotARepository { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("not inside a git repository"), "{message}");
+        assert!(
+            message.contains("git init") && message.contains("--file"),
+            "{message}"
+        );
+        assert!(matches!(
+            peek(dir.path(), csv(), "HEAD"),
+            Err(SourceError::NotARepository { .. })
+        ));
+        assert!(matches!(
+            blame(dir.path(), csv(), "HEAD"),
+            Err(SourceError::NotARepository { .. })
+        ));
+    }
+
+    #[test]
+    fn error_empty_repository() {
+        let repo = TestRepo::new();
+        repo.write("users.csv", V1);
+        let err = read_git(repo.path(), csv(), "HEAD").unwrap_err();
+        assert!(
+            matches!(err, SourceError::EmptyRepository { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("no commits yet"), "{message}");
+        assert!(
+            message.contains("git commit") && message.contains("--working-tree"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_revision_not_found() {
+        let (repo, _, _) = two_commits();
+        for rev in ["no-such-branch", "HEAD~5", "deadbeef", "v1..v2"] {
+            let err = read_git(repo.path(), csv(), rev).unwrap_err();
+            assert!(
+                matches!(err, SourceError::RevisionNotFound { .. }),
+                "{rev}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("revision `{rev}` not found")),
+                "{message}"
+            );
+            assert!(message.contains("git log"), "{message}");
+        }
+    }
+
+    #[test]
+    fn error_ambiguous_revision() {
+        let (repo, _, _) = two_commits();
+        // Store two blobs whose ids share their first four hex digits (the
+        // shortest abbreviation git accepts); about 300 tries are expected.
+        let git = Repository::open(repo.path()).unwrap();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let prefix = (0..)
+            .find_map(|i| {
+                let id = crate::source::blob_id(i.to_string().as_bytes());
+                let prefix = id[..4].to_string();
+                match seen.insert(prefix.clone(), i) {
+                    Some(other) => {
+                        git.blob(other.to_string().as_bytes()).unwrap();
+                        git.blob(i.to_string().as_bytes()).unwrap();
+                        Some(prefix)
+                    }
+                    None => None,
+                }
+            })
+            .unwrap();
+        let err = read_git(repo.path(), csv(), &prefix).unwrap_err();
+        assert!(
+            matches!(err, SourceError::AmbiguousRevision { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("more digits"), "{err}");
+    }
+
+    #[test]
+    fn error_revision_not_a_commit() {
+        let (repo, _, _) = two_commits();
+        let err = read_git(repo.path(), csv(), "HEAD^{tree}").unwrap_err();
+        assert!(
+            matches!(err, SourceError::NotACommit { kind: "tree", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("names a tree, not a commit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn error_file_not_in_commit() {
+        let (repo, first, _) = two_commits();
+        // On disk but never committed.
+        repo.write("new.csv", V1);
+        let err = read_git(repo.path(), Path::new("new.csv"), "HEAD~1").unwrap_err();
+        assert!(matches!(err, SourceError::NotInCommit { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("new.csv") && message.contains(&first[..7]),
+            "{message}"
+        );
+        assert!(
+            message.contains("git add") && message.contains("git commit"),
+            "{message}"
+        );
+        assert!(message.contains("--working-tree"), "{message}");
+        assert!(matches!(
+            blame(repo.path(), Path::new("new.csv"), "HEAD"),
+            Err(SourceError::NotInCommit { .. })
+        ));
+    }
+
+    #[test]
+    fn error_path_is_a_directory() {
+        let repo = TestRepo::new();
+        repo.commit_file(
+            ALICE,
+            "2024-03-05T10:00:00+0000",
+            "data/users.csv",
+            V1,
+            "Add",
+        );
+        let err = read_git(repo.path(), Path::new("data"), "HEAD").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SourceError::NotAFile {
+                    what: "a directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = read_git(repo.path(), Path::new("."), "HEAD").unwrap_err();
+        assert!(matches!(err, SourceError::NotAFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn error_path_outside_repository() {
+        let (repo, _, _) = two_commits();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = elsewhere.path().join("users.csv");
+        std::fs::write(&outside, V1).unwrap();
+        let err = read_git(repo.path(), &outside, "HEAD").unwrap_err();
+        assert!(
+            matches!(err, SourceError::OutsideRepository { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("outside the git repository"),
+            "{err}"
+        );
+        let err = read_git(repo.path(), Path::new("../users.csv"), "HEAD").unwrap_err();
+        assert!(
+            matches!(err, SourceError::OutsideRepository { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn error_missing_config_dir_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere");
+        let err = read_git(&missing, csv(), "HEAD").unwrap_err();
+        assert!(matches!(err, SourceError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(86_399), "1970-01-01");
+        assert_eq!(utc_date(86_400), "1970-01-02");
+        assert_eq!(utc_date(-1), "1969-12-31");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_709_769_600), "2024-03-07");
+        assert_eq!(utc_date(4_107_542_400), "2100-03-01");
+    }
+
+    #[test]
+    fn civil_from_days_counts_like_a_calendar() {
+        // Walk day by day from 1900 to 2200 with a naive calendar.
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_len = |y: i64, m: u32| match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let (mut y, mut m, mut d) = (1900, 1, 1);
+        let start = -25_567; // 1900-01-01
+        for days in start..start + 300 * 366 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            d += 1;
+            if d > month_len(y, m) {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Where the desired CSV comes from: a commit of a git repository (the normal
+//! case), the working tree (to try uncommitted edits), or a plain file.
+//!
+//! This is an I/O edge: it returns bytes plus a [`SourceRevision`] saying where
+//! they came from, so that an apply can be traced back to a commit and a later
+//! run can tell cheaply whether anything changed.
+
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+mod git;
+
+pub use git::{blame, peek, read_blob, read_git};
+
+/// How the desired CSV was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Read from a commit of a git repository.
+    Git,
+    /// Read from disk, inside a repository's working tree, possibly uncommitted.
+    WorkingTree,
+    /// Read from a plain file, git plays no part.
+    File,
+}
+
+/// Where the desired CSV came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRevision {
+    pub kind: SourceKind,
+    /// The CSV's path: relative to the repository root (with `/`) in git mode,
+    /// as given otherwise.
+    pub path: String,
+    /// Full hex commit id (git mode only).
+    pub commit: Option<String>,
+    /// Git blob id (hex) of the content, computed for non-git sources too so
+    /// that every apply records a comparable content id.
+    pub blob: String,
+    /// `Name <email>` of the commit's author (git mode only).
+    pub author: Option<String>,
+    /// The commit's summary line (git mode only).
+    pub summary: Option<String>,
+}
+
+/// The CSV's bytes and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub bytes: Vec<u8>,
+    pub revision: SourceRevision,
+}
+
+/// Who last changed one line of the CSV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineBlame {
+    /// Full hex commit id.
+    pub commit: String,
+    /// The commit author's name.
+    pub author: String,
+    /// `YYYY-MM-DD` (UTC) of the commit time.
+    pub date: String,
+}
+
+/// Why the CSV could not be read. Every message says what the user can do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "{} is not inside a git repository; run `git init` and commit the CSV, or use --working-tree or --file to read it from disk",
+        dir.display()
+    )]
+    NotARepository { dir: PathBuf },
+    #[error(
+        "the git repository at {} is bare (it has no working tree); point pbxsync at a clone with a checkout",
+        repo.display()
+    )]
+    BareRepository { repo: PathBuf },
+    #[error(
+        "the git repository at {} has no commits yet; commit the CSV (`git add` then `git commit`), or use --working-tree to read it from disk",
+        repo.display()
+    )]
+    EmptyRepository { repo: PathBuf },
+    #[error(
+        "revision `{rev}` not found in the git repository at {}; give a branch, tag or commit id (see `git log --oneline`)",
+        repo.display()
+    )]
+    RevisionNotFound { rev: String, repo: PathBuf },
+    #[error("revision `{rev}` names a {kind}, not a commit; give a branch, tag or commit id")]
+    NotACommit { rev: String, kind: &'static str },
+    #[error("revision `{rev}` is ambiguous; give more digits of the commit id, or a branch or tag")]
+    AmbiguousRevision { rev: String },
+    #[error(
+        "{path} is not in commit {commit}; `git add` and `git commit` it, or use --working-tree to read it from disk"
+    )]
+    NotInCommit { path: String, commit: String },
+    #[error("{path} is {what} in commit {commit}, not a file; point at the CSV file itself")]
+    NotAFile {
+        path: String,
+        commit: String,
+        what: &'static str,
+    },
+    #[error(
+        "{} is outside the git repository at {}; move the CSV into the repository, or use --file",
+        path.display(),
+        repo.display()
+    )]
+    OutsideRepository { path: PathBuf, repo: PathBuf },
+    #[error("`{0}` is not a git object id (expected hex digits)")]
+    InvalidBlobId(String),
+    #[error("cannot read {}: {source}; check the path and its permissions", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("git: {context}: {source}")]
+    Git {
+        context: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// Read a plain file; git plays no part (kind [`SourceKind::File`]).
+pub fn read_file(path: &Path) -> Result<Loaded, SourceError> {
+    read_from_disk(path, SourceKind::File)
+}
+
+/// Read the CSV as it is on disk, committed or not (kind
+/// [`SourceKind::WorkingTree`]). No repository is needed; the blob id is what
+/// `git hash-object` would print, so it compares equal to the committed blob
+/// when the file is unchanged.
+pub fn read_working_tree(path: &Path) -> Result<Loaded, SourceError> {
+    read_from_disk(path, SourceKind::WorkingTree)
+}
+
+fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Loaded, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let revision = SourceRevision {
+        kind,
+        path: path.display().to_string(),
+        commit: None,
+        blob: blob_id(&bytes),
+        author: None,
+        summary: None,
+    };
+    Ok(Loaded { bytes, revision })
+}
+
+/// The git blob id (hex) of `bytes`, as `git hash-object` prints it. No
+/// repository is needed.
+pub fn blob_id(bytes: &[u8]) -> String {
+    // Hashing an in-memory blob only fails on an invalid object type or when
+    // libgit2 cannot allocate; neither can happen for `Blob`, short of OOM,
+    // where Rust would abort anyway.
+    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
+        .expect("hashing a blob in memory cannot fail")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_id_of_known_content() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            blob_id(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        // The empty blob has a well-known id.
+        assert_eq!(blob_id(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+    }
+
+    #[test]
+    fn read_file_returns_bytes_and_file_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, b"hello\n").unwrap();
+        let loaded = read_file(&path).unwrap();
+        assert_eq!(loaded.bytes, b"hello\n");
+        assert_eq!(loaded.revision.kind, SourceKind::File);
+        assert_eq!(loaded.revision.path, path.display().to_string());
+        assert_eq!(
+            loaded.revision.blob,
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(loaded.revision.commit, None);
+        assert_eq!(loaded.revision.author, None);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.csv");
+        let err = read_file(&path).unwrap_err();
+        assert!(matches!(err, SourceError::Io { .. }));
+        assert!(err.to_string().contains("nope.csv"), "{err}");
+    }
+
+    #[test]
+    fn kind_serializes_snake_case() {
+        let json = |k| serde_json::to_string(&k).unwrap();
+        assert_eq!(json(SourceKind::Git), "\"git\"");
+        assert_eq!(json(SourceKind::WorkingTree), "\"working_tree\"");
+        assert_eq!(json(SourceKind::File), "\"file\"");
+    }
+}
