@@ -168,11 +168,12 @@ impl Pass<'_, '_> {
             );
             return None;
         }
-        let mut extension = Text::default();
-        let mut username = Text::default();
-        let mut user = <[Text; 5]>::default();
+        // Borrowed from the record; owned copies are made only for a desired state.
+        let mut extension = "";
+        let mut username = "";
+        let mut user = [""; 5];
         let mut password = None;
-        let mut description = Text::default();
+        let mut description = "";
         let mut device = DeviceCell::Keep;
         let mut keys_ok = true;
         for i in 0..expected {
@@ -213,22 +214,22 @@ impl Pass<'_, '_> {
             }
             let checked = match column {
                 Column::Extension => {
-                    extension = Text::from(value);
+                    extension = value;
                     self.policy.extension.check(value)
                 }
                 Column::WebUsername => {
-                    username = Text::from(value);
+                    username = value;
                     rules::username(value)
                 }
                 Column::FirstName | Column::LastName => {
                     rules::name(column.header(), value, self.policy.allow_apostrophes)
                 }
                 Column::Password => {
-                    password = Some(Secret::new(value));
+                    password = Some(value);
                     rules::password(value, &self.policy.password)
                 }
                 Column::Description => {
-                    description = Text::from(value);
+                    description = value;
                     Ok(())
                 }
                 Column::Email => rules::email(value),
@@ -237,7 +238,7 @@ impl Pass<'_, '_> {
                 Column::Device => rules::device(value).map(|d| device = d),
             };
             if let Some(k) = USER_COLUMNS.iter().position(|c| *c == column) {
-                user[k] = Text::from(value);
+                user[k] = value;
             }
             if let Err(problem) = checked {
                 self.report(sink, rec.line, rec.start, i, problem);
@@ -247,16 +248,16 @@ impl Pass<'_, '_> {
             return None;
         }
         let mut digest = xxhash_rust::xxh3::Xxh3::new();
-        for f in &user {
+        for f in user {
             digest.update(f.as_bytes());
             digest.update(b"\x1f");
         }
-        if let Some(p) = &password {
-            digest.update(p.expose().as_bytes());
+        if let Some(p) = password {
+            digest.update(p.as_bytes());
         }
         let key = RowKey {
-            extension: hash(&extension),
-            user: hash(&username),
+            extension: hash(extension),
+            user: hash(username),
             fields: digest.digest(),
             device: match &device {
                 DeviceCell::Device(id) => Some(hash(id)),
@@ -268,16 +269,16 @@ impl Pass<'_, '_> {
         let parts = self.build.then(|| {
             (
                 DesiredExtension {
-                    number: extension,
-                    username: username.clone(),
-                    description,
+                    number: Text::from(extension),
+                    username: Text::from(username),
+                    description: Text::from(description),
                     device,
                     line: rec.line,
                 },
                 RowUser {
-                    username,
-                    fields: user,
-                    password,
+                    username: Text::from(username),
+                    fields: user.map(Text::from),
+                    password: password.map(Secret::new),
                     line: rec.line,
                     start: rec.start,
                 },

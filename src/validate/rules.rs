@@ -195,6 +195,12 @@ pub fn device(value: &str) -> Result<DeviceCell, Problem> {
     if value.eq_ignore_ascii_case("virtual") {
         return Ok(DeviceCell::Virtual);
     }
+    // The common case, a bare MAC, without building any string on the heap.
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut id = Text::with_capacity(12);
+        id.extend(value.chars().map(|c| c.to_ascii_uppercase()));
+        return Ok(DeviceCell::Device(id));
+    }
     let compact: String = value
         .chars()
         .filter(|c| !matches!(c, ':' | '-' | '.'))
