@@ -25,7 +25,11 @@ fn validate(c: &mut Criterion) {
         let csv = data::users(n, false);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("check", n), &csv, |b, csv| {
-            b.iter(|| black_box(validate::check(csv.as_bytes(), &Policy::default())).diagnostics.len())
+            b.iter(|| {
+                black_box(validate::check(csv.as_bytes(), &Policy::default()))
+                    .diagnostics
+                    .len()
+            })
         });
         group.bench_with_input(BenchmarkId::new("csv_crate_floor", n), &csv, |b, csv| {
             b.iter(|| {

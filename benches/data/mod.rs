@@ -35,7 +35,11 @@ fn row(i: usize, clean: bool, out: &mut String) {
         _ => {}
     }
     let desc = DESC[i % 5];
-    let desc = if desc.contains(',') { format!("\"{desc}\"") } else { desc.to_string() };
+    let desc = if desc.contains(',') {
+        format!("\"{desc}\"")
+    } else {
+        desc.to_string()
+    };
     let _ = writeln!(
         out,
         "{},{first},{last},{web},{pw},{desc},{web}@example.com,{web},+1555{i:07},{mac}",

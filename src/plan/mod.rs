@@ -1,6 +1,12 @@
 //! The plan: the ordered actions that turn the current directory into the desired
 //! one. `diff` computes it (pure); `checks` adds the license and safety findings.
 
+pub mod checks;
+pub mod diff;
+pub mod simulate;
+
+pub use diff::{DiffOptions, diff};
+
 use crate::diagnostic::Diagnostic;
 use crate::model::{ExtensionKind, Text};
 use serde::{Serialize, Serializer};

@@ -1,0 +1,138 @@
+//! Checks on a whole plan: licenses (rule 10) and the safety threshold.
+
+use super::{Action, Plan};
+use crate::config::Safety;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::model::{Directory, ExtensionKind};
+use std::collections::{BTreeSet, HashMap};
+
+/// License use: (user licenses, voicemail licenses).
+fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {
+    kinds.fold((0, 0), |(u, v), k| {
+        if k.uses_voicemail_license() {
+            (u, v + 1)
+        } else {
+            (u + 1, v)
+        }
+    })
+}
+
+/// Adds `license-exceeded` errors when the directory after the plan needs more
+/// licenses than the target has.
+pub fn licenses(plan: &mut Plan, current: &Directory) {
+    let limits = current.licenses;
+    if limits.users.is_none() && limits.voicemail.is_none() {
+        return;
+    }
+    // Only the extensions the plan touches can change kind: compare their kinds
+    // before and after.
+    let mut touched: HashMap<&str, Option<ExtensionKind>> = HashMap::new();
+    for a in &plan.actions {
+        match &a.action {
+            Action::AddExtension {
+                extension, kind, ..
+            }
+            | Action::UpdateExtension {
+                extension, kind, ..
+            } => {
+                touched.insert(extension, Some(*kind));
+            }
+            Action::ReassignDevice {
+                from_extension,
+                to_extension,
+                from_becomes,
+                ..
+            } => {
+                if *from_becomes != ExtensionKind::Device {
+                    touched.insert(from_extension, Some(*from_becomes));
+                }
+                touched.insert(to_extension, Some(ExtensionKind::Device));
+            }
+            Action::RemoveExtension { extension, .. } => {
+                touched.insert(extension, None);
+            }
+            _ => {}
+        }
+    }
+    let (mut users, mut voicemail) = usage(current.extensions.iter().map(|e| e.kind));
+    let (before_u, before_v) = (users, voicemail);
+    for (ext, after) in &touched {
+        if let Some(cur) = current.extension(ext) {
+            let (u, v) = usage(std::iter::once(cur.kind));
+            users -= u;
+            voicemail -= v;
+        }
+        if let Some(k) = after {
+            let (u, v) = usage(std::iter::once(*k));
+            users += u;
+            voicemail += v;
+        }
+    }
+    for (what, limit, after, before) in [
+        ("user", limits.users, users, before_u),
+        ("voicemail", limits.voicemail, voicemail, before_v),
+    ] {
+        if let Some(limit) = limit
+            && after > limit
+        {
+            let needed = after.saturating_sub(before);
+            let left = limit.saturating_sub(before);
+            plan.errors.push(
+                Diagnostic::error(
+                    Code::LicenseExceeded,
+                    format!("not enough {what} licenses: {needed} needed, {left} left (limit {limit}, {after} after this plan)"),
+                )
+                .with_hint(format!(
+                    "raise the limit with `pbxsync licenses set --{} N`, or make fewer {} extensions",
+                    if what == "user" { "users" } else { "voicemail" },
+                    if what == "user" { "device or virtual" } else { "voicemail-only" }
+                )),
+            );
+        }
+    }
+}
+
+/// Adds `too-large-change` when the plan updates or removes more than
+/// `max_change_percent` of the existing extensions (and there are at least
+/// `min_existing`).
+pub fn safety(plan: &mut Plan, current: &Directory, safety: &Safety, allow_large_change: bool) {
+    let existing = current.extensions.len() as u64;
+    if allow_large_change || existing < safety.min_existing.max(1) {
+        return;
+    }
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    for a in &plan.actions {
+        match &a.action {
+            Action::UpdateExtension { extension, .. }
+            | Action::RemoveExtension { extension, .. } => {
+                changed.insert(extension);
+            }
+            Action::ReassignDevice {
+                from_extension,
+                to_extension,
+                ..
+            } => {
+                changed.insert(from_extension);
+                changed.insert(to_extension);
+            }
+            _ => {}
+        }
+    }
+    let changed = changed
+        .iter()
+        .filter(|e| current.extension(e).is_some())
+        .count() as u64;
+    if changed * 100 > existing * u64::from(safety.max_change_percent) {
+        plan.errors.push(
+            Diagnostic::error(
+                Code::TooLargeChange,
+                format!(
+                    "this plan changes or removes {changed} of {existing} existing extensions ({}%), more than the safety limit of {}%",
+                    changed * 100 / existing,
+                    safety.max_change_percent
+                ),
+            )
+            .with_hint("review the plan; if it is intended, pass --allow-large-change"),
+        );
+    }
+}
