@@ -113,7 +113,7 @@ impl<'a> Builder<'a> {
     }
 
     /// What the extension that holds a device now becomes when the device moves.
-    fn from_becomes(&self, holder: &Extension) -> ExtensionKind {
+    fn becomes_when_released(&self, holder: &Extension) -> ExtensionKind {
         match self.desired.extension(&holder.number).map(|r| &r.device) {
             Some(DeviceCell::Device(id)) if Some(id) != holder.device.as_ref() => {
                 ExtensionKind::Device
@@ -260,7 +260,7 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
                     device: device.clone().unwrap_or_default(),
                     from_extension: holder.number.clone(),
                     to_extension: row.number.clone(),
-                    from_becomes: b.from_becomes(holder),
+                    from_becomes: b.becomes_when_released(holder),
                 },
                 line: Some(row.line),
                 blame: None,
@@ -665,10 +665,12 @@ mod tests {
         let d = desired(
             "1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n1002,Jason,Flynn,jflynn,,,,,,\n1003,Jason,Flynn,jflynn,,,,,,virtual\n",
         );
-        let mut c = Directory::default();
-        c.licenses = Licenses {
-            users: Some(5),
-            voicemail: Some(1),
+        let c = Directory {
+            licenses: Licenses {
+                users: Some(5),
+                voicemail: Some(1),
+            },
+            ..Directory::default()
         };
         let mut plan = diff(&d, &c, &DiffOptions::default());
         checks::licenses(&mut plan, &c);
