@@ -4,6 +4,7 @@
 //! The core (`model`, `csv`, `validate`, `plan`) takes bytes and values and returns
 //! values; `source`, `target` and `cli` are the edges that do I/O.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod csv;

@@ -2,6 +2,7 @@
 //! marker, or JSON), and plans. Rendering never touches the target.
 
 pub mod diagnostics;
+pub mod plan;
 
 /// Colours, when the output is a terminal that wants them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
