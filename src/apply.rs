@@ -51,7 +51,8 @@ pub fn hash_passwords(
                 .user(username)
                 .and_then(|u| u.password.as_ref())
                 .ok_or_else(|| HashError::Missing(username.clone()))?;
-            let salt = argon2::password_hash::try_generate_salt().map_err(|e| HashError::Hash(e.to_string()))?;
+            let salt = argon2::password_hash::try_generate_salt()
+                .map_err(|e| HashError::Hash(e.to_string()))?;
             let hash = hasher
                 .hash_password_with_salt(password.expose().as_bytes(), &salt)
                 .map_err(|e| HashError::Hash(e.to_string()))?;
@@ -96,7 +97,10 @@ mod tests {
 
     #[test]
     fn only_the_passwords_being_set_are_hashed_and_they_verify() {
-        let v = validate(b"1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n1002,Wei,Chen,wchen,Sec_ret34,,,,,\n", &Policy::default());
+        let v = validate(
+            b"1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n1002,Wei,Chen,wchen,Sec_ret34,,,,,\n",
+            &Policy::default(),
+        );
         let actions = vec![PlannedAction {
             action: Action::CreateUser {
                 username: "jflynn".into(),
@@ -115,7 +119,11 @@ mod tests {
         let phc = &hashes[&Text::from("jflynn")];
         assert!(phc.starts_with("$argon2id$"));
         assert!(!phc.contains("Sec_ret12"));
-        assert!(Argon2::default().verify_password(b"Sec_ret12", phc.as_str()).is_ok());
+        assert!(
+            Argon2::default()
+                .verify_password(b"Sec_ret12", phc.as_str())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct PlanView<'a> {
 
 fn symbol(a: &Action) -> char {
     match a {
-        Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::AddExtension { .. } => '+',
+        Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::AddExtension { .. } => {
+            '+'
+        }
         Action::UpdateUser { .. } | Action::UpdateExtension { .. } => '~',
         Action::ReassignDevice { .. } => '>',
         Action::RemoveExtension { .. } | Action::RemoveUser { .. } => '-',
@@ -32,7 +34,9 @@ fn symbol(a: &Action) -> char {
 /// One line that names the action and what it acts on.
 pub fn headline(a: &Action) -> String {
     match a {
-        Action::CreateDevice { device, model } if model.is_empty() => format!("create_device {device}"),
+        Action::CreateDevice { device, model } if model.is_empty() => {
+            format!("create_device {device}")
+        }
         Action::CreateDevice { device, model } => format!("create_device {device} ({model})"),
         Action::CreateUser { username, .. } => format!("create_user {username}"),
         Action::UpdateUser { username, .. } => format!("update_user {username}"),
@@ -46,7 +50,11 @@ pub fn headline(a: &Action) -> String {
             Some(d) => format!("add_extension {extension} for {username} ({kind} {d})"),
             None => format!("add_extension {extension} for {username} ({kind})"),
         },
-        Action::UpdateExtension { username, extension, .. } => format!("update_extension {extension} of {username}"),
+        Action::UpdateExtension {
+            username,
+            extension,
+            ..
+        } => format!("update_extension {extension} of {username}"),
         Action::ReassignDevice {
             device,
             from_extension,
@@ -58,7 +66,9 @@ pub fn headline(a: &Action) -> String {
                 crate::model::ExtensionKind::Device => "gets its own device".to_string(),
                 k => format!("becomes {k}"),
             };
-            format!("reassign_device {device} from {from_extension} to {to_extension} ({from_extension} {becomes})")
+            format!(
+                "reassign_device {device} from {from_extension} to {to_extension} ({from_extension} {becomes})"
+            )
         }
         Action::RemoveExtension {
             username,
@@ -105,7 +115,9 @@ fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
                 match change.tag() {
                     similar::ChangeTag::Equal => line.push_str(v),
                     similar::ChangeTag::Delete => line.push_str(&style.red(&format!("[-{v}-]"))),
-                    similar::ChangeTag::Insert => line.push_str(&style.green(&format!("{{+{v}+}}"))),
+                    similar::ChangeTag::Insert => {
+                        line.push_str(&style.green(&format!("{{+{v}+}}")))
+                    }
                 }
             }
             let _ = writeln!(out, "{indent}{}: {}", c.field, line.replace('\n', "⏎"));
@@ -145,7 +157,11 @@ pub fn summary_line(s: &Summary) -> String {
         s.remove_extension + s.remove_user
     );
     if s.create_device > 0 {
-        let _ = write!(line, " ({} devices to add to the inventory.)", s.create_device);
+        let _ = write!(
+            line,
+            " ({} devices to add to the inventory.)",
+            s.create_device
+        );
     }
     line
 }
@@ -167,7 +183,11 @@ pub fn text(view: &PlanView<'_>, style: Style) -> String {
             _ => style.red(&sym),
         };
         let from = where_from(a);
-        let from = if from.is_empty() { String::new() } else { format!("  # {from}") };
+        let from = if from.is_empty() {
+            String::new()
+        } else {
+            format!("  # {from}")
+        };
         let _ = writeln!(out, "  {sym} {}{from}", style.bold(&headline(&a.action)));
         for c in changes(&a.action) {
             change_lines(c, style, &mut out, "      ");
@@ -178,7 +198,15 @@ pub fn text(view: &PlanView<'_>, style: Style) -> String {
 }
 
 pub fn json(view: &PlanView<'_>) -> serde_json::Value {
-    let (errors, warnings) = super::diagnostics::json(&view.plan.errors.iter().chain(&view.plan.warnings).cloned().collect::<Vec<_>>());
+    let (errors, warnings) = super::diagnostics::json(
+        &view
+            .plan
+            .errors
+            .iter()
+            .chain(&view.plan.warnings)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     serde_json::json!({
         "format_version": 1,
         "source": view.source,
@@ -197,13 +225,31 @@ fn md_escape(s: &str) -> String {
 pub fn markdown(view: &PlanView<'_>) -> String {
     let plan = view.plan;
     let mut out = String::from("### pbxsync plan\n\n");
-    let _ = writeln!(out, "Target `{}` (serial {}).\n", view.base.target, view.base.serial);
+    let _ = writeln!(
+        out,
+        "Target `{}` (serial {}).\n",
+        view.base.target, view.base.serial
+    );
     if !plan.errors.is_empty() {
-        let _ = writeln!(out, "**{} error(s): this plan cannot be applied.**\n", plan.errors.len());
+        let _ = writeln!(
+            out,
+            "**{} error(s): this plan cannot be applied.**\n",
+            plan.errors.len()
+        );
         for e in &plan.errors {
             let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();
-            let hint = e.hint.as_deref().map(|h| format!(" — {h}")).unwrap_or_default();
-            let _ = writeln!(out, "- `{}` {at}{}{}", e.code, md_escape(&e.message), md_escape(&hint));
+            let hint = e
+                .hint
+                .as_deref()
+                .map(|h| format!(" — {h}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "- `{}` {at}{}{}",
+                e.code,
+                md_escape(&e.message),
+                md_escape(&hint)
+            );
         }
         out.push('\n');
     }
@@ -212,7 +258,9 @@ pub fn markdown(view: &PlanView<'_>) -> String {
         return out;
     }
     let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary()));
-    out.push_str("<details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n");
+    out.push_str(
+        "<details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n",
+    );
     for a in &plan.actions {
         let changes: Vec<String> = changes(&a.action)
             .iter()
@@ -221,7 +269,9 @@ pub fn markdown(view: &PlanView<'_>) -> String {
                     format!("{}: (sensitive)", c.field)
                 } else {
                     match &c.from {
-                        Some(f) => format!("{}: `{}` → `{}`", c.field, f, c.to.as_deref().unwrap_or("")),
+                        Some(f) => {
+                            format!("{}: `{}` → `{}`", c.field, f, c.to.as_deref().unwrap_or(""))
+                        }
                         None => format!("{}: `{}`", c.field, c.to.as_deref().unwrap_or("")),
                     }
                 }

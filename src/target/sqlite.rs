@@ -1,1 +1,2146 @@
 //! SQLite target (embedded default).
+//!
+//! One file holds the directory, the device inventory, the license limits, the
+//! apply history and a change serial. Triggers bump the serial on every write to
+//! the directory tables, so a change made by any other program is noticed too.
+
+use super::{
+    AppliedRevision, ApplyReport, ApplyRequest, HistoryRecord, LockGuard, LockHolder, Progress,
+    Target, TargetError,
+};
+use crate::model::{
+    Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
+};
+use crate::plan::{Action, Change, PlannedAction};
+use rusqlite::types::{ToSql, ValueRef};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `PRAGMA application_id` of pbxsync state files ("PBXS").
+const APPLICATION_ID: i64 = 0x5042_5853;
+
+/// Schema migrations; the schema version (`PRAGMA user_version`) is the number of
+/// batches applied. Never edit a released batch, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value
+);
+INSERT INTO meta (key, value) VALUES ('serial', 0);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    first_name TEXT NOT NULL DEFAULT '',
+    last_name TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL DEFAULT '',
+    im TEXT NOT NULL DEFAULT '',
+    mobile TEXT NOT NULL DEFAULT '',
+    password_hash TEXT
+);
+
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE extensions (
+    number TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL CHECK (kind IN ('device', 'virtual', 'voicemail_only')),
+    device TEXT UNIQUE REFERENCES devices (id),
+    description TEXT NOT NULL DEFAULT '',
+    sip_secret TEXT NOT NULL
+);
+CREATE INDEX extensions_user_id ON extensions (user_id);
+
+-- A single row; NULL is unlimited.
+CREATE TABLE licenses (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    users INTEGER CHECK (users >= 0),
+    voicemail INTEGER CHECK (voicemail >= 0)
+);
+INSERT INTO licenses (id) VALUES (1);
+
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    local_user TEXT NOT NULL,
+    git_author TEXT,
+    source TEXT NOT NULL,
+    commit_id TEXT,
+    blob TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    csv_redacted TEXT NOT NULL
+);
+
+CREATE TRIGGER users_insert_serial AFTER INSERT ON users
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER users_update_serial AFTER UPDATE ON users
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER users_delete_serial AFTER DELETE ON users
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_insert_serial AFTER INSERT ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_update_serial AFTER UPDATE ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_delete_serial AFTER DELETE ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER devices_insert_serial AFTER INSERT ON devices
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER devices_update_serial AFTER UPDATE ON devices
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER devices_delete_serial AFTER DELETE ON devices
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER licenses_insert_serial AFTER INSERT ON licenses
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER licenses_update_serial AFTER UPDATE ON licenses
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER licenses_delete_serial AFTER DELETE ON licenses
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+"#];
+
+const HISTORY_COLUMNS: &str =
+    "id, time, local_user, git_author, source, commit_id, blob, summary, outcome, csv_redacted";
+
+/// How many actions pass between two `Progress::Step` reports.
+const STEP_EVERY: usize = 1000;
+
+/// The state in a SQLite file.
+pub struct SqliteTarget {
+    path: PathBuf,
+    /// A second connection, opened on first use, so `load` can read users and
+    /// extensions at the same time. Declared before `conn` so it closes first:
+    /// the last connection to close checkpoints the WAL into the file, and this
+    /// read-only one could not.
+    reader: Option<Connection>,
+    conn: Connection,
+    read_only: bool,
+}
+
+impl SqliteTarget {
+    /// Opens the state file, creating it (mode 0600, with its parent directories)
+    /// when missing and bringing its schema up to date. A file without write
+    /// permission is opened read-only: reads work, writes fail with a clear error.
+    pub fn open(path: &Path) -> Result<SqliteTarget, TargetError> {
+        create_private_file(path)?;
+        let read_only = is_read_only(path)?;
+        if !read_only {
+            restore_sidecar_permissions(path);
+        }
+        let target = SqliteTarget::open_existing(path, read_only)?;
+        if read_only && target.schema_version()? == 0 {
+            return Err(read_only_error(path));
+        }
+        Ok(target)
+    }
+
+    /// Opens an existing state file for reading only; `None` when there is none
+    /// yet (or it was never initialised), which reads as an empty directory.
+    pub fn open_read_only(path: &Path) -> Result<Option<SqliteTarget>, TargetError> {
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("cannot read {}", path.display()), e)),
+        }
+        let target = SqliteTarget::open_existing(path, true)?;
+        if target.schema_version()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(target))
+    }
+
+    fn open_existing(path: &Path, read_only: bool) -> Result<SqliteTarget, TargetError> {
+        // Checked before SQLite sees the file, so nothing is ever written to it.
+        check_header(path)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| sqlite_error(format!("cannot open {}", path.display()), e))?;
+        let mut target = SqliteTarget {
+            path: path.to_owned(),
+            reader: None,
+            conn,
+            read_only,
+        };
+        target.configure()?;
+        Ok(target)
+    }
+
+    fn configure(&mut self) -> Result<(), TargetError> {
+        let path = self.path.display().to_string();
+        let context = || format!("cannot open {path}");
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sqlite_error(context(), e))?;
+        self.conn.set_prepared_statement_cache_capacity(32);
+        tune(&self.conn).map_err(|e| sqlite_error(context(), e))?;
+        self.check_identity()?;
+        self.conn
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(|e| sqlite_error(context(), e))?;
+        let version = self.schema_version()?;
+        if self.read_only {
+            if version != 0 && version < MIGRATIONS.len() as i64 {
+                return Err(TargetError::Unsupported(format!(
+                    "the state file {path} has schema version {version} and needs an upgrade, \
+                     but it is read-only"
+                )));
+            }
+            return Ok(());
+        }
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| sqlite_error(context(), e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(TargetError::Unsupported(format!(
+                "cannot put {path} in WAL mode (journal mode is {mode})"
+            )));
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| sqlite_error(context(), e))?;
+        self.migrate()
+    }
+
+    /// Refuses databases of other programs and of newer pbxsync versions.
+    fn check_identity(&self) -> Result<(), TargetError> {
+        let path = self.path.display().to_string();
+        let probe = || -> rusqlite::Result<(i64, i64, i64)> {
+            let app: i64 = self
+                .conn
+                .pragma_query_value(None, "application_id", |r| r.get(0))?;
+            let version: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let objects: i64 =
+                self.conn
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            Ok((app, version, objects))
+        };
+        let (app, version, objects) = probe().map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                TargetError::NotAStateFile {
+                    path: path.clone(),
+                    reason: format!("SQLite cannot read it ({e})"),
+                }
+            }
+            _ => sqlite_error(format!("cannot open {path}"), e),
+        })?;
+        let not_ours = |reason: String| {
+            Err(TargetError::NotAStateFile {
+                path: path.clone(),
+                reason,
+            })
+        };
+        if app != APPLICATION_ID {
+            if app != 0 {
+                return not_ours(format!(
+                    "it is the SQLite database of another program (application id {app:#x})"
+                ));
+            }
+            if objects > 0 || version != 0 {
+                return not_ours(
+                    "it is a SQLite database with tables, but not one of pbxsync".to_owned(),
+                );
+            }
+            // An empty database: a state file about to be initialised.
+            return Ok(());
+        }
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(TargetError::NewerSchema {
+                path,
+                found: version,
+                known,
+            });
+        }
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64, TargetError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| sqlite_error("cannot read the schema version", e))
+    }
+
+    fn migrate(&mut self) -> Result<(), TargetError> {
+        let known = MIGRATIONS.len() as i64;
+        // Only an outdated file takes the write lock: opening must not wait for
+        // an apply that is running.
+        while self.schema_version()? < known {
+            let context = "cannot migrate the state file";
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(context, e))?;
+            // Read again under the lock: another process may have migrated it.
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|e| sqlite_error(context, e))?;
+            let Some(batch) = usize::try_from(version)
+                .ok()
+                .and_then(|v| MIGRATIONS.get(v))
+            else {
+                return Ok(());
+            };
+            let next = version + 1;
+            tx.execute_batch(batch)
+                .and_then(|()| tx.pragma_update(None, "user_version", next))
+                .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
+                .and_then(|()| tx.commit())
+                .map_err(|e| sqlite_error(format!("{context} to version {next}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the extensions on the second connection while this one reads the
+    /// rest; `None` when the two read transactions did not see the same state.
+    fn load_in_parallel(&mut self) -> rusqlite::Result<Option<Directory>> {
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            slot => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let reader = Connection::open_with_flags(&self.path, flags)?;
+                reader.busy_timeout(Duration::from_secs(5))?;
+                tune(&reader)?;
+                slot.insert(reader)
+            }
+        };
+        let conn = &mut self.conn;
+        // Each side sorts its lists as `Directory::sort` would.
+        let (mine, theirs) = std::thread::scope(|scope| {
+            let theirs = scope.spawn(move || -> rusqlite::Result<(i64, Vec<Extension>)> {
+                let tx = reader.transaction()?;
+                let serial = read_serial(&tx)?;
+                let mut extensions = read_extensions(&tx)?;
+                extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+                Ok((serial, extensions))
+            });
+            let mine = (|| -> rusqlite::Result<_> {
+                let tx = conn.transaction()?;
+                let serial = read_serial(&tx)?;
+                let mut users = read_users(&tx)?;
+                users.sort_by(|a, b| a.username.cmp(&b.username));
+                let mut devices = read_devices(&tx)?;
+                devices.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok((serial, users, devices, read_licenses(&tx)?))
+            })();
+            let theirs = theirs
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (mine, theirs)
+        });
+        let (serial, users, devices, licenses) = mine?;
+        let (their_serial, extensions) = theirs?;
+        // Every write to these tables bumps the serial, so equal serials mean
+        // both snapshots hold the same directory.
+        if serial != their_serial {
+            return Ok(None);
+        }
+        Ok(Some(Directory {
+            users,
+            extensions,
+            devices,
+            licenses,
+        }))
+    }
+
+    fn ensure_writable(&self) -> Result<(), TargetError> {
+        if self.read_only {
+            Err(read_only_error(&self.path))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+}
+
+impl Target for SqliteTarget {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn load(&mut self) -> Result<Directory, TargetError> {
+        let path = self.path.display().to_string();
+        let context = || format!("cannot read {path}");
+        for _ in 0..3 {
+            if let Some(dir) = self
+                .load_in_parallel()
+                .map_err(|e| sqlite_error(context(), e))?
+            {
+                return Ok(dir);
+            }
+        }
+        // Writes kept landing between the two snapshots: read everything in one.
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_error(context(), e))?;
+        let read = || -> rusqlite::Result<Directory> {
+            let mut dir = Directory {
+                users: read_users(&tx)?,
+                extensions: read_extensions(&tx)?,
+                devices: read_devices(&tx)?,
+                licenses: read_licenses(&tx)?,
+            };
+            dir.sort();
+            Ok(dir)
+        };
+        let dir = read().map_err(|e| sqlite_error(context(), e))?;
+        tx.finish().map_err(|e| sqlite_error(context(), e))?;
+        Ok(dir)
+    }
+
+    fn serial(&mut self) -> Result<i64, TargetError> {
+        read_serial(&self.conn).map_err(|e| sqlite_error("cannot read the serial", e))
+    }
+
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError> {
+        read_last_applied(&self.conn)
+            .map_err(|e| sqlite_error("cannot read the last applied revision", e))
+    }
+
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError> {
+        let path = self.lock_path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error(format!("cannot open the lock file {}", path.display()), e))?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(TargetError::Locked(read_holder(&file)));
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(io_error(format!("cannot lock {}", path.display()), e));
+            }
+        }
+        let holder = LockHolder {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            since: utc_now(),
+        };
+        let json = serde_json::to_vec(&holder).unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| (&file).write_all(&json))
+            .map_err(|e| io_error(format!("cannot write the lock file {}", path.display()), e))?;
+        Ok(Box::new(SqliteLock { file }))
+    }
+
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError> {
+        let path = self.lock_path();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_error(
+                    format!("cannot open the lock file {}", path.display()),
+                    e,
+                ));
+            }
+        };
+        match fs4::FileExt::try_lock_shared(&file) {
+            // Closing the file releases the probe.
+            Ok(()) => Ok(None),
+            Err(fs4::TryLockError::WouldBlock) => Ok(Some(read_holder(&file))),
+            Err(fs4::TryLockError::Error(e)) => Err(io_error(
+                format!("cannot probe the lock {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        request: ApplyRequest<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyReport, TargetError> {
+        self.ensure_writable()?;
+        let context = || format!("cannot apply to {}", self.path.display());
+        // IMMEDIATE takes the write lock now, so the serial cannot change between
+        // the check and the writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sqlite_error(context(), e))?;
+        let current = read_serial(&tx).map_err(|e| sqlite_error(context(), e))?;
+        if current != request.expected_serial {
+            return Err(TargetError::Stale {
+                planned: request.expected_serial,
+                current,
+            });
+        }
+        progress(Progress::Started {
+            total: request.actions.len(),
+        });
+        Applier {
+            conn: &tx,
+            request: &request,
+            progress,
+            done: 0,
+        }
+        .run()?;
+        progress(Progress::Committing);
+        let finish = || -> rusqlite::Result<ApplyReport> {
+            let serial = read_serial(&tx)?;
+            let history_id = insert_history(&tx, &request.record)?;
+            let record = &request.record;
+            set_meta(&tx, "last_commit", &record.commit)?;
+            set_meta(&tx, "last_blob", &record.blob)?;
+            set_meta(&tx, "last_serial", &serial)?;
+            set_meta(&tx, "last_history_id", &history_id)?;
+            Ok(ApplyReport { history_id, serial })
+        };
+        let report = finish().map_err(|e| sqlite_error(context(), e))?;
+        tx.commit().map_err(|e| sqlite_error(context(), e))?;
+        Ok(report)
+    }
+
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError> {
+        self.ensure_writable()?;
+        insert_history(&self.conn, record)
+            .map_err(|e| sqlite_error("cannot record the failed apply in the history", e))
+    }
+
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError> {
+        let read = || -> rusqlite::Result<Vec<HistoryRecord>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {HISTORY_COLUMNS} FROM history ORDER BY id DESC"
+            ))?;
+            stmt.query_map([], history_row)?.collect()
+        };
+        read().map_err(|e| sqlite_error("cannot read the history", e))
+    }
+
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError> {
+        let read = || -> rusqlite::Result<Option<HistoryRecord>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {HISTORY_COLUMNS} FROM history WHERE id = ?1"
+            ))?;
+            stmt.query_row([id], history_row).optional()
+        };
+        read().map_err(|e| sqlite_error(format!("cannot read history entry {id}"), e))
+    }
+
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError> {
+        self.ensure_writable()?;
+        let write = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO devices (id, model) VALUES (?1, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET model = excluded.model",
+                )?;
+                for device in devices {
+                    stmt.execute([device.id.as_str(), device.model.as_str()])?;
+                }
+            }
+            tx.commit()
+        };
+        write(&mut self.conn).map_err(|e| sqlite_error("cannot add devices", e))
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError> {
+        self.ensure_writable()?;
+        let context = || format!("cannot remove device {id}");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sqlite_error(context(), e))?;
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT number FROM extensions WHERE device = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sqlite_error(context(), e))?;
+        if let Some(number) = holder {
+            return Err(TargetError::Unsupported(format!(
+                "device {id} is assigned to extension {number}; \
+                 take it off the extension before removing it from the inventory"
+            )));
+        }
+        let removed = tx
+            .execute("DELETE FROM devices WHERE id = ?1", [id])
+            .and_then(|n| tx.commit().map(|()| n > 0))
+            .map_err(|e| sqlite_error(context(), e))?;
+        Ok(removed)
+    }
+
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError> {
+        self.ensure_writable()?;
+        let limit = |n: Option<u64>| -> Result<Option<i64>, TargetError> {
+            n.map(|n| {
+                i64::try_from(n).map_err(|_| {
+                    TargetError::Unsupported(format!("license limit {n} is too large"))
+                })
+            })
+            .transpose()
+        };
+        let (users, voicemail) = (limit(licenses.users)?, limit(licenses.voicemail)?);
+        self.conn
+            .execute(
+                "INSERT INTO licenses (id, users, voicemail) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET users = excluded.users, voicemail = excluded.voicemail",
+                params![users, voicemail],
+            )
+            .map(drop)
+            .map_err(|e| sqlite_error("cannot set the license limits", e))
+    }
+}
+
+/// Holds the OS lock on `<state file>.lock`; the kernel drops it with the process.
+struct SqliteLock {
+    file: File,
+}
+
+impl LockGuard for SqliteLock {}
+
+impl Drop for SqliteLock {
+    fn drop(&mut self) {
+        // Best effort: the holder text is only informative, and closing the file
+        // releases the lock in any case.
+        let _ = self.file.set_len(0);
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
+}
+
+/// The holder a locked lock file names. The holder writes it right after locking,
+/// so an empty or partial file is retried briefly.
+fn read_holder(file: &File) -> LockHolder {
+    for attempt in 0..5 {
+        let mut text = String::new();
+        let mut reader = file;
+        let parsed = std::io::Seek::rewind(&mut reader)
+            .and_then(|()| reader.read_to_string(&mut text))
+            .ok()
+            .and_then(|_| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| {
+                Some(LockHolder {
+                    pid: u32::try_from(v.get("pid")?.as_u64()?).ok()?,
+                    host: v.get("host")?.as_str()?.to_owned(),
+                    since: v.get("since")?.as_str()?.to_owned(),
+                })
+            });
+        if let Some(holder) = parsed {
+            return holder;
+        }
+        if attempt < 4 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    LockHolder {
+        pid: 0,
+        host: "unknown".to_owned(),
+        since: "unknown".to_owned(),
+    }
+}
+
+/// Carries out the actions of one apply inside its transaction.
+///
+/// `extensions.device` is UNIQUE, so the actions run in phases that never let two
+/// extensions hold a device at once, whatever their order in the plan: devices
+/// and users first; then every updated or reassigned extension lets go of its
+/// device; then removed extensions go; then extensions get their final state;
+/// removed users go last, once no extension refers to them.
+struct Applier<'a, 'r, 'p> {
+    conn: &'a Connection,
+    request: &'a ApplyRequest<'r>,
+    progress: &'p mut dyn FnMut(Progress),
+    done: usize,
+}
+
+/// Why an action failed, for people.
+struct Reason(String);
+
+impl From<rusqlite::Error> for Reason {
+    fn from(e: rusqlite::Error) -> Reason {
+        Reason(match e {
+            rusqlite::Error::SqliteFailure(_, Some(message)) => message,
+            e => e.to_string(),
+        })
+    }
+}
+
+type Outcome = Result<(), Reason>;
+
+impl<'a> Applier<'a, '_, '_> {
+    fn run(&mut self) -> Result<(), TargetError> {
+        let actions = self.request.actions;
+
+        self.phase("creating devices and users");
+        for (i, planned) in actions.iter().enumerate() {
+            match &planned.action {
+                Action::CreateDevice { device, model } => {
+                    self.finish(i, self.create_device(device, model))?
+                }
+                Action::CreateUser { username, changes } => {
+                    self.finish(i, self.create_user(username, changes))?
+                }
+                Action::UpdateUser { username, changes } => {
+                    self.finish(i, self.update_user(username, changes))?
+                }
+                _ => {}
+            }
+        }
+
+        // Removed extensions are deleted before any device is handed out, so they
+        // need no release of their own.
+        self.phase("releasing devices");
+        for (i, planned) in actions.iter().enumerate() {
+            match &planned.action {
+                Action::UpdateExtension { extension, .. } => {
+                    self.check(i, self.release(extension))?
+                }
+                Action::ReassignDevice {
+                    from_extension,
+                    to_extension,
+                    ..
+                } => self.check(
+                    i,
+                    self.release(from_extension)
+                        .and_then(|()| self.release(to_extension)),
+                )?,
+                _ => {}
+            }
+        }
+
+        self.phase("removing extensions");
+        let mut removed = HashSet::new();
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::RemoveExtension { extension, .. } = &planned.action {
+                removed.insert(extension.as_str());
+                self.finish(i, self.remove_extension(extension))?;
+            }
+        }
+
+        self.phase("adding and updating extensions");
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::AddExtension {
+                username,
+                extension,
+                kind,
+                device,
+                changes,
+            } = &planned.action
+            {
+                self.finish(
+                    i,
+                    self.add_extension(username, extension, *kind, device, changes),
+                )?;
+            }
+        }
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::UpdateExtension {
+                username,
+                extension,
+                kind,
+                device,
+                changes,
+            } = &planned.action
+            {
+                self.finish(
+                    i,
+                    self.update_extension(username, extension, *kind, device, changes),
+                )?;
+            }
+        }
+        // The side that gives a device up first, then the side that takes it, so
+        // an extension that does both ends up holding its new device.
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::ReassignDevice {
+                from_extension,
+                from_becomes,
+                ..
+            } = &planned.action
+            {
+                // `Device`: the CSV gives it another device, set by its own
+                // UpdateExtension. A removed extension has nothing left to change.
+                if *from_becomes != ExtensionKind::Device
+                    && !removed.contains(from_extension.as_str())
+                {
+                    self.check(i, self.give_up_device(from_extension, *from_becomes))?;
+                }
+            }
+        }
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::ReassignDevice {
+                device,
+                to_extension,
+                ..
+            } = &planned.action
+            {
+                self.finish(i, self.take_device(to_extension, device))?;
+            }
+        }
+
+        self.phase("removing users");
+        for (i, planned) in actions.iter().enumerate() {
+            if let Action::RemoveUser { username } = &planned.action {
+                self.finish(i, self.remove_user(username))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn phase(&mut self, step: &str) {
+        (self.progress)(Progress::Step {
+            done: self.done,
+            total: self.request.actions.len(),
+            step: step.to_owned(),
+        });
+    }
+
+    /// Reports a failed step of action `index`.
+    fn check(&self, index: usize, outcome: Outcome) -> Result<(), TargetError> {
+        outcome.map_err(|Reason(reason)| TargetError::ActionFailed {
+            index,
+            action: label(&self.request.actions[index]),
+            reason,
+        })
+    }
+
+    /// Like `check`, for the last step of action `index`.
+    fn finish(&mut self, index: usize, outcome: Outcome) -> Result<(), TargetError> {
+        self.check(index, outcome)?;
+        self.done += 1;
+        if self.done.is_multiple_of(STEP_EVERY) {
+            (self.progress)(Progress::Step {
+                done: self.done,
+                total: self.request.actions.len(),
+                step: label(&self.request.actions[index]),
+            });
+        }
+        Ok(())
+    }
+
+    fn create_device(&self, device: &str, model: &str) -> Outcome {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO devices (id, model) VALUES (?1, ?2)")?;
+        stmt.execute([device, model])
+            .map_err(|e| unique_reason(e, || format!("device {device} already exists")))?;
+        Ok(())
+    }
+
+    fn create_user(&self, username: &str, changes: &[Change]) -> Outcome {
+        let (fields, password) = self.user_changes(username, changes)?;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO users (username, first_name, last_name, email, im, mobile, password_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let [first, last, email, im, mobile] = fields.map(|f| f.unwrap_or(""));
+        stmt.execute(params![username, first, last, email, im, mobile, password])
+            .map_err(|e| unique_reason(e, || format!("user {username} already exists")))?;
+        Ok(())
+    }
+
+    fn update_user(&self, username: &str, changes: &[Change]) -> Outcome {
+        let (fields, password) = self.user_changes(username, changes)?;
+        // NULL keeps a field as it is, so one statement serves every set of changes.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE users SET first_name = coalesce(?2, first_name), \
+             last_name = coalesce(?3, last_name), email = coalesce(?4, email), \
+             im = coalesce(?5, im), mobile = coalesce(?6, mobile), \
+             password_hash = coalesce(?7, password_hash) WHERE username = ?1",
+        )?;
+        let [first, last, email, im, mobile] = fields;
+        match stmt.execute(params![username, first, last, email, im, mobile, password])? {
+            0 => Err(Reason(format!("user {username} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The user fields that `changes` sets (by `USER_COLUMNS`), and the password
+    /// hash when the password is set.
+    fn user_changes<'c>(
+        &self,
+        username: &str,
+        changes: &'c [Change],
+    ) -> Result<([Option<&'c str>; 5], Option<&'a str>), Reason> {
+        let mut fields = [None; 5];
+        let mut password = None;
+        for change in changes {
+            if change.field == "password" {
+                let hash = self.request.password_hashes.get(username).ok_or_else(|| {
+                    Reason(format!("no password hash was computed for user {username}"))
+                })?;
+                password = Some(hash.as_str());
+            } else if let Some(i) = USER_COLUMNS.iter().position(|c| c.field() == change.field) {
+                fields[i] = Some(change.to.as_deref().unwrap_or(""));
+            }
+            // Other fields (the username itself) are carried by the action.
+        }
+        Ok((fields, password))
+    }
+
+    fn user_id(&self, username: &str) -> Result<i64, Reason> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM users WHERE username = ?1")?;
+        stmt.query_row([username], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Reason(format!("user {username} does not exist")))
+    }
+
+    fn release(&self, extension: &str) -> Outcome {
+        // Only rows that hold a device, so unaffected rows do not bump the serial.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE extensions SET device = NULL WHERE number = ?1 AND device IS NOT NULL",
+        )?;
+        stmt.execute([extension])?;
+        Ok(())
+    }
+
+    fn remove_extension(&self, extension: &str) -> Outcome {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM extensions WHERE number = ?1")?;
+        match stmt.execute([extension])? {
+            0 => Err(Reason(format!("extension {extension} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn add_extension(
+        &self,
+        username: &str,
+        extension: &str,
+        kind: ExtensionKind,
+        device: &Option<Text>,
+        changes: &[Change],
+    ) -> Outcome {
+        check_kind(kind, device)?;
+        let user_id = self.user_id(username)?;
+        let description = description(changes).unwrap_or("");
+        let secret = sip_secret()?;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO extensions (number, user_id, kind, device, description, sip_secret) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            extension,
+            user_id,
+            kind.as_str(),
+            device.as_deref(),
+            description,
+            secret
+        ])
+        .map_err(|e| device_reason(e, extension, device))?;
+        Ok(())
+    }
+
+    fn update_extension(
+        &self,
+        username: &str,
+        extension: &str,
+        kind: ExtensionKind,
+        device: &Option<Text>,
+        changes: &[Change],
+    ) -> Outcome {
+        check_kind(kind, device)?;
+        let user_id = self.user_id(username)?;
+        // Columns left out of SET cost no index or foreign-key work, which is most
+        // of an update: the owner rarely changes, and the release phase already
+        // cleared the device.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE extensions SET user_id = ?2 WHERE number = ?1 AND user_id IS NOT ?2",
+        )?;
+        stmt.execute(params![extension, user_id])?;
+        let sql = if device.is_some() {
+            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description), \
+             device = ?4 WHERE number = ?1"
+        } else {
+            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description) \
+             WHERE number = ?1"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let kind = kind.as_str();
+        let description = description(changes);
+        let updated = match device {
+            Some(device) => stmt.execute(params![extension, kind, description, device.as_str()]),
+            None => stmt.execute(params![extension, kind, description]),
+        }
+        .map_err(|e| device_reason(e, extension, device))?;
+        match updated {
+            0 => Err(Reason(format!("extension {extension} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn give_up_device(&self, extension: &str, becomes: ExtensionKind) -> Outcome {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE extensions SET kind = ?2, device = NULL WHERE number = ?1")?;
+        match stmt.execute([extension, becomes.as_str()])? {
+            0 => Err(Reason(format!("extension {extension} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn take_device(&self, extension: &str, device: &Text) -> Outcome {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE extensions SET kind = 'device', device = ?2 WHERE number = ?1",
+        )?;
+        let updated = stmt
+            .execute([extension, device.as_str()])
+            .map_err(|e| device_reason(e, extension, &Some(device.clone())))?;
+        match updated {
+            0 => Err(Reason(format!("extension {extension} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_user(&self, username: &str) -> Outcome {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM users WHERE username = ?1")?;
+        let removed = stmt.execute([username]).map_err(|e| {
+            if is_constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+                Reason(format!("user {username} still has extensions"))
+            } else {
+                Reason::from(e)
+            }
+        })?;
+        match removed {
+            0 => Err(Reason(format!("user {username} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `<type> <key>`, naming an action in errors and progress.
+fn label(planned: &PlannedAction) -> String {
+    let key = match &planned.action {
+        Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
+        Action::CreateUser { username, .. }
+        | Action::UpdateUser { username, .. }
+        | Action::RemoveUser { username } => username,
+        Action::AddExtension { extension, .. }
+        | Action::UpdateExtension { extension, .. }
+        | Action::RemoveExtension { extension, .. } => extension,
+    };
+    format!("{} {key}", planned.action.type_name())
+}
+
+fn description(changes: &[Change]) -> Option<&str> {
+    changes
+        .iter()
+        .find(|c| c.field == "description")
+        .map(|c| c.to.as_deref().unwrap_or(""))
+}
+
+fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Outcome {
+    match (kind, device) {
+        (ExtensionKind::Device, None) => Err(Reason("kind device without a device".to_owned())),
+        (ExtensionKind::Virtual | ExtensionKind::VoicemailOnly, Some(d)) => {
+            Err(Reason(format!("kind {kind} with device {d}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error, extended: std::ffi::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == extended)
+}
+
+fn unique_reason(e: rusqlite::Error, reason: impl FnOnce() -> String) -> Reason {
+    if is_constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+        || is_constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+    {
+        Reason(reason())
+    } else {
+        Reason::from(e)
+    }
+}
+
+/// Explains the constraint failures of giving `extension` a device.
+fn device_reason(e: rusqlite::Error, extension: &str, device: &Option<Text>) -> Reason {
+    let device = device.as_deref().unwrap_or("");
+    match &e {
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            Reason(format!(
+                "device {device} is not in the inventory ({message})"
+            ))
+        }
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && message.contains("extensions.device") =>
+        {
+            Reason(format!("device {device} is assigned to another extension"))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Reason(format!("extension {extension} already exists"))
+        }
+        _ => Reason::from(e),
+    }
+}
+
+/// A fresh SIP secret: 16 random bytes as hex.
+fn sip_secret() -> Result<String, Reason> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Reason(format!("cannot generate a SIP secret: {e}")))?;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut secret = String::with_capacity(32);
+    for b in bytes {
+        secret.push(HEX[usize::from(b >> 4)] as char);
+        secret.push(HEX[usize::from(b & 15)] as char);
+    }
+    Ok(secret)
+}
+
+fn read_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
+    let mut users = Vec::new();
+    let mut stmt = conn
+        .prepare_cached("SELECT username, first_name, last_name, email, im, mobile FROM users")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        users.push(User {
+            username: text(row, 0)?,
+            fields: [
+                text(row, 1)?,
+                text(row, 2)?,
+                text(row, 3)?,
+                text(row, 4)?,
+                text(row, 5)?,
+            ],
+        });
+    }
+    Ok(users)
+}
+
+fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
+    let mut extensions = Vec::new();
+    // CROSS JOIN keeps extensions as the outer loop: one scan, one rowid lookup
+    // per extension for the owner.
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.number, u.username, e.kind, e.device, e.description \
+         FROM extensions AS e CROSS JOIN users AS u ON u.id = e.user_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let kind = row.get_ref(2)?.as_str()?;
+        let kind = ExtensionKind::parse(kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                format!("unknown extension kind {kind:?}").into(),
+            )
+        })?;
+        extensions.push(Extension {
+            number: text(row, 0)?,
+            username: text(row, 1)?,
+            kind,
+            device: row.get_ref(3)?.as_str_or_null()?.map(Text::from),
+            description: text(row, 4)?,
+        });
+    }
+    Ok(extensions)
+}
+
+fn read_devices(conn: &Connection) -> rusqlite::Result<Vec<Device>> {
+    let mut devices = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT id, model FROM devices")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        devices.push(Device {
+            id: text(row, 0)?,
+            model: text(row, 1)?,
+        });
+    }
+    Ok(devices)
+}
+
+fn read_licenses(conn: &Connection) -> rusqlite::Result<Licenses> {
+    let limits: Option<(Option<i64>, Option<i64>)> = conn
+        .query_row(
+            "SELECT users, voicemail FROM licenses WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (users, voicemail) = limits.unwrap_or_default();
+    // The CHECK constraints keep them non-negative.
+    Ok(Licenses {
+        users: users.map(|n| n.max(0) as u64),
+        voicemail: voicemail.map(|n| n.max(0) as u64),
+    })
+}
+
+/// Connection settings for large directories: memory-mapped reads and a page
+/// cache that holds the indexes a big apply touches.
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    conn.pragma_update(None, "cache_size", -65_536)
+}
+
+/// A text column straight into a `Text`, without an intermediate `String`.
+fn text(row: &Row<'_>, i: usize) -> rusqlite::Result<Text> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => Text::default(),
+        value => Text::from(value.as_str()?),
+    })
+}
+
+fn read_serial(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'serial'")?
+        .query_row([], |r| r.get(0))
+}
+
+fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<AppliedRevision>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \
+           (SELECT value FROM meta WHERE key = 'last_commit'), \
+           (SELECT value FROM meta WHERE key = 'last_blob'), \
+           (SELECT value FROM meta WHERE key = 'last_serial'), \
+           (SELECT value FROM meta WHERE key = 'last_history_id')",
+    )?;
+    stmt.query_row([], |r| {
+        let blob: Option<String> = r.get(1)?;
+        Ok(match blob {
+            None => None,
+            Some(blob) => Some(AppliedRevision {
+                commit: r.get(0)?,
+                blob,
+                serial: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                history_id: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            }),
+        })
+    })
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &dyn ToSql) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])
+    .map(drop)
+}
+
+fn insert_history(conn: &Connection, record: &HistoryRecord) -> rusqlite::Result<i64> {
+    let summary = serde_json::to_string(&record.summary)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(
+        "INSERT INTO history (time, local_user, git_author, source, commit_id, blob, summary, \
+         outcome, csv_redacted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        record.time,
+        record.local_user,
+        record.git_author,
+        record.source,
+        record.commit,
+        record.blob,
+        summary,
+        record.outcome,
+        record.csv_redacted
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn history_row(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
+    let summary: String = row.get(7)?;
+    Ok(HistoryRecord {
+        id: row.get(0)?,
+        time: row.get(1)?,
+        local_user: row.get(2)?,
+        git_author: row.get(3)?,
+        source: row.get(4)?,
+        commit: row.get(5)?,
+        blob: row.get(6)?,
+        // Kept readable even if something else wrote a summary that is not JSON.
+        summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::String(summary)),
+        outcome: row.get(8)?,
+        csv_redacted: row.get(9)?,
+    })
+}
+
+/// Creates the state file (and its directory) readable by its owner only, before
+/// SQLite creates it with the default mode.
+fn create_private_file(path: &Path) -> Result<(), TargetError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| io_error(format!("cannot create {}", parent.display()), e))?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(format!("cannot create {}", path.display()), e)),
+    }
+}
+
+/// Judged by the permission bits, not by trying: root may write any file, but a
+/// state file made read-only is meant to stay unchanged.
+fn is_read_only(path: &Path) -> Result<bool, TargetError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+    if meta.permissions().readonly() {
+        return Ok(true);
+    }
+    match OpenOptions::new().write(true).open(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(true),
+        Err(e) => Err(io_error(format!("cannot open {}", path.display()), e)),
+    }
+}
+
+/// SQLite creates the `-wal` and `-shm` files with the mode of the database, so a
+/// read while the state file was read-only leaves read-only ones behind, which
+/// would keep it read-only for SQLite after the file is made writable again.
+/// Best effort: SQLite reports the failure if this does not help.
+fn restore_sidecar_permissions(path: &Path) {
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions()) else {
+        return;
+    };
+    for suffix in ["-wal", "-shm"] {
+        let mut sidecar = path.as_os_str().to_owned();
+        sidecar.push(suffix);
+        if std::fs::metadata(&sidecar).is_ok_and(|m| m.permissions().readonly()) {
+            let _ = std::fs::set_permissions(&sidecar, mode.clone());
+        }
+    }
+}
+
+/// An empty file (a state file about to be initialised) or a SQLite database.
+fn check_header(path: &Path) -> Result<(), TargetError> {
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut header = Vec::with_capacity(16);
+    File::open(path)
+        .and_then(|f| f.take(16).read_to_end(&mut header))
+        .map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+    if header.is_empty() || header == MAGIC {
+        Ok(())
+    } else {
+        Err(TargetError::NotAStateFile {
+            path: path.display().to_string(),
+            reason: "it is not a SQLite database".to_owned(),
+        })
+    }
+}
+
+fn read_only_error(path: &Path) -> TargetError {
+    io_error(
+        format!(
+            "cannot write the state file {}: it is read-only",
+            path.display()
+        ),
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    )
+}
+
+fn sqlite_error(context: impl Into<String>, source: rusqlite::Error) -> TargetError {
+    TargetError::Sqlite {
+        context: context.into(),
+        source,
+    }
+}
+
+fn io_error(context: impl Into<String>, source: std::io::Error) -> TargetError {
+    TargetError::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+/// The current time as RFC 3339 UTC, e.g. `2025-03-01T09:30:00Z`.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Summary;
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn t(s: &str) -> Text {
+        Text::from(s)
+    }
+
+    fn planned(action: Action) -> PlannedAction {
+        PlannedAction {
+            action,
+            line: None,
+            blame: None,
+        }
+    }
+
+    fn record(actions: &[PlannedAction]) -> HistoryRecord {
+        HistoryRecord {
+            id: 0,
+            time: "2025-01-01T00:00:00Z".into(),
+            local_user: "tester".into(),
+            git_author: Some("Ann <ann@example.com>".into()),
+            source: "commit abc".into(),
+            commit: Some("abc".into()),
+            blob: "b10b".into(),
+            summary: serde_json::to_value(Summary::of(actions)).unwrap(),
+            outcome: "applied".into(),
+            csv_redacted: "Extension,Password\n1001,\n".into(),
+        }
+    }
+
+    fn apply_with(
+        target: &mut SqliteTarget,
+        actions: Vec<Action>,
+        hashes: &HashMap<Text, String>,
+    ) -> Result<ApplyReport, TargetError> {
+        let actions: Vec<_> = actions.into_iter().map(planned).collect();
+        let expected_serial = target.serial().unwrap();
+        let request = ApplyRequest {
+            actions: &actions,
+            expected_serial,
+            password_hashes: hashes,
+            record: record(&actions),
+        };
+        target.apply(request, &mut |_| {})
+    }
+
+    fn apply(target: &mut SqliteTarget, actions: Vec<Action>) -> Result<ApplyReport, TargetError> {
+        apply_with(target, actions, &HashMap::new())
+    }
+
+    fn create_device(id: &str) -> Action {
+        Action::CreateDevice {
+            device: t(id),
+            model: t("T46U"),
+        }
+    }
+
+    fn create_user(username: &str, first: &str) -> Action {
+        Action::CreateUser {
+            username: t(username),
+            changes: vec![
+                Change::new("first_name", None, first),
+                Change::new("email", None, &format!("{username}@example.com")),
+            ],
+        }
+    }
+
+    fn add_extension(username: &str, number: &str, device: Option<&str>) -> Action {
+        Action::AddExtension {
+            username: t(username),
+            extension: t(number),
+            kind: if device.is_some() {
+                ExtensionKind::Device
+            } else {
+                ExtensionKind::Virtual
+            },
+            device: device.map(t),
+            changes: vec![],
+        }
+    }
+
+    fn reassign(device: &str, from: &str, to: &str, from_becomes: ExtensionKind) -> Action {
+        Action::ReassignDevice {
+            username: t("alice"),
+            device: t(device),
+            from_extension: t(from),
+            to_extension: t(to),
+            from_becomes,
+        }
+    }
+
+    fn ext(dir: &Directory, number: &str) -> (String, ExtensionKind, Option<String>, String) {
+        let e = dir.extension(number).expect("extension exists");
+        (
+            e.username.to_string(),
+            e.kind,
+            e.device.as_ref().map(|d| d.to_string()),
+            e.description.to_string(),
+        )
+    }
+
+    /// alice (1001 on D1), bob (1002 on D2), carol (1003 virtual).
+    fn seeded() -> (tempfile::TempDir, SqliteTarget) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = SqliteTarget::open(&dir.path().join("state.db")).unwrap();
+        apply(
+            &mut target,
+            vec![
+                create_device("D1"),
+                create_device("D2"),
+                create_device("D3"),
+                create_user("alice", "Alice"),
+                create_user("bob", "Bob"),
+                create_user("carol", "Carol"),
+                add_extension("alice", "1001", Some("D1")),
+                add_extension("bob", "1002", Some("D2")),
+                add_extension("carol", "1003", None),
+            ],
+        )
+        .unwrap();
+        (dir, target)
+    }
+
+    #[test]
+    fn a_new_file_is_created_private_migrated_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/state.db");
+        let mut target = SqliteTarget::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(target.describe(), format!("sqlite:{}", path.display()));
+        assert_eq!(target.serial().unwrap(), 0);
+        assert_eq!(target.load().unwrap(), Directory::default());
+        assert_eq!(target.last_applied().unwrap(), None);
+        drop(target);
+
+        let mut target = SqliteTarget::open(&path).unwrap();
+        assert_eq!(target.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let app: i64 = target
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(app, APPLICATION_ID);
+        let mode: String = target
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(target.serial().unwrap(), 0);
+    }
+
+    #[test]
+    fn open_read_only_of_a_missing_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        assert!(SqliteTarget::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists());
+        SqliteTarget::open(&path).unwrap();
+        let mut target = SqliteTarget::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(target.load().unwrap(), Directory::default());
+        assert!(matches!(
+            target.set_licenses(Licenses::default()),
+            Err(TargetError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn applied_actions_show_in_the_directory() {
+        let (_dir, mut target) = seeded();
+        let d = target.load().unwrap();
+        assert_eq!(
+            d.users
+                .iter()
+                .map(|u| u.username.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob", "carol"]
+        );
+        let alice = d.user("alice").unwrap();
+        assert_eq!(
+            alice.fields,
+            [t("Alice"), t(""), t("alice@example.com"), t(""), t("")]
+        );
+        assert_eq!(
+            ext(&d, "1001"),
+            (
+                "alice".into(),
+                ExtensionKind::Device,
+                Some("D1".into()),
+                "".into()
+            )
+        );
+        assert_eq!(
+            ext(&d, "1003"),
+            ("carol".into(), ExtensionKind::Virtual, None, "".into())
+        );
+        assert_eq!(d.devices.len(), 3);
+        assert_eq!(d.device("D1").unwrap().model, "T46U");
+
+        let hashes = HashMap::from([(t("alice"), "$argon2id$v=19$secret".to_owned())]);
+        let report = apply_with(
+            &mut target,
+            vec![
+                Action::UpdateUser {
+                    username: t("alice"),
+                    changes: vec![
+                        Change::new("last_name", Some(""), "Smith"),
+                        Change::password(),
+                    ],
+                },
+                Action::UpdateExtension {
+                    username: t("carol"),
+                    extension: t("1003"),
+                    kind: ExtensionKind::Device,
+                    device: Some(t("D3")),
+                    changes: vec![Change::new("description", Some(""), "Reception")],
+                },
+                Action::AddExtension {
+                    username: t("bob"),
+                    extension: t("99"),
+                    kind: ExtensionKind::VoicemailOnly,
+                    device: None,
+                    changes: vec![Change::new("description", None, "Mailbox")],
+                },
+                Action::RemoveExtension {
+                    username: t("alice"),
+                    extension: t("1001"),
+                    device: Some(t("D1")),
+                },
+                Action::RemoveUser {
+                    username: t("alice"),
+                },
+            ],
+            &hashes,
+        )
+        .unwrap();
+        assert_eq!(report.serial, target.serial().unwrap());
+        let d = target.load().unwrap();
+        assert!(d.user("alice").is_none());
+        assert!(d.extension("1001").is_none());
+        assert_eq!(
+            ext(&d, "1003"),
+            (
+                "carol".into(),
+                ExtensionKind::Device,
+                Some("D3".into()),
+                "Reception".into()
+            )
+        );
+        assert_eq!(
+            ext(&d, "99"),
+            (
+                "bob".into(),
+                ExtensionKind::VoicemailOnly,
+                None,
+                "Mailbox".into()
+            )
+        );
+        let order: Vec<_> = d.extensions.iter().map(|e| e.number.as_str()).collect();
+        assert_eq!(order, ["99", "1002", "1003"]);
+
+        // Secrets are stored, but only in the database.
+        let secret: String = target
+            .conn
+            .query_row(
+                "SELECT sip_secret FROM extensions WHERE number = '99'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(secret.len(), 32);
+        assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+        let history = serde_json::to_string(&target.history().unwrap()).unwrap();
+        assert!(!history.contains("argon2") && !history.contains(&secret));
+
+        let last = target.last_applied().unwrap().unwrap();
+        assert_eq!(last.commit.as_deref(), Some("abc"));
+        assert_eq!(last.blob, "b10b");
+        assert_eq!(
+            (last.serial, last.history_id),
+            (report.serial, report.history_id)
+        );
+    }
+
+    #[test]
+    fn a_password_update_needs_its_hash() {
+        let (_dir, mut target) = seeded();
+        let err = apply(
+            &mut target,
+            vec![Action::UpdateUser {
+                username: t("bob"),
+                changes: vec![Change::password()],
+            }],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, TargetError::ActionFailed { index: 0, action, .. } if action == "update_user bob"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn created_users_get_their_password_hash() {
+        let (_dir, mut target) = seeded();
+        let hashes = HashMap::from([(t("dave"), "$argon2id$dave".to_owned())]);
+        let mut create = create_user("dave", "Dave");
+        if let Action::CreateUser { changes, .. } = &mut create {
+            changes.push(Change::password());
+        }
+        apply_with(&mut target, vec![create], &hashes).unwrap();
+        let hash: Option<String> = target
+            .conn
+            .query_row(
+                "SELECT password_hash FROM users WHERE username = 'dave'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hash.as_deref(), Some("$argon2id$dave"));
+    }
+
+    #[test]
+    fn two_extensions_swap_their_devices_in_one_plan() {
+        let (_dir, mut target) = seeded();
+        apply(
+            &mut target,
+            vec![
+                reassign("D2", "1002", "1001", ExtensionKind::Device),
+                reassign("D1", "1001", "1002", ExtensionKind::Device),
+            ],
+        )
+        .unwrap();
+        let d = target.load().unwrap();
+        assert_eq!(ext(&d, "1001").2.as_deref(), Some("D2"));
+        assert_eq!(ext(&d, "1002").2.as_deref(), Some("D1"));
+
+        // The same swap spelled as two updates, the conflicting one first.
+        apply(
+            &mut target,
+            ["1001", "1002"]
+                .into_iter()
+                .zip(["D1", "D2"])
+                .zip(["alice", "bob"])
+                .map(|((number, device), username)| Action::UpdateExtension {
+                    username: t(username),
+                    extension: t(number),
+                    kind: ExtensionKind::Device,
+                    device: Some(t(device)),
+                    changes: vec![],
+                })
+                .collect(),
+        )
+        .unwrap();
+        let d = target.load().unwrap();
+        assert_eq!(ext(&d, "1001").2.as_deref(), Some("D1"));
+        assert_eq!(ext(&d, "1002").2.as_deref(), Some("D2"));
+    }
+
+    #[test]
+    fn a_device_moves_to_a_new_extension() {
+        let (_dir, mut target) = seeded();
+        apply(
+            &mut target,
+            vec![
+                add_extension("alice", "1005", Some("D1")),
+                reassign("D1", "1001", "1005", ExtensionKind::VoicemailOnly),
+            ],
+        )
+        .unwrap();
+        let d = target.load().unwrap();
+        assert_eq!(ext(&d, "1001").1, ExtensionKind::VoicemailOnly);
+        assert_eq!(ext(&d, "1001").2, None);
+        assert_eq!(ext(&d, "1005").2.as_deref(), Some("D1"));
+    }
+
+    #[test]
+    fn a_failing_action_writes_nothing() {
+        let (_dir, mut target) = seeded();
+        let before = (
+            target.load().unwrap(),
+            target.serial().unwrap(),
+            target.history().unwrap(),
+        );
+        let mut events = vec![];
+        let actions: Vec<_> = vec![
+            create_device("D9"),
+            create_user("dave", "Dave"),
+            Action::RemoveExtension {
+                username: t("bob"),
+                extension: t("1002"),
+                device: Some(t("D2")),
+            },
+            add_extension("nobody", "1009", None),
+        ]
+        .into_iter()
+        .map(planned)
+        .collect();
+        let request = ApplyRequest {
+            actions: &actions,
+            expected_serial: before.1,
+            password_hashes: &HashMap::new(),
+            record: record(&actions),
+        };
+        let err = target.apply(request, &mut |p| events.push(p)).unwrap_err();
+        match &err {
+            TargetError::ActionFailed {
+                index,
+                action,
+                reason,
+            } => {
+                assert_eq!(*index, 3);
+                assert_eq!(action, "add_extension 1009");
+                assert!(reason.contains("nobody"), "{reason}");
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(events[0], Progress::Started { total: 4 });
+        assert!(!events.contains(&Progress::Committing));
+        let after = (
+            target.load().unwrap(),
+            target.serial().unwrap(),
+            target.history().unwrap(),
+        );
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn progress_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = SqliteTarget::open(&dir.path().join("s.db")).unwrap();
+        let actions: Vec<_> = (0..2500)
+            .map(|i| planned(create_user(&format!("u{i}"), "U")))
+            .collect();
+        let mut events = vec![];
+        let request = ApplyRequest {
+            actions: &actions,
+            expected_serial: 0,
+            password_hashes: &HashMap::new(),
+            record: record(&actions),
+        };
+        target.apply(request, &mut |p| events.push(p)).unwrap();
+        assert_eq!(events.first(), Some(&Progress::Started { total: 2500 }));
+        assert_eq!(events.last(), Some(&Progress::Committing));
+        assert!(events.contains(&Progress::Step {
+            done: 2000,
+            total: 2500,
+            step: "create_user u1999".into()
+        }));
+    }
+
+    #[test]
+    fn an_outside_write_bumps_the_serial_and_makes_plans_stale() {
+        let (dir, mut target) = seeded();
+        let planned_serial = target.serial().unwrap();
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        other
+            .execute("UPDATE users SET mobile = '555' WHERE username = 'bob'", [])
+            .unwrap();
+        let now = target.serial().unwrap();
+        assert!(now > planned_serial);
+
+        let before = target.load().unwrap();
+        let actions = vec![planned(create_user("dave", "Dave"))];
+        let request = ApplyRequest {
+            actions: &actions,
+            expected_serial: planned_serial,
+            password_hashes: &HashMap::new(),
+            record: record(&actions),
+        };
+        let err = target.apply(request, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, TargetError::Stale { planned, current } if planned == planned_serial && current == now)
+        );
+        assert_eq!(target.load().unwrap(), before);
+        assert_eq!(target.serial().unwrap(), now);
+
+        // Writing history and meta does not count as a change.
+        target.record_failure(&record(&[])).unwrap();
+        assert_eq!(target.serial().unwrap(), now);
+    }
+
+    #[test]
+    fn a_running_write_does_not_block_opening_and_reading() {
+        let (dir, mut target) = seeded();
+        let before = target.load().unwrap();
+        let writer = Connection::open(dir.path().join("state.db")).unwrap();
+        writer
+            .execute_batch("BEGIN IMMEDIATE; DELETE FROM extensions;")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut reader = SqliteTarget::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(reader.load().unwrap(), before);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        writer.execute_batch("ROLLBACK").unwrap();
+    }
+
+    #[test]
+    fn the_lock_excludes_other_handles_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut first = SqliteTarget::open(&path).unwrap();
+        let mut second = SqliteTarget::open(&path).unwrap();
+        assert_eq!(second.lock_holder().unwrap(), None);
+
+        let guard = first.try_lock().unwrap();
+        match second.try_lock() {
+            Err(TargetError::Locked(holder)) => {
+                assert_eq!(holder.pid, std::process::id());
+                assert_eq!(holder.host, gethostname::gethostname().to_string_lossy());
+                assert!(holder.since.ends_with('Z'), "{}", holder.since);
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        let holder = second.lock_holder().unwrap().unwrap();
+        assert_eq!(holder.pid, std::process::id());
+
+        drop(guard);
+        assert_eq!(second.lock_holder().unwrap(), None);
+        let _guard = second.try_lock().unwrap();
+        assert!(matches!(first.try_lock(), Err(TargetError::Locked(_))));
+    }
+
+    #[test]
+    fn files_of_other_programs_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let garbage = dir.path().join("garbage.db");
+        let bytes: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&garbage, &bytes).unwrap();
+        let err = SqliteTarget::open(&garbage).err().unwrap();
+        assert!(matches!(err, TargetError::NotAStateFile { .. }), "{err}");
+        assert_eq!(std::fs::read(&garbage).unwrap(), bytes);
+        assert!(matches!(
+            SqliteTarget::open_read_only(&garbage),
+            Err(TargetError::NotAStateFile { .. })
+        ));
+
+        let foreign = dir.path().join("foreign.db");
+        {
+            let conn = Connection::open(&foreign).unwrap();
+            conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+                .unwrap();
+        }
+        let bytes = std::fs::read(&foreign).unwrap();
+        let err = SqliteTarget::open(&foreign).err().unwrap();
+        assert!(matches!(err, TargetError::NotAStateFile { .. }), "{err}");
+        assert!(err.to_string().contains("not one of pbxsync"), "{err}");
+        assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
+
+        let tagged = dir.path().join("tagged.db");
+        Connection::open(&tagged)
+            .unwrap()
+            .pragma_update(None, "application_id", 42)
+            .unwrap();
+        let err = SqliteTarget::open(&tagged).err().unwrap();
+        assert!(err.to_string().contains("another program"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteTarget::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        match SqliteTarget::open(&path) {
+            Err(TargetError::NewerSchema { found, known, .. }) => {
+                assert_eq!((found, known), (999, MIGRATIONS.len() as i64));
+            }
+            other => panic!("expected NewerSchema, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_read_only_file_reads_but_refuses_writes() {
+        let (dir, mut target) = seeded();
+        let path = dir.path().join("state.db");
+        let history_id = target.record_failure(&record(&[])).unwrap();
+        let before = (target.load().unwrap(), target.serial().unwrap());
+        drop(target);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+
+        let mut target = SqliteTarget::open(&path).unwrap();
+        assert_eq!((target.load().unwrap(), target.serial().unwrap()), before);
+        assert!(target.history_entry(history_id).unwrap().is_some());
+        assert_eq!(target.history().unwrap().len(), 2);
+
+        let err = apply(&mut target, vec![create_user("dave", "Dave")]).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert!(target.record_failure(&record(&[])).is_err());
+        assert!(target.add_devices(&[]).is_err());
+        assert!(target.remove_device("D3").is_err());
+        assert!(target.set_licenses(Licenses::default()).is_err());
+        assert_eq!((target.load().unwrap(), target.serial().unwrap()), before);
+        drop(target);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        // Writable again, it takes writes again (SQLite's -wal and -shm files
+        // created while it was read-only are writable again too).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut target = SqliteTarget::open(&path).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let sidecar = dir.path().join(format!("state.db{suffix}"));
+            if let Ok(meta) = std::fs::metadata(&sidecar) {
+                assert!(!meta.permissions().readonly(), "{suffix}");
+            }
+        }
+        apply(&mut target, vec![create_user("dave", "Dave")]).unwrap();
+        assert!(target.load().unwrap().user("dave").is_some());
+    }
+
+    #[test]
+    fn inventory_and_licenses() {
+        let (_dir, mut target) = seeded();
+        target
+            .add_devices(&[
+                Device {
+                    id: t("D3"),
+                    model: t("T54W"),
+                },
+                Device {
+                    id: t("D4"),
+                    model: t("T31"),
+                },
+            ])
+            .unwrap();
+        let d = target.load().unwrap();
+        assert_eq!(d.device("D3").unwrap().model, "T54W");
+        assert_eq!(d.device("D4").unwrap().model, "T31");
+
+        let err = target.remove_device("D1").unwrap_err();
+        assert!(err.to_string().contains("extension 1001"), "{err}");
+        assert!(target.remove_device("D4").unwrap());
+        assert!(!target.remove_device("D4").unwrap());
+
+        let serial = target.serial().unwrap();
+        let limits = Licenses {
+            users: Some(10),
+            voicemail: None,
+        };
+        target.set_licenses(limits).unwrap();
+        assert_eq!(target.load().unwrap().licenses, limits);
+        assert!(target.serial().unwrap() > serial);
+    }
+
+    #[test]
+    fn history_is_newest_first() {
+        let (_dir, mut target) = seeded();
+        let mut failure = record(&[]);
+        failure.outcome = "failed: stale".into();
+        let id = target.record_failure(&failure).unwrap();
+        let history = target.history().unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].id, id);
+        assert_eq!(history[0].outcome, "failed: stale");
+        assert_eq!(history[1].summary["create_user"], 3);
+        assert_eq!(target.history_entry(id).unwrap().unwrap(), history[0]);
+        assert_eq!(target.history_entry(id + 100).unwrap(), None);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    /// `cargo test --release --lib target::sqlite -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn performance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = SqliteTarget::open(&dir.path().join("state.db")).unwrap();
+        let n = 100_000;
+        let mut actions = vec![];
+        for i in 0..n / 2 {
+            actions.push(create_user(&format!("user{i:07}"), "First"));
+            actions.push(add_extension(
+                &format!("user{i:07}"),
+                &format!("{}", 10_000 + i),
+                None,
+            ));
+        }
+        let started = std::time::Instant::now();
+        apply(&mut target, actions).unwrap();
+        eprintln!("apply of {n} actions: {:?}", started.elapsed());
+
+        let big = 1_000_000;
+        let started = std::time::Instant::now();
+        let actions: Vec<_> = (n / 2..big)
+            .flat_map(|i| {
+                [
+                    create_user(&format!("user{i:07}"), "First"),
+                    add_extension(&format!("user{i:07}"), &format!("{}", 10_000 + i), None),
+                ]
+            })
+            .collect();
+        apply(&mut target, actions).unwrap();
+        eprintln!(
+            "apply of {} actions: {:?}",
+            2 * (big - n / 2),
+            started.elapsed()
+        );
+        let started = std::time::Instant::now();
+        let d = target.load().unwrap();
+        eprintln!("load of {} users: {:?}", d.users.len(), started.elapsed());
+        assert_eq!(d.extensions.len(), big);
+
+        // 100,000 changes against the big directory.
+        let actions: Vec<_> = (0..n / 2)
+            .flat_map(|i| {
+                let i = i * 19;
+                [
+                    Action::UpdateUser {
+                        username: t(&format!("user{i:07}")),
+                        changes: vec![Change::new("mobile", Some(""), "555")],
+                    },
+                    Action::UpdateExtension {
+                        username: t(&format!("user{i:07}")),
+                        extension: t(&format!("{}", 10_000 + i)),
+                        kind: ExtensionKind::VoicemailOnly,
+                        device: None,
+                        changes: vec![Change::new("description", Some(""), "Mailbox")],
+                    },
+                ]
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        apply(&mut target, actions).unwrap();
+        eprintln!("apply of {n} updates to {big}: {:?}", started.elapsed());
+    }
+}
