@@ -15,4 +15,5 @@ pub mod plan;
 pub mod render;
 pub mod source;
 pub mod target;
+pub mod time;
 pub mod validate;

@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// `PRAGMA application_id` of pbxsync state files ("PBXS").
 const APPLICATION_ID: i64 = 0x5042_5853;
@@ -1377,34 +1377,7 @@ fn io_error(context: impl Into<String>, source: std::io::Error) -> TargetError {
     }
 }
 
-/// The current time as RFC 3339 UTC, e.g. `2025-03-01T09:30:00Z`.
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+use crate::time::utc_now;
 
 #[cfg(test)]
 mod tests {
@@ -2070,13 +2043,6 @@ mod tests {
         assert_eq!(history[1].summary["create_user"], 3);
         assert_eq!(target.history_entry(id).unwrap().unwrap(), history[0]);
         assert_eq!(target.history_entry(id + 100).unwrap(), None);
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     /// `cargo test --release --lib target::sqlite -- --ignored --nocapture`
