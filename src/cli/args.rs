@@ -69,11 +69,124 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Show what the CSV would change in the target.
+    Plan {
+        #[command(flatten)]
+        flags: PlanFlags,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Save the plan (no secrets in it) for `pbxsync apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 2 when the plan has changes (0 when none, 1 on errors).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Apply the CSV (or a saved plan) to the target, all or nothing.
+    Apply {
+        /// A plan saved with `plan --out`.
+        plan_file: Option<PathBuf>,
+        #[command(flatten)]
+        flags: PlanFlags,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// The current state as a CSV in the ten-column format.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Target, serial, last applied revision, pending changes, lock holder.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// The recorded applies, or one of them.
+    History {
+        id: Option<i64>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// The device inventory.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// License limits.
+    #[command(subcommand)]
+    Licenses(LicensesCommand),
 }
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct SourceArgs {
     /// A CSV file anywhere (no git).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["working_tree", "rev"])]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanSource {
+    /// Plan another revision than the config's `source.ref` (e.g. to undo an import).
+    #[arg(long, value_name = "REV", conflicts_with_all = ["working_tree", "file"])]
+    pub rev: Option<String>,
+    /// Take the file on disk instead of the committed one.
+    #[arg(long, conflicts_with = "file")]
+    pub working_tree: bool,
+    /// Take any CSV file (no git).
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanFlags {
+    #[command(flatten)]
+    pub source: PlanSource,
+    /// Remove extensions missing from the CSV, and users left without extensions.
+    #[arg(long)]
+    pub prune: bool,
+    /// Set existing users' passwords from the Password column.
+    #[arg(long)]
+    pub reset_passwords: bool,
+    /// Accept a CSV without data rows as desired state.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Accept a plan over the safety threshold (`safety.max_change_percent`).
+    #[arg(long)]
+    pub allow_large_change: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Add a device to the inventory (a MAC or a soft-phone id).
+    Add {
+        id: String,
+        #[arg(long, default_value = "")]
+        model: String,
+    },
+    /// Add the devices of a CSV file (`id,model`, header optional).
+    Import { file: PathBuf },
+    /// List the inventory and which extension holds each device.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Remove a device that no extension holds.
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicensesCommand {
+    /// Limits and current use.
+    Show {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Set the limits; `unlimited` clears one.
+    Set {
+        #[arg(long, value_name = "N|unlimited")]
+        users: Option<String>,
+        #[arg(long, value_name = "N|unlimited")]
+        voicemail: Option<String>,
+    },
 }

@@ -67,6 +67,16 @@ pub fn run(ctx: &Context, dir: Option<&Path>) -> Result<Outcome, CliError> {
         })?;
         done.push(format!("initialised a git repository in {}", dir.display()));
     }
+    // The target: a fresh state file, so that `status` and `devices` work at once.
+    let config = crate::config::Config::load(&config)?;
+    if let crate::config::TargetUrl::Sqlite(path) = &config.target {
+        let existed = path.exists();
+        crate::sync::open_target(&config.target, true)
+            .map_err(|e| CliError::Message(e.to_string()))?;
+        if !existed {
+            done.push(format!("created the state file {}", path.display()));
+        }
+    }
     if !ctx.quiet {
         super::out(&format!("{}\n", done.join("\n")))?;
     }

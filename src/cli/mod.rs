@@ -1,7 +1,9 @@
 //! The only place that knows clap, colours, prompts, progress bars and exit codes.
 
+mod admin;
 mod args;
 mod init;
+mod sync;
 
 pub use args::{Cli, Color, Command, Format};
 
@@ -128,6 +130,23 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             allow_empty,
         } => validate_cmd(&ctx, source.file.as_deref(), format, allow_empty),
         Command::Fmt { check, file } => fmt_cmd(&ctx, file.as_deref(), check),
+        Command::Plan {
+            flags,
+            format,
+            out,
+            detailed_exitcode,
+        } => sync::plan_cmd(&ctx, &flags, format, out.as_deref(), detailed_exitcode),
+        Command::Apply {
+            plan_file,
+            flags,
+            auto_approve,
+            format,
+        } => sync::apply_cmd(&ctx, plan_file.as_deref(), &flags, auto_approve, format),
+        Command::Export { out } => admin::export(&ctx, out.as_deref()),
+        Command::Status { format } => admin::status(&ctx, format),
+        Command::History { id, format } => admin::history(&ctx, id, format),
+        Command::Devices(cmd) => admin::devices(&ctx, cmd),
+        Command::Licenses(cmd) => admin::licenses(&ctx, cmd),
     }
 }
 
@@ -152,14 +171,26 @@ pub fn out(s: &str) -> Result<(), CliError> {
 
 /// Shows a file's diagnostics as text on stderr.
 pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
+    print_diagnostics_of(ctx, name, v, &v.diagnostics);
+}
+
+/// Shows diagnostics about a file (the file's own, or a plan's) on stderr.
+pub fn print_diagnostics_of(
+    ctx: &Context,
+    name: &str,
+    v: &Validated<'_>,
+    diagnostics: &[crate::diagnostic::Diagnostic],
+) {
     let view = SourceView {
         name,
         text: &v.text,
         delimiter: v.delimiter,
         password_field: v.layout.position(Column::Password),
     };
+    let mut diagnostics = diagnostics.to_vec();
+    render_diag::fill_spans(&mut diagnostics, &v.text, v.delimiter);
     let mut err = std::io::stderr().lock();
-    for d in &v.diagnostics {
+    for d in &diagnostics {
         if ctx.quiet && !d.is_error() {
             continue;
         }

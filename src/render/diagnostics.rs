@@ -99,6 +99,48 @@ fn excerpt(view: &SourceView<'_>, span: Range<usize>) -> Option<(String, String)
     Some((shown, marker))
 }
 
+/// Gives a span to diagnostics that know their line and column but not where that
+/// is in the text (those found against the target). One pass over the text.
+pub fn fill_spans(diagnostics: &mut [Diagnostic], text: &str, delimiter: u8) {
+    let mut wanted: Vec<(u32, usize)> = diagnostics
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.span.is_none() && d.line.is_some())
+        .filter_map(|(i, d)| d.line.map(|l| (l, i)))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    wanted.sort_unstable();
+    let mut line = 1u32;
+    let mut start = 0usize;
+    let mut next = wanted.into_iter().peekable();
+    let bytes = text.as_bytes();
+    loop {
+        while let Some(&(l, i)) = next.peek() {
+            if l != line {
+                break;
+            }
+            let d = &mut diagnostics[i];
+            let field = d
+                .column
+                .map_or(usize::MAX, |c| c.saturating_sub(1) as usize);
+            d.span = Some(reader::field_span(text, start, delimiter, field));
+            next.next();
+        }
+        if next.peek().is_none() {
+            break;
+        }
+        match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                start += p + 1;
+                line += 1;
+            }
+            None => break,
+        }
+    }
+}
+
 /// `"3 errors, 1 warning"`.
 pub fn counts(diagnostics: &[Diagnostic]) -> String {
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();

@@ -1,0 +1,346 @@
+//! The commands around the pipeline: export, status, history, devices, licenses.
+
+use super::args::{DevicesCommand, Format, LicensesCommand};
+use super::{CliError, Context, Outcome, out};
+use crate::model::{Device, Licenses, Text};
+use crate::sync;
+use crate::target::{Target, TargetError};
+use std::path::Path;
+
+fn target_error(e: TargetError) -> CliError {
+    CliError::Message(e.to_string())
+}
+
+/// The target for reading; a state file that does not exist yet is an error here.
+fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+    let config = ctx.config()?;
+    sync::open_target(&config.target, false)
+        .map_err(target_error)?
+        .ok_or_else(|| {
+            CliError::Message(
+                "the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first".into(),
+            )
+        })
+}
+
+fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+    let config = ctx.config()?;
+    sync::open_target(&config.target, true)
+        .map_err(target_error)?
+        .ok_or_else(|| CliError::Message("no target".into()))
+}
+
+fn json(value: &serde_json::Value) -> Result<(), CliError> {
+    out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ))
+}
+
+pub fn export(ctx: &Context, file: Option<&Path>) -> Result<Outcome, CliError> {
+    let dir = read_target(ctx)?.load().map_err(target_error)?;
+    let csv = crate::export::to_csv(&dir);
+    match file {
+        Some(path) => {
+            super::write_atomically(path, csv.as_bytes())?;
+            if !ctx.quiet {
+                eprintln!(
+                    "wrote {} extensions to {}",
+                    dir.extensions.len(),
+                    path.display()
+                );
+            }
+        }
+        None => out(&csv)?,
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
+    let config = ctx.config()?;
+    let Some(mut target) = sync::open_target(&config.target, false).map_err(target_error)? else {
+        let msg = "no state yet: nothing has been applied to this target";
+        match format {
+            Format::Json => json(&serde_json::json!({"format_version": 1, "initialized": false}))?,
+            _ => out(&format!("{msg}\n"))?,
+        }
+        return Ok(Outcome::Success);
+    };
+    let serial = target.serial().map_err(target_error)?;
+    let last = target.last_applied().map_err(target_error)?;
+    let last_record = match &last {
+        Some(l) => target.history_entry(l.history_id).map_err(target_error)?,
+        None => None,
+    };
+    let holder = target.lock_holder().map_err(target_error)?;
+    let dir = target.load().map_err(target_error)?;
+    // Pending: what the committed CSV would change now.
+    let pending = sync::load_source(
+        &config,
+        &sync::SourceChoice::Git {
+            rev: config.source_ref.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|loaded| {
+        let options = sync::SyncOptions::default();
+        let inventory = match &config.inventory {
+            Some(p) => sync::read_devices(p).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let v = crate::validate::validate(&loaded.bytes, &sync::policy(&config, &options));
+        Ok(sync::make_plan(&config, &options, &v, &dir, inventory))
+    });
+    let drift = last.as_ref().and_then(|l| {
+        let bytes = crate::source::read_blob(&config.base_dir, &l.blob).ok()??;
+        let options = sync::SyncOptions::default();
+        let v = crate::validate::validate(&bytes, &sync::policy(&config, &options));
+        Some(sync::make_plan(&config, &options, &v, &dir, Vec::new()))
+    });
+    match format {
+        Format::Json => json(&serde_json::json!({
+            "format_version": 1,
+            "initialized": true,
+            "target": target.describe(),
+            "serial": serial,
+            "users": dir.users.len(),
+            "extensions": dir.extensions.len(),
+            "devices": dir.devices.len(),
+            "last_applied": last,
+            "last_applied_at": last_record.as_ref().map(|r| r.time.clone()),
+            "pending": pending.as_ref().ok().map(|p| p.summary()),
+            "pending_errors": pending.as_ref().map(|p| p.errors.len()).unwrap_or(0),
+            "drift": drift.as_ref().map(|p| p.summary()),
+            "lock_holder": holder,
+        }))?,
+        _ => {
+            let mut s = format!(
+                "target:        {}\nserial:        {serial}\ndirectory:     {} users, {} extensions, {} devices\n",
+                target.describe(),
+                dir.users.len(),
+                dir.extensions.len(),
+                dir.devices.len()
+            );
+            match (&last, &last_record) {
+                (Some(l), Some(r)) => s.push_str(&format!(
+                    "last applied:  {} at {} (history #{})\n",
+                    r.source, r.time, l.history_id
+                )),
+                _ => s.push_str("last applied:  never\n"),
+            }
+            match &pending {
+                Ok(p) if !p.errors.is_empty() => s.push_str(&format!(
+                    "pending:       the committed CSV has {} errors (run `pbxsync plan`)\n",
+                    p.errors.len()
+                )),
+                Ok(p) if p.has_changes() => s.push_str(&format!(
+                    "pending:       {}\n",
+                    crate::render::plan::summary_line(&p.summary())
+                )),
+                Ok(_) => s.push_str("pending:       none\n"),
+                Err(e) => s.push_str(&format!("pending:       unknown ({e})\n")),
+            }
+            match &drift {
+                Some(p) if p.has_changes() => s.push_str(&format!(
+                    "drift:         the target differs from the last applied CSV: {}\n",
+                    crate::render::plan::summary_line(&p.summary())
+                )),
+                Some(_) => s.push_str("drift:         none\n"),
+                None => {}
+            }
+            match holder {
+                Some(h) => s.push_str(&format!("lock:          held by {h}\n")),
+                None => s.push_str("lock:          free\n"),
+            }
+            out(&s)?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome, CliError> {
+    let mut target = read_target(ctx)?;
+    match id {
+        Some(id) => {
+            let Some(r) = target.history_entry(id).map_err(target_error)? else {
+                return Err(CliError::Message(format!(
+                    "there is no apply #{id} in the history; see `pbxsync history`"
+                )));
+            };
+            match format {
+                Format::Json => json(&serde_json::to_value(&r).unwrap_or_default())?,
+                _ => out(&format!(
+                    "apply #{}\ntime:     {}\nwho:      {}{}\nsource:   {}\nblob:     {}\noutcome:  {}\nsummary:  {}\n\n{}",
+                    r.id,
+                    r.time,
+                    r.local_user,
+                    r.git_author
+                        .as_deref()
+                        .map(|a| format!(" (commit author {a})"))
+                        .unwrap_or_default(),
+                    r.source,
+                    r.blob,
+                    r.outcome,
+                    r.summary,
+                    r.csv_redacted
+                ))?,
+            }
+        }
+        None => {
+            let all = target.history().map_err(target_error)?;
+            match format {
+                Format::Json => json(&serde_json::to_value(&all).unwrap_or_default())?,
+                _ => {
+                    if all.is_empty() {
+                        out("no applies recorded yet\n")?;
+                    }
+                    let mut s = String::new();
+                    for r in &all {
+                        let total = r.summary.get("total").and_then(|t| t.as_u64()).unwrap_or(0);
+                        s.push_str(&format!(
+                            "#{:<4} {}  {:<10} {:>6} actions  {}  ({})\n",
+                            r.id, r.time, r.local_user, total, r.source, r.outcome
+                        ));
+                    }
+                    out(&s)?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn device_id(id: &str) -> Result<Text, CliError> {
+    match crate::validate::rules::device(id.trim()) {
+        Ok(crate::model::DeviceCell::Device(id)) => Ok(id),
+        Ok(_) => Err(CliError::Message(format!("`{id}` is not a device id"))),
+        Err(p) => Err(CliError::Message(p.message)),
+    }
+}
+
+pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> {
+    match cmd {
+        DevicesCommand::Add { id, model } => {
+            let device = Device {
+                id: device_id(&id)?,
+                model: Text::from(model.trim()),
+            };
+            write_target(ctx)?
+                .add_devices(std::slice::from_ref(&device))
+                .map_err(target_error)?;
+            if !ctx.quiet {
+                out(&format!("added {}\n", device.id))?;
+            }
+        }
+        DevicesCommand::Import { file } => {
+            let devices =
+                sync::read_devices(&file).map_err(|e| CliError::Message(e.to_string()))?;
+            write_target(ctx)?
+                .add_devices(&devices)
+                .map_err(target_error)?;
+            if !ctx.quiet {
+                out(&format!("imported {} devices\n", devices.len()))?;
+            }
+        }
+        DevicesCommand::List { format } => {
+            let config = ctx.config()?;
+            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
+                Some(mut t) => t.load().map_err(target_error)?,
+                None => Default::default(),
+            };
+            let holder = |id: &str| {
+                dir.extensions
+                    .iter()
+                    .find(|e| e.device.as_deref() == Some(id))
+                    .map(|e| e.number.clone())
+            };
+            match format {
+                Format::Json => json(&serde_json::Value::Array(
+                    dir.devices
+                        .iter()
+                        .map(|d| serde_json::json!({"id": d.id, "model": d.model, "extension": holder(&d.id)}))
+                        .collect(),
+                ))?,
+                _ => {
+                    let mut s = String::new();
+                    for d in &dir.devices {
+                        let held = holder(&d.id).map_or("free".to_string(), |e| format!("extension {e}"));
+                        s.push_str(&format!("{:<14} {:<24} {held}\n", d.id, d.model));
+                    }
+                    out(&s)?;
+                }
+            }
+        }
+        DevicesCommand::Remove { id } => {
+            let id = device_id(&id)?;
+            if !write_target(ctx)?
+                .remove_device(&id)
+                .map_err(target_error)?
+            {
+                return Err(CliError::Message(format!(
+                    "device {id} is not in the inventory"
+                )));
+            }
+            if !ctx.quiet {
+                out(&format!("removed {id}\n"))?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn limit(value: &str) -> Result<Option<u64>, CliError> {
+    match value.trim() {
+        "unlimited" => Ok(None),
+        n => n.parse().map(Some).map_err(|_| {
+            CliError::Message(format!(
+                "`{value}` is not a number of licenses or `unlimited`"
+            ))
+        }),
+    }
+}
+
+pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError> {
+    match cmd {
+        LicensesCommand::Show { format } => {
+            let config = ctx.config()?;
+            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
+                Some(mut t) => t.load().map_err(target_error)?,
+                None => Default::default(),
+            };
+            let voicemail = dir
+                .extensions
+                .iter()
+                .filter(|e| e.kind.uses_voicemail_license())
+                .count();
+            let users = dir.extensions.len() - voicemail;
+            let show = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
+            match format {
+                Format::Json => json(&serde_json::json!({
+                    "users": {"limit": dir.licenses.users, "used": users},
+                    "voicemail": {"limit": dir.licenses.voicemail, "used": voicemail},
+                }))?,
+                _ => out(&format!(
+                    "user licenses:      {users} used of {}\nvoicemail licenses: {voicemail} used of {}\n",
+                    show(dir.licenses.users),
+                    show(dir.licenses.voicemail)
+                ))?,
+            }
+        }
+        LicensesCommand::Set { users, voicemail } => {
+            let mut target = write_target(ctx)?;
+            let mut current: Licenses = target.load().map_err(target_error)?.licenses;
+            if let Some(u) = users {
+                current.users = limit(&u)?;
+            }
+            if let Some(v) = voicemail {
+                current.voicemail = limit(&v)?;
+            }
+            target.set_licenses(current).map_err(target_error)?;
+            if !ctx.quiet {
+                out("licenses set\n")?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,542 @@
+//! `plan` and `apply`: the pipeline, drawn for people (or JSON/Markdown for bots).
+
+use super::args::{Format, PlanFlags, PlanSource};
+use super::{CliError, Context, Outcome, display_path, out, print_diagnostics_of};
+use crate::apply;
+use crate::config::Config;
+use crate::diagnostic::Diagnostic;
+use crate::model::Directory;
+use crate::plan::Plan;
+use crate::render::plan::{self as render_plan, Base, PlanView};
+use crate::source::{Loaded, SourceKind};
+use crate::sync::{self, SourceChoice, SyncOptions};
+use crate::target::{ApplyRequest, HistoryRecord, Progress, Target, TargetError};
+use crate::validate::{self, Validated};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+fn options(flags: &PlanFlags) -> SyncOptions {
+    SyncOptions {
+        prune: flags.prune,
+        reset_passwords: flags.reset_passwords,
+        allow_empty: flags.allow_empty,
+        allow_large_change: flags.allow_large_change,
+    }
+}
+
+fn choice(config: &Config, source: &PlanSource) -> SourceChoice {
+    if let Some(file) = &source.file {
+        SourceChoice::File(file.clone())
+    } else if source.working_tree {
+        SourceChoice::WorkingTree
+    } else {
+        SourceChoice::Git {
+            rev: source
+                .rev
+                .clone()
+                .unwrap_or_else(|| config.source_ref.clone()),
+        }
+    }
+}
+
+fn source_error(e: crate::source::SourceError) -> CliError {
+    CliError::Message(e.to_string())
+}
+
+fn target_error(e: TargetError) -> CliError {
+    CliError::Message(e.to_string())
+}
+
+/// A plan saved with `plan --out`: the plan as JSON plus what is needed to make it
+/// again (no secrets: apply reads them from the same source revision).
+#[derive(serde::Deserialize)]
+struct SavedPlan {
+    source: SavedSource,
+    base: SavedBase,
+    options: SyncOptions,
+    actions: serde_json::Value,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedSource {
+    kind: String,
+    path: String,
+    commit: Option<String>,
+    blob: String,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedBase {
+    serial: i64,
+}
+
+/// Everything one run of the pipeline produced.
+struct Planned {
+    loaded: Loaded,
+    plan: Plan,
+    serial: i64,
+}
+
+fn base(config: &Config, serial: i64) -> Base {
+    Base {
+        target: target_name(config),
+        serial,
+    }
+}
+
+fn target_name(config: &Config) -> String {
+    match &config.target {
+        crate::config::TargetUrl::Sqlite(p) => format!("sqlite:{}", display_path(p)),
+        // Never print credentials.
+        crate::config::TargetUrl::Postgres(url) => redact_url(url),
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Plans against an open (or absent) target.
+fn run_pipeline(
+    ctx: &Context,
+    config: &Config,
+    options: &SyncOptions,
+    loaded: Loaded,
+    target: Option<&mut Box<dyn Target>>,
+) -> Result<(Planned, Directory), CliError> {
+    let _ = ctx;
+    let inventory = match &config.inventory {
+        Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let (serial, current) = match target {
+        Some(t) => (
+            t.serial().map_err(target_error)?,
+            t.load().map_err(target_error)?,
+        ),
+        None => (0, Directory::default()),
+    };
+    let policy = sync::policy(config, options);
+    let plan = {
+        let validated = validate::validate(&loaded.bytes, &policy);
+        let mut plan = sync::make_plan(config, options, &validated, &current, inventory);
+        sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
+        plan
+    };
+    Ok((
+        Planned {
+            loaded,
+            plan,
+            serial,
+        },
+        current,
+    ))
+}
+
+fn view<'a>(config: &Config, planned: &'a Planned) -> PlanView<'a> {
+    PlanView {
+        plan: &planned.plan,
+        source: serde_json::to_value(&planned.loaded.revision).unwrap_or_default(),
+        base: base(config, planned.serial),
+    }
+}
+
+fn source_name(config: &Config, loaded: &Loaded) -> String {
+    match loaded.revision.kind {
+        SourceKind::File => loaded.revision.path.clone(),
+        _ => display_path(&config.source_path),
+    }
+}
+
+/// Prints the plan in the chosen format; errors go to stderr with their lines.
+fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Result<(), CliError> {
+    let v = view(config, planned);
+    match format {
+        Format::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&render_plan::json(&v)).unwrap_or_default()
+        )),
+        Format::Markdown => out(&render_plan::markdown(&v)),
+        Format::Text => {
+            if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
+                let validated = validate::check(
+                    &planned.loaded.bytes,
+                    &validate::Policy::from_config(config),
+                );
+                let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
+                all.extend(planned.plan.warnings.iter().cloned());
+                crate::diagnostic::sort(&mut all);
+                print_diagnostics_of(ctx, &source_name(config, &planned.loaded), &validated, &all);
+            }
+            if planned.plan.errors.is_empty() {
+                out(&render_plan::text(&v, ctx.style))?;
+            } else {
+                eprintln!(
+                    "{}: {}; nothing can be applied",
+                    source_name(config, &planned.loaded),
+                    crate::render::diagnostics::counts(&planned.plan.errors)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The shortcut of SPEC section 10: when neither the CSV content nor the target
+/// changed since the last apply, there is nothing to plan and no row is read.
+fn unchanged_since_last_apply(
+    config: &Config,
+    choice: &SourceChoice,
+    options: &SyncOptions,
+    target: &mut Box<dyn Target>,
+) -> Result<Option<(String, Option<String>, i64)>, CliError> {
+    if options.prune || config.prune || options.reset_passwords || config.inventory.is_some() {
+        return Ok(None);
+    }
+    let Some(last) = target.last_applied().map_err(target_error)? else {
+        return Ok(None);
+    };
+    let (commit, blob) = match choice {
+        SourceChoice::Git { rev } => {
+            match crate::source::peek(&config.base_dir, &config.source_path, rev) {
+                Ok((c, b)) => (Some(c), b),
+                Err(_) => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let serial = target.serial().map_err(target_error)?;
+    Ok((blob == last.blob && serial == last.serial).then_some((blob, commit, serial)))
+}
+
+pub fn plan_cmd(
+    ctx: &Context,
+    flags: &PlanFlags,
+    format: Format,
+    save: Option<&Path>,
+    detailed_exitcode: bool,
+) -> Result<Outcome, CliError> {
+    let config = ctx.config()?;
+    let options = options(flags);
+    let choice = choice(&config, &flags.source);
+    let mut target = sync::open_target(&config.target, false).map_err(target_error)?;
+    if save.is_none()
+        && let Some(t) = target.as_mut()
+        && let Some((blob, commit, serial)) =
+            unchanged_since_last_apply(&config, &choice, &options, t)?
+    {
+        match format {
+            Format::Json => {
+                let doc = serde_json::json!({
+                    "format_version": 1,
+                    "source": {"kind": "git", "path": display_path(&config.source_path), "commit": commit, "blob": blob},
+                    "base": base(&config, serial),
+                    "summary": crate::plan::Summary::default(),
+                    "actions": [], "errors": [], "warnings": [],
+                });
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                ))?;
+            }
+            _ => {
+                out("No changes. The CSV and the target are as they were after the last apply.\n")?
+            }
+        }
+        return Ok(Outcome::Success);
+    }
+    let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    let (planned, _) = run_pipeline(ctx, &config, &options, loaded, target.as_mut())?;
+    show(ctx, &config, &planned, format)?;
+    if !planned.plan.errors.is_empty() {
+        return Ok(Outcome::Failure);
+    }
+    if let Some(path) = save {
+        let mut doc = render_plan::json(&view(&config, &planned));
+        doc["options"] = serde_json::to_value(options).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        super::write_atomically(path, text.as_bytes())?;
+        if !ctx.quiet {
+            eprintln!(
+                "Saved the plan to {}; apply it with `pbxsync apply {}`.",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(if detailed_exitcode && planned.plan.has_changes() {
+        Outcome::Changes
+    } else {
+        Outcome::Success
+    })
+}
+
+fn confirm() -> Result<bool, CliError> {
+    let mut err = std::io::stderr();
+    let _ = write!(err, "\nApply these changes? Only 'yes' is accepted: ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Message(format!("cannot read the answer: {e}")))?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Draws progress events: a bar on a terminal, plain lines otherwise, nothing quiet.
+struct ProgressDraw {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+}
+
+impl ProgressDraw {
+    fn new(ctx: &Context) -> ProgressDraw {
+        let terminal = std::io::stderr().is_terminal();
+        ProgressDraw {
+            bar: None,
+            plain: !ctx.quiet && !terminal,
+        }
+        .with_bar(!ctx.quiet && terminal)
+    }
+
+    fn with_bar(mut self, bar: bool) -> ProgressDraw {
+        if bar {
+            let b = indicatif::ProgressBar::new(0);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(b);
+        }
+        self
+    }
+
+    fn message(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg.to_string());
+        } else if self.plain {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn event(&self, p: Progress) {
+        match p {
+            Progress::Started { total } => {
+                if let Some(b) = &self.bar {
+                    b.set_length(total as u64);
+                } else if self.plain {
+                    eprintln!("applying {total} actions");
+                }
+            }
+            Progress::Step { done, total, step } => {
+                if let Some(b) = &self.bar {
+                    b.set_position(done as u64);
+                    b.set_message(step);
+                } else if self.plain {
+                    eprintln!("applied {done}/{total} ({step})");
+                }
+            }
+            Progress::Committing => self.message("committing"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn apply_cmd(
+    ctx: &Context,
+    plan_file: Option<&Path>,
+    flags: &PlanFlags,
+    auto_approve: bool,
+    format: Format,
+) -> Result<Outcome, CliError> {
+    let config = ctx.config()?;
+    let saved: Option<SavedPlan> = match plan_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                CliError::Message(format!(
+                    "{} is not a plan saved by `pbxsync plan --out`: {e}",
+                    path.display()
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let (options, choice) = match &saved {
+        Some(s) => (
+            s.options,
+            match (s.source.kind.as_str(), &s.source.commit) {
+                ("git", Some(commit)) => SourceChoice::Git {
+                    rev: commit.clone(),
+                },
+                ("working_tree", _) => SourceChoice::WorkingTree,
+                _ => SourceChoice::File(PathBuf::from(&s.source.path)),
+            },
+        ),
+        None => (options(flags), choice(&config, &flags.source)),
+    };
+    let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    if let Some(s) = &saved
+        && loaded.revision.blob != s.source.blob
+    {
+        return refuse(
+            ctx,
+            format,
+            Diagnostic::error(
+                crate::diagnostic::Code::StalePlan,
+                "the CSV changed since this plan was made".to_string(),
+            )
+            .with_hint("run `pbxsync plan` again and review the new plan"),
+        );
+    }
+    let mut target = sync::open_target(&config.target, true)
+        .map_err(target_error)?
+        .ok_or_else(|| CliError::Message("no target".into()))?;
+    let _lock = match target.try_lock() {
+        Ok(guard) => guard,
+        Err(TargetError::Locked(holder)) => return refuse(ctx, format, sync::locked(&holder)),
+        Err(e) => return Err(target_error(e)),
+    };
+    if let Some(s) = &saved {
+        let now = target.serial().map_err(target_error)?;
+        if now != s.base.serial {
+            return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
+        }
+    }
+    let (planned, _) = run_pipeline(ctx, &config, &options, loaded, Some(&mut target))?;
+    if let Some(s) = &saved
+        && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
+    {
+        return refuse(
+            ctx,
+            format,
+            sync::stale_plan(planned.serial, planned.serial),
+        );
+    }
+    // The plan is shown before it is confirmed; quiet or JSON runs show only errors.
+    if (format != Format::Json && !ctx.quiet) || !planned.plan.errors.is_empty() {
+        show(ctx, &config, &planned, format)?;
+    }
+    if !planned.plan.errors.is_empty() {
+        return Ok(Outcome::Failure);
+    }
+    if !planned.plan.has_changes() {
+        return Ok(Outcome::Success);
+    }
+    if saved.is_none() && !auto_approve && !confirm()? {
+        eprintln!("Apply cancelled; nothing was changed.");
+        return Ok(Outcome::Failure);
+    }
+    let draw = ProgressDraw::new(ctx);
+    let policy = sync::policy(&config, &options);
+    let validated: Validated<'_> = validate::validate(&planned.loaded.bytes, &policy);
+    let hashed = apply::password_users(&planned.plan.actions).len();
+    if hashed > 0 {
+        draw.message(&format!("hashing {hashed} passwords"));
+    }
+    let hashes = apply::hash_passwords(
+        &validated.desired,
+        &planned.plan.actions,
+        &config.policy.password_hash,
+    )
+    .map_err(|e| CliError::Message(e.to_string()))?;
+    let revision = &planned.loaded.revision;
+    let record = HistoryRecord {
+        id: 0,
+        time: crate::time::utc_now(),
+        local_user: sync::local_user(),
+        git_author: revision.author.clone(),
+        source: match (&revision.kind, &revision.commit) {
+            (SourceKind::Git, Some(c)) => format!("commit {c}"),
+            (SourceKind::WorkingTree, _) => format!("working tree {} (uncommitted)", revision.path),
+            _ => format!("file {}", revision.path),
+        },
+        commit: revision.commit.clone(),
+        blob: revision.blob.clone(),
+        summary: serde_json::to_value(planned.plan.summary()).unwrap_or_default(),
+        outcome: "applied".into(),
+        csv_redacted: apply::redact(&validated.text, validated.delimiter, &validated.layout),
+    };
+    let request = ApplyRequest {
+        actions: &planned.plan.actions,
+        expected_serial: planned.serial,
+        password_hashes: &hashes,
+        record: record.clone(),
+    };
+    let result = target.apply(request, &mut |p| draw.event(p));
+    draw.finish();
+    match result {
+        Ok(report) => {
+            match format {
+                Format::Json => out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "format_version": 1,
+                        "outcome": "applied",
+                        "history_id": report.history_id,
+                        "serial": report.serial,
+                        "summary": planned.plan.summary(),
+                    }))
+                    .unwrap_or_default()
+                ))?,
+                _ if !ctx.quiet => out(&format!(
+                    "Apply complete: {} (history #{}, serial {}).\n",
+                    render_plan::summary_line(&planned.plan.summary()).trim_start_matches("Plan: "),
+                    report.history_id,
+                    report.serial
+                ))?,
+                _ => {}
+            }
+            Ok(Outcome::Success)
+        }
+        Err(TargetError::Stale { planned, current }) => {
+            refuse(ctx, format, sync::stale_plan(planned, current))
+        }
+        Err(e) => {
+            let failed = HistoryRecord {
+                outcome: format!("failed: {e}"),
+                ..record
+            };
+            let _ = target.record_failure(&failed);
+            Err(target_error(e))
+        }
+    }
+}
+
+/// Prints a refusal (a diagnostic with a code) and fails.
+fn refuse(ctx: &Context, format: Format, d: Diagnostic) -> Result<Outcome, CliError> {
+    match format {
+        Format::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"format_version": 1, "errors": [d], "warnings": []})
+            )
+            .unwrap_or_default()
+        ))?,
+        _ => {
+            let view = crate::render::diagnostics::SourceView {
+                name: "pbxsync",
+                text: "",
+                delimiter: b',',
+                password_field: None,
+            };
+            eprint!(
+                "{}",
+                crate::render::diagnostics::text(&d, &view, ctx.stderr_style)
+            );
+        }
+    }
+    Ok(Outcome::Failure)
+}

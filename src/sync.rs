@@ -1,0 +1,278 @@
+//! The pipeline that `plan`, `apply` (and later `watch`) share: source → validate →
+//! target → diff → checks. It returns values; the CLI decides what to print.
+
+use crate::config::{Config, TargetUrl};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::model::{Column, Device, Directory, Text};
+use crate::plan::{self, Blame, DiffOptions, Plan, checks};
+use crate::source::{self, Loaded, SourceError, SourceKind};
+use crate::target::sqlite::SqliteTarget;
+use crate::target::{Target, TargetError};
+use crate::validate::{Policy, Validated};
+use std::path::{Path, PathBuf};
+
+/// Where the desired state is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceChoice {
+    /// The CSV committed at a revision (default: the config's `source.ref`).
+    Git { rev: String },
+    /// The CSV on disk at the config's `source.path`.
+    WorkingTree,
+    /// Any file.
+    File(PathBuf),
+}
+
+/// Flags that change the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SyncOptions {
+    pub prune: bool,
+    pub reset_passwords: bool,
+    pub allow_empty: bool,
+    pub allow_large_change: bool,
+}
+
+/// Reads the desired CSV.
+pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Loaded, SourceError> {
+    match choice {
+        SourceChoice::Git { rev } => source::read_git(&config.base_dir, &config.source_path, rev),
+        SourceChoice::WorkingTree => source::read_working_tree(&config.source_path),
+        SourceChoice::File(path) => source::read_file(path),
+    }
+}
+
+/// The policy of a config, for a plan.
+pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
+    Policy {
+        allow_empty: options.allow_empty,
+        ..Policy::from_config(config)
+    }
+}
+
+/// Opens the target. With `write` false, a SQLite file that does not exist yet
+/// reads as `None` (an empty directory) and is not created.
+pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, TargetError> {
+    match url {
+        TargetUrl::Sqlite(path) if write => Ok(Some(Box::new(SqliteTarget::open(path)?))),
+        TargetUrl::Sqlite(path) => {
+            Ok(SqliteTarget::open_read_only(path)?.map(|t| Box::new(t) as Box<dyn Target>))
+        }
+        TargetUrl::Postgres(_) => Err(TargetError::Unsupported(
+            "PostgreSQL targets are not supported by this version yet; use a `sqlite:` target"
+                .into(),
+        )),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(
+        "cannot read the inventory file {path}: {source}; fix `inventory:` in pbxsync.yaml or create the file"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: u32,
+        message: String,
+    },
+}
+
+/// Reads a devices file: CSV `id,model`, header row optional. Ids are read like the
+/// Device column (MACs in any usual form).
+pub fn read_devices(path: &Path) -> Result<Vec<Device>, InventoryError> {
+    let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_devices(&bytes, &path.display().to_string())
+}
+
+pub fn parse_devices(bytes: &[u8], name: &str) -> Result<Vec<Device>, InventoryError> {
+    let invalid = |line: u32, message: String| InventoryError::Invalid {
+        path: name.to_string(),
+        line,
+        message,
+    };
+    let text = match crate::csv::decode(bytes, crate::config::Encoding::Auto) {
+        Ok((t, _)) => t.text,
+        Err(d) => return Err(invalid(d.line.unwrap_or(1), d.message)),
+    };
+    let delimiter = crate::csv::detect_delimiter(&text, crate::config::Delimiter::Auto);
+    let mut records = crate::csv::Records::new(&text, delimiter);
+    let mut devices: Vec<Device> = Vec::new();
+    let mut first = true;
+    while let Some(rec) = records.next() {
+        let rec = rec.map_err(|d| invalid(d.line.unwrap_or(1), d.message))?;
+        let id = rec.get(0).trim();
+        if std::mem::take(&mut first)
+            && matches!(
+                id.to_ascii_lowercase().as_str(),
+                "id" | "device" | "mac" | "device id"
+            )
+        {
+            continue;
+        }
+        match crate::validate::rules::device(id) {
+            Ok(crate::model::DeviceCell::Device(id)) => devices.push(Device {
+                id,
+                model: Text::from(rec.get(1).trim()),
+            }),
+            Ok(_) => return Err(invalid(rec.line, format!("`{id}` is not a device id"))),
+            Err(p) => return Err(invalid(rec.line, p.message)),
+        }
+    }
+    devices.sort_by(|a, b| a.id.cmp(&b.id));
+    devices.dedup_by(|a, b| a.id == b.id);
+    Ok(devices)
+}
+
+/// The diff options of a config, flags and file layout.
+pub fn diff_options(
+    config: &Config,
+    options: &SyncOptions,
+    validated: &Validated<'_>,
+    inventory: Vec<Device>,
+) -> DiffOptions {
+    DiffOptions {
+        prune: options.prune || config.prune,
+        reset_passwords: options.reset_passwords,
+        password_changed: Vec::new(),
+        reassigned_becomes: config.policy.reassigned_extension_becomes.kind(),
+        inventory,
+        columns: Column::ALL.map(|c| {
+            validated
+                .layout
+                .position(c)
+                .and_then(|i| u32::try_from(i + 1).ok())
+        }),
+    }
+}
+
+/// Plans the desired state against the current one: the file's own diagnostics,
+/// then every target-dependent error, then licenses and safety — all of them, so
+/// that one run shows everything to fix (rule 13).
+pub fn make_plan(
+    config: &Config,
+    options: &SyncOptions,
+    validated: &Validated<'_>,
+    current: &Directory,
+    inventory: Vec<Device>,
+) -> Plan {
+    let opts = diff_options(config, options, validated, inventory);
+    let mut plan = plan::diff(&validated.desired, current, &opts);
+    checks::licenses(&mut plan, current);
+    checks::safety(
+        &mut plan,
+        current,
+        &config.safety,
+        options.allow_large_change,
+    );
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = validated
+        .diagnostics
+        .iter()
+        .cloned()
+        .partition(Diagnostic::is_error);
+    plan.errors.extend(errors);
+    plan.warnings.extend(warnings);
+    crate::diagnostic::sort(&mut plan.errors);
+    crate::diagnostic::sort(&mut plan.warnings);
+    if !plan.errors.is_empty() {
+        // A plan with an error is never applied, so it shows no actions.
+        plan.actions.clear();
+    }
+    plan
+}
+
+/// Most actions a plan names the blame of: git blame reads the whole file's
+/// history, which is worth it for a reviewed change, not for a bulk import.
+pub const BLAME_LIMIT: usize = 10_000;
+
+/// Adds who last changed each action's line (git mode only).
+pub fn add_blame(config: &Config, loaded: &Loaded, plan: &mut Plan) -> Result<(), SourceError> {
+    let Some(commit) = &loaded.revision.commit else {
+        return Ok(());
+    };
+    if loaded.revision.kind != SourceKind::Git
+        || plan.actions.is_empty()
+        || plan.actions.len() > BLAME_LIMIT
+    {
+        return Ok(());
+    }
+    let lines = source::blame(&config.base_dir, &config.source_path, commit)?;
+    for action in &mut plan.actions {
+        if let Some(b) = action
+            .line
+            .and_then(|l| lines.get((l as usize).wrapping_sub(1)))
+        {
+            action.blame = Some(Blame {
+                commit: b.commit.clone(),
+                author: b.author.clone(),
+                date: b.date.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The diagnostic for a refused apply because the target moved on.
+pub fn stale_plan(planned: i64, current: i64) -> Diagnostic {
+    Diagnostic::error(
+        Code::StalePlan,
+        format!("the target changed since this plan was made (serial {planned}, now {current})"),
+    )
+    .with_hint("run `pbxsync plan` again and review the new plan")
+}
+
+/// The diagnostic for a second apply while one runs.
+pub fn locked(holder: &crate::target::LockHolder) -> Diagnostic {
+    Diagnostic::error(
+        Code::Locked,
+        format!("an apply is already running on this target ({holder})"),
+    )
+    .with_hint("wait for it to finish; the lock goes away with that process")
+}
+
+/// The local user, for history.
+pub fn local_user() -> String {
+    if let Ok(user) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return user;
+    }
+    // Without a login environment (services, containers): the owner of this process.
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_files_accept_a_header_and_any_mac_spelling() {
+        let d = parse_devices(
+            b"id,model\n00:04:f2:12:34:56,VVX 450\nsoftphone001,\n",
+            "devices.csv",
+        )
+        .unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].id, "0004F2123456");
+        assert_eq!(d[0].model, "VVX 450");
+        assert_eq!(d[1].id, "SOFTPHONE001");
+        let e = parse_devices(b"id,model\nnot a mac!,x\n", "devices.csv").unwrap_err();
+        assert!(e.to_string().starts_with("devices.csv:2:"), "{e}");
+    }
+}
