@@ -121,7 +121,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct SourceArgs {
     /// A CSV file anywhere (no git).
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["working_tree", "rev"])]
+    #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
 }
 
@@ -189,4 +189,13 @@ pub enum LicensesCommand {
         #[arg(long, value_name = "N|unlimited")]
         voicemail: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
