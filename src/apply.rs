@@ -74,7 +74,7 @@ pub fn redact(text: &str, delimiter: u8, layout: &crate::csv::Layout) -> String 
     let mut records = crate::csv::Records::new(text, delimiter);
     let mut ok = true;
     while let Some(Ok(rec)) = records.next() {
-        let mut cells: Vec<&str> = rec.fields.iter().collect();
+        let mut cells: Vec<&str> = rec.iter().collect();
         if layout.header_line != Some(rec.line)
             && let Some(p) = cells.get_mut(password)
         {

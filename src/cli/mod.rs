@@ -74,7 +74,33 @@ pub struct Context {
     pub stderr_style: Style,
 }
 
+/// With `-v`, says how long each phase took (on stderr).
+pub struct Clock {
+    on: bool,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl Clock {
+    pub fn lap(&self, phase: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!(
+                "{phase}: {:.0} ms",
+                (now - self.last.get()).as_secs_f64() * 1000.0
+            );
+            self.last.set(now);
+        }
+    }
+}
+
 impl Context {
+    pub fn clock(&self) -> Clock {
+        Clock {
+            on: self.verbose,
+            last: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
     /// The config: `--config`, else `pbxsync.yaml` found upwards.
     pub fn config(&self) -> Result<Config, CliError> {
         let path = match &self.cli_config {
@@ -167,6 +193,21 @@ pub fn out(s: &str) -> Result<(), CliError> {
             path: "standard output".into(),
             source,
         })
+}
+
+/// Prints a value as pretty JSON on stdout, streamed.
+pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let stdout = std::io::stdout().lock();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout);
+    let err = |source| CliError::Write {
+        path: "standard output".into(),
+        source,
+    };
+    serde_json::to_writer_pretty(&mut w, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => err(std::io::Error::from(kind)),
+        None => err(std::io::Error::other(e)),
+    })?;
+    w.write_all(b"\n").and_then(|_| w.flush()).map_err(err)
 }
 
 /// Shows a file's diagnostics as text on stderr.

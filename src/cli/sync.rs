@@ -107,7 +107,7 @@ fn run_pipeline(
     loaded: Loaded,
     target: Option<&mut Box<dyn Target>>,
 ) -> Result<(Planned, Directory), CliError> {
-    let _ = ctx;
+    let clock = ctx.clock();
     let inventory = match &config.inventory {
         Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string()))?,
         None => Vec::new(),
@@ -119,11 +119,15 @@ fn run_pipeline(
         ),
         None => (0, Directory::default()),
     };
+    clock.lap("read the target");
     let policy = sync::policy(config, options);
     let plan = {
         let validated = validate::validate(&loaded.bytes, &policy);
+        clock.lap("read and validate the CSV");
         let mut plan = sync::make_plan(config, options, &validated, &current, inventory);
+        clock.lap("diff and checks");
         sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
+        clock.lap("blame");
         plan
     };
     Ok((
@@ -155,10 +159,7 @@ fn source_name(config: &Config, loaded: &Loaded) -> String {
 fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Result<(), CliError> {
     let v = view(config, planned);
     match format {
-        Format::Json => out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&render_plan::json(&v)).unwrap_or_default()
-        )),
+        Format::Json => super::out_json(&render_plan::json(&v)),
         Format::Markdown => out(&render_plan::markdown(&v)),
         Format::Text => {
             if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
@@ -248,17 +249,24 @@ pub fn plan_cmd(
         }
         return Ok(Outcome::Success);
     }
+    let clock = ctx.clock();
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    clock.lap("read the source");
     let (planned, _) = run_pipeline(ctx, &config, &options, loaded, target.as_mut())?;
+    let clock = ctx.clock();
     show(ctx, &config, &planned, format)?;
+    clock.lap("show the plan");
     if !planned.plan.errors.is_empty() {
         return Ok(Outcome::Failure);
     }
     if let Some(path) = save {
-        let mut doc = render_plan::json(&view(&config, &planned));
-        doc["options"] = serde_json::to_value(options).unwrap_or_default();
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        super::write_atomically(path, text.as_bytes())?;
+        let v = view(&config, &planned);
+        let doc = render_plan::PlanDoc {
+            options: Some(options),
+            ..render_plan::json(&v)
+        };
+        let text = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        super::write_atomically(path, &text)?;
         if !ctx.quiet {
             eprintln!(
                 "Saved the plan to {}; apply it with `pbxsync apply {}`.",

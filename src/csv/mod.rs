@@ -228,24 +228,43 @@ pub struct Record<'r> {
     pub line: u32,
     /// Byte offset of the record in the decoded text.
     pub start: usize,
-    pub fields: &'r csv::StringRecord,
+    pub fields: &'r csv::ByteRecord,
 }
 
-impl Record<'_> {
-    pub fn get(&self, i: usize) -> &str {
-        self.fields.get(i).unwrap_or("")
+impl<'r> Record<'r> {
+    /// The i-th cell, or "" when the row is shorter.
+    pub fn get(&self, i: usize) -> &'r str {
+        self.fields.get(i).map_or("", cell)
     }
 
-    /// True for a row with no content at all (spreadsheets write `,,,,,,,,,`).
-    pub fn is_blank(&self) -> bool {
-        self.fields.iter().all(|f| f.trim().is_empty())
+    pub fn len(&self) -> usize {
+        self.fields.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'r str> + use<'r> {
+        self.fields.iter().map(cell)
+    }
+}
+
+/// A cell as text. The records come from valid UTF-8 split at ASCII bytes
+/// (delimiter, quotes, line breaks), so every cell is valid UTF-8; the check runs
+/// on the worker threads rather than on the one that splits the text.
+fn cell(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+fn is_blank(record: &csv::ByteRecord) -> bool {
+    record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Streams the records of decoded text, one reused buffer, blank rows skipped.
 pub struct Records<'t> {
     reader: csv::Reader<&'t [u8]>,
-    record: csv::StringRecord,
+    record: csv::ByteRecord,
     failed: bool,
     text: &'t [u8],
     /// Line number at `counted_to` (the csv crate's own line count skips blank lines).
@@ -262,7 +281,7 @@ impl<'t> Records<'t> {
             .from_reader(text.as_bytes());
         Records {
             reader,
-            record: csv::StringRecord::new(),
+            record: csv::ByteRecord::new(),
             failed: false,
             text: text.as_bytes(),
             line: 1,
@@ -287,16 +306,16 @@ impl<'t> Records<'t> {
     /// of records without copying them); returns its line and byte offset.
     pub fn next_into(
         &mut self,
-        record: &mut csv::StringRecord,
+        record: &mut csv::ByteRecord,
     ) -> Option<Result<(u32, usize), Diagnostic>> {
         if self.failed {
             return None;
         }
         loop {
-            match self.reader.read_record(record) {
+            match self.reader.read_byte_record(record) {
                 Ok(false) => return None,
                 Ok(true) => {
-                    if record.iter().all(|f| f.trim().is_empty()) {
+                    if is_blank(record) {
                         continue;
                     }
                     let byte = record.position().map_or(0, |p| p.byte());
@@ -387,7 +406,7 @@ mod tests {
         let mut r = Records::new(text, b',');
         while let Some(rec) = r.next() {
             let rec = rec.unwrap();
-            out.push((rec.line, rec.fields.iter().map(String::from).collect()));
+            out.push((rec.line, rec.iter().map(String::from).collect()));
         }
         out
     }

@@ -48,10 +48,25 @@ struct Builder<'a> {
     /// Devices of the inventory file that the target lacks, sorted.
     new_devices: Vec<&'a crate::model::Device>,
     /// Who holds each device now: device id → index into current.extensions.
-    holders: HashMap<&'a str, usize>,
+    /// Built on first use: a plan where no device moves never needs it.
+    holders: Option<HashMap<&'a str, usize>>,
 }
 
 impl<'a> Builder<'a> {
+    /// The extension that holds a device now.
+    fn holder(&mut self, device: &str) -> Option<&'a Extension> {
+        let current = self.current;
+        let holders = self.holders.get_or_insert_with(|| {
+            current
+                .extensions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.device.as_deref().map(|d| (d, i)))
+                .collect()
+        });
+        holders.get(device).map(|&i| &current.extensions[i])
+    }
+
     fn error(&mut self, line: u32, column: Column, code: Code, message: String, hint: String) {
         let mut d = Diagnostic::error(code, message)
             .at_line(line)
@@ -94,7 +109,8 @@ impl<'a> Builder<'a> {
                 None => (ExtensionKind::VoicemailOnly, None),
             },
             DeviceCell::Device(id) => {
-                if !self.device_known(id) {
+                let unchanged = current.is_some_and(|c| c.device.as_ref() == Some(id));
+                if !unchanged && !self.device_known(id) {
                     let hint = match self.did_you_mean(id) {
                         Some(m) => format!("did you mean {m}?"),
                         None => "add it with `pbxsync devices add` or to the inventory file, or check the MAC on the phone's label".into(),
@@ -131,19 +147,13 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         .iter()
         .filter(|d| current.device(&d.id).is_none())
         .collect();
-    let holders = current
-        .extensions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.device.as_deref().map(|d| (d, i)))
-        .collect();
     let mut b = Builder {
         desired,
         current,
         opts,
         errors: Vec::new(),
         new_devices,
-        holders,
+        holders: None,
     };
     let managed = desired.managed;
     let mut create_devices = Vec::new();
@@ -166,14 +176,24 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         });
     }
 
+    // Both sides are sorted by the same key: walk them together (a merge join)
+    // instead of searching one for every entry of the other.
+    let mut cursor = 0;
     for user in &desired.users {
+        while cursor < current.users.len() && current.users[cursor].username < user.username {
+            cursor += 1;
+        }
+        let existing = current
+            .users
+            .get(cursor)
+            .filter(|u| u.username == user.username);
         let set_password = |existing: bool| {
             user.password.is_some()
                 && (!existing
                     || opts.reset_passwords
                     || opts.password_changed.contains(&user.username))
         };
-        match current.user(&user.username) {
+        match existing {
             None => {
                 let mut changes: Vec<Change> = USER_COLUMNS
                     .iter()
@@ -225,8 +245,17 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         }
     }
 
+    let mut cursor = 0;
     for row in &desired.extensions {
-        let current_ext = current.extension(&row.number);
+        while cursor < current.extensions.len()
+            && cmp_extension(&current.extensions[cursor].number, &row.number).is_lt()
+        {
+            cursor += 1;
+        }
+        let current_ext = current
+            .extensions
+            .get(cursor)
+            .filter(|e| e.number == row.number);
         if let Some(cur) = current_ext
             && cur.username != row.username
         {
@@ -247,11 +276,11 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         }
         let (kind, device) = b.target_of(row, current_ext);
         // The device moves from the extension that holds it now.
-        let moving_from = device
-            .as_deref()
-            .and_then(|d| b.holders.get(d))
-            .map(|&i| &current.extensions[i])
-            .filter(|holder| holder.number != row.number);
+        let moving_from = match (&device, current_ext) {
+            (Some(d), Some(cur)) if cur.device.as_ref() == Some(d) => None,
+            (Some(d), _) => b.holder(d).filter(|holder| holder.number != row.number),
+            (None, _) => None,
+        };
         let reassign = moving_from
             .filter(|holder| !opts.prune || desired.extension(&holder.number).is_some())
             .map(|holder| PlannedAction {
@@ -325,8 +354,18 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
     }
 
     if opts.prune {
+        let mut cursor = 0;
         for ext in &current.extensions {
-            if desired.extension(&ext.number).is_none() {
+            while cursor < desired.extensions.len()
+                && cmp_extension(&desired.extensions[cursor].number, &ext.number).is_lt()
+            {
+                cursor += 1;
+            }
+            if desired
+                .extensions
+                .get(cursor)
+                .is_none_or(|d| d.number != ext.number)
+            {
                 remove_extensions.push(PlannedAction {
                     action: Action::RemoveExtension {
                         username: ext.username.clone(),
@@ -338,8 +377,16 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
                 });
             }
         }
+        let mut cursor = 0;
         for user in &current.users {
-            if desired.user(&user.username).is_none() {
+            while cursor < desired.users.len() && desired.users[cursor].username < user.username {
+                cursor += 1;
+            }
+            if desired
+                .users
+                .get(cursor)
+                .is_none_or(|d| d.username != user.username)
+            {
                 remove_users.push(PlannedAction {
                     action: Action::RemoveUser {
                         username: user.username.clone(),

@@ -197,25 +197,33 @@ pub fn text(view: &PlanView<'_>, style: Style) -> String {
     out
 }
 
-pub fn json(view: &PlanView<'_>) -> serde_json::Value {
-    let (errors, warnings) = super::diagnostics::json(
-        &view
-            .plan
-            .errors
-            .iter()
-            .chain(&view.plan.warnings)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    serde_json::json!({
-        "format_version": 1,
-        "source": view.source,
-        "base": view.base,
-        "summary": view.plan.summary(),
-        "actions": view.plan.actions,
-        "errors": errors,
-        "warnings": warnings,
-    })
+/// The JSON document of SPEC section 9, serialized straight from the plan (a
+/// plan of a million actions is never copied into a JSON tree first).
+#[derive(Serialize)]
+pub struct PlanDoc<'a> {
+    pub format_version: u32,
+    pub source: &'a serde_json::Value,
+    pub base: &'a Base,
+    pub summary: Summary,
+    pub actions: &'a [PlannedAction],
+    pub errors: &'a [crate::diagnostic::Diagnostic],
+    pub warnings: &'a [crate::diagnostic::Diagnostic],
+    /// Present in saved plans: the flags the plan was made with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<crate::sync::SyncOptions>,
+}
+
+pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {
+    PlanDoc {
+        format_version: 1,
+        source: &view.source,
+        base: &view.base,
+        summary: view.plan.summary(),
+        actions: &view.plan.actions,
+        errors: &view.plan.errors,
+        warnings: &view.plan.warnings,
+        options: None,
+    }
 }
 
 fn md_escape(s: &str) -> String {

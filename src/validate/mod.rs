@@ -148,10 +148,10 @@ impl Pass<'_, '_> {
         &self,
         rec: &Record<'_>,
         sink: &mut Vec<Diagnostic>,
-    ) -> Option<(RowKey, Option<(DesiredExtension, RowUser)>)> {
+    ) -> Option<(RowKey, Option<(DesiredExtension, RowUser)>, Sighting)> {
         let expected = self.layout.columns.len();
-        if rec.fields.len() != expected {
-            let n = rec.fields.len();
+        if rec.len() != expected {
+            let n = rec.len();
             let span = reader::field_span(self.text, rec.start, self.delimiter, usize::MAX);
             sink.push(
                 Diagnostic::error(
@@ -266,6 +266,13 @@ impl Pass<'_, '_> {
             line: rec.line,
             start: u32::try_from(rec.start).unwrap_or(u32::MAX),
         };
+        let sighting = Sighting {
+            extension: Text::from(extension),
+            device: match &device {
+                DeviceCell::Device(id) => Some(id.clone()),
+                _ => None,
+            },
+        };
         let parts = self.build.then(|| {
             (
                 DesiredExtension {
@@ -284,7 +291,7 @@ impl Pass<'_, '_> {
                 },
             )
         });
-        Some((key, parts))
+        Some((key, parts, sighting))
     }
 
     /// The cells of the record that starts at `start`, read again.
@@ -502,14 +509,14 @@ const BATCH_ROWS: usize = 4096;
 /// Records read but not checked yet; the record buffers are reused.
 #[derive(Default)]
 struct Batch {
-    records: Vec<(u32, usize, csv::StringRecord)>,
+    records: Vec<(u32, usize, csv::ByteRecord)>,
     len: usize,
 }
 
 impl Batch {
-    fn slot(&mut self) -> &mut csv::StringRecord {
+    fn slot(&mut self) -> &mut csv::ByteRecord {
         if self.records.len() == self.len {
-            self.records.push((0, 0, csv::StringRecord::new()));
+            self.records.push((0, 0, csv::ByteRecord::new()));
         }
         &mut self.records[self.len].2
     }
@@ -518,14 +525,70 @@ impl Batch {
         self.records[self.len].1 = start;
         self.len += 1;
     }
-    fn push(&mut self, line: u32, start: usize, record: &csv::StringRecord) {
+    fn push(&mut self, line: u32, start: usize, record: &csv::ByteRecord) {
         self.slot().clone_from(record);
         self.commit(line, start);
     }
 }
 
+/// The values of a row that the duplicate checks can often settle by order alone.
+struct Sighting {
+    extension: Text,
+    device: Option<Text>,
+}
+
+/// Whether values arrive strictly increasing: then none can repeat, and the
+/// duplicate check needs no sort (files are usually sorted by extension).
+struct Order {
+    increasing: bool,
+    first: Option<Text>,
+    last: Option<Text>,
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order {
+            increasing: true,
+            first: None,
+            last: None,
+        }
+    }
+}
+
+impl Order {
+    fn see(&mut self, value: &str, cmp: fn(&str, &str) -> std::cmp::Ordering) {
+        match &mut self.last {
+            Some(last) => {
+                self.increasing &= cmp(last, value).is_lt();
+                last.clear();
+                last.push_str(value);
+            }
+            None => {
+                self.first = Some(Text::from(value));
+                self.last = Some(Text::from(value));
+            }
+        }
+    }
+
+    /// Joins the orders of consecutive batches.
+    fn then(mut self, next: &Order, cmp: fn(&str, &str) -> std::cmp::Ordering) -> Order {
+        match (&self.last, &next.first) {
+            (_, None) => return self,
+            (Some(a), Some(b)) => self.increasing &= next.increasing && cmp(a, b).is_lt(),
+            (None, Some(_)) => {
+                self.increasing &= next.increasing;
+                self.first.clone_from(&next.first);
+            }
+        }
+        self.last.clone_from(&next.last);
+        self
+    }
+}
+
 #[derive(Default)]
 struct BatchOutput {
+    extension_order: Order,
+    device_order: Order,
     keys: Vec<RowKey>,
     extensions: Vec<DesiredExtension>,
     users: Vec<RowUser>,
@@ -544,7 +607,11 @@ impl Pass<'_, '_> {
                 start: *start,
                 fields,
             };
-            if let Some((key, parts)) = self.row(&rec, &mut out.diagnostics) {
+            if let Some((key, parts, sighting)) = self.row(&rec, &mut out.diagnostics) {
+                out.extension_order.see(&sighting.extension, cmp_extension);
+                if let Some(d) = &sighting.device {
+                    out.device_order.see(d, str::cmp);
+                }
                 out.keys.push(key);
                 if let Some((ext, user)) = parts {
                     out.extensions.push(ext);
@@ -604,11 +671,14 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
         };
         let mut records = Records::new(&text.text, delimiter);
         let mut rows = 0usize;
-        let mut first = csv::StringRecord::new();
+        let mut first = csv::ByteRecord::new();
         let mut pending_first = None;
         match records.next_into(&mut first) {
             Some(Ok((line, start))) => {
-                let cells: Vec<&str> = first.iter().collect();
+                let cells: Vec<&str> = first
+                    .iter()
+                    .map(|c| std::str::from_utf8(c).unwrap_or(""))
+                    .collect();
                 let span = reader::field_span(&text.text, start, delimiter, usize::MAX);
                 match reader::detect_header(&cells, line, span) {
                     Ok(Some(layout)) => pass.layout = layout,
@@ -693,24 +763,32 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
             outputs
         });
         pass.diagnostics.extend(read_error);
+        let mut extension_order = Order::default();
+        let mut device_order = Order::default();
         for (_, out) in outputs {
+            extension_order = extension_order.then(&out.extension_order, cmp_extension);
+            device_order = device_order.then(&out.device_order, str::cmp);
             keys.extend(out.keys);
             extensions.extend(out.extensions);
             users.extend(out.users);
             pass.diagnostics.extend(out.diagnostics);
         }
-        pass.duplicates(
-            keys.iter()
-                .map(|k| (k.extension, k.line, k.start))
-                .collect(),
-            Column::Extension,
-        );
-        pass.duplicates(
-            keys.iter()
-                .filter_map(|k| k.device.map(|d| (d, k.line, k.start)))
-                .collect(),
-            Column::Device,
-        );
+        if !extension_order.increasing {
+            pass.duplicates(
+                keys.iter()
+                    .map(|k| (k.extension, k.line, k.start))
+                    .collect(),
+                Column::Extension,
+            );
+        }
+        if !device_order.increasing {
+            pass.duplicates(
+                keys.iter()
+                    .filter_map(|k| k.device.map(|d| (d, k.line, k.start)))
+                    .collect(),
+                Column::Device,
+            );
+        }
         let user_count = pass.conflicting_users(
             keys.iter()
                 .map(|k| (k.user, k.line, k.start, k.fields))
