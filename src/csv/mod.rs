@@ -267,6 +267,8 @@ pub struct Records<'t> {
     record: csv::ByteRecord,
     failed: bool,
     text: &'t [u8],
+    /// Where `text` starts in the whole file: offsets are reported in the file.
+    base: usize,
     /// Line number at `counted_to` (the csv crate's own line count skips blank lines).
     line: u32,
     counted_to: usize,
@@ -274,17 +276,30 @@ pub struct Records<'t> {
 
 impl<'t> Records<'t> {
     pub fn new(text: &'t str, delimiter: u8) -> Records<'t> {
+        Records::within(text, 0..text.len(), delimiter, 1)
+    }
+
+    /// The records of a part of the text that starts a record at `range.start` on
+    /// line `first_line`; offsets and lines are those of the whole text.
+    pub fn within(
+        text: &'t str,
+        range: Range<usize>,
+        delimiter: u8,
+        first_line: u32,
+    ) -> Records<'t> {
+        let part = text.as_bytes().get(range.clone()).unwrap_or_default();
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .delimiter(delimiter)
-            .from_reader(text.as_bytes());
+            .from_reader(part);
         Records {
             reader,
             record: csv::ByteRecord::new(),
             failed: false,
-            text: text.as_bytes(),
-            line: 1,
+            text: part,
+            base: range.start,
+            line: first_line,
             counted_to: 0,
         }
     }
@@ -335,18 +350,17 @@ impl<'t> Records<'t> {
                         .line
                         .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
                     self.counted_to = start;
-                    return Some(Ok((self.line, start)));
+                    return Some(Ok((self.line, self.base + start)));
                 }
                 Err(e) => {
                     // The text is valid UTF-8 and the reader is flexible, so only a
                     // reader-internal failure lands here; report it and stop.
                     self.failed = true;
-                    let line = e.position().map(|p| p.line()).unwrap_or(1);
                     return Some(Err(Diagnostic::error(
                         Code::WrongColumnCount,
                         format!("the file cannot be split into rows: {e}"),
                     )
-                    .at_line(u32::try_from(line).unwrap_or(u32::MAX))));
+                    .at_line(self.line)));
                 }
             }
         }

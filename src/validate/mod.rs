@@ -10,9 +10,10 @@ use crate::model::{
     Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
     cmp_extension,
 };
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// The rules that can be configured.
 #[derive(Debug, Clone)]
@@ -504,31 +505,53 @@ impl Pass<'_, '_> {
     }
 }
 
-const BATCH_ROWS: usize = 4096;
-
-/// Records read but not checked yet; the record buffers are reused.
-#[derive(Default)]
-struct Batch {
-    records: Vec<(u32, usize, csv::ByteRecord)>,
-    len: usize,
+/// Splits the data rows (from `start`, on line `line`) into parts that can be read
+/// on separate threads, each beginning where a record begins, with its first line.
+///
+/// A part ends at a line break with an even number of quotes before it: outside
+/// any quoted field, as long as every quote opens or closes a quoted field. A quote
+/// inside a value (escaped, or in an unquoted field) breaks that rule, so the
+/// reader reports one and the caller reads the rows again in one piece.
+fn split(text: &str, start: usize, line: u32) -> Vec<(Range<usize>, u32)> {
+    const PART: usize = 1 << 20;
+    let bytes = text.as_bytes();
+    let threads = rayon::current_num_threads().max(1);
+    let size = ((bytes.len() - start) / (threads * 4)).max(PART);
+    let mut parts = Vec::new();
+    let (mut from, mut from_line) = (start, line);
+    let (mut at, mut quotes, mut lines) = (start, 0usize, line);
+    loop {
+        let target = from + size;
+        if target >= bytes.len() {
+            break;
+        }
+        // Advance to the first line break after the target with even quotes.
+        quotes += bytes[at..target].iter().filter(|&&b| b == b'"').count();
+        lines += count_lines(&bytes[at..target]);
+        at = target;
+        let mut cut = None;
+        while let Some(nl) = bytes[at..].iter().position(|&b| b == b'\n') {
+            let end = at + nl + 1;
+            quotes += bytes[at..end].iter().filter(|&&b| b == b'"').count();
+            lines += 1;
+            at = end;
+            if quotes % 2 == 0 {
+                cut = Some(end);
+                break;
+            }
+        }
+        let Some(cut) = cut.filter(|&c| c < bytes.len()) else {
+            break;
+        };
+        parts.push((from..cut, from_line));
+        (from, from_line) = (cut, lines);
+    }
+    parts.push((from..bytes.len(), from_line));
+    parts
 }
 
-impl Batch {
-    fn slot(&mut self) -> &mut csv::ByteRecord {
-        if self.records.len() == self.len {
-            self.records.push((0, 0, csv::ByteRecord::new()));
-        }
-        &mut self.records[self.len].2
-    }
-    fn commit(&mut self, line: u32, start: usize) {
-        self.records[self.len].0 = line;
-        self.records[self.len].1 = start;
-        self.len += 1;
-    }
-    fn push(&mut self, line: u32, start: usize, record: &csv::ByteRecord) {
-        self.slot().clone_from(record);
-        self.commit(line, start);
-    }
+fn count_lines(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u32::MAX)
 }
 
 /// The values of a row that the duplicate checks can often settle by order alone.
@@ -587,6 +610,10 @@ impl Order {
 
 #[derive(Default)]
 struct BatchOutput {
+    rows: usize,
+    /// A value held a quote (see `split`).
+    quote_in_value: bool,
+    read_error: Option<Diagnostic>,
     extension_order: Order,
     device_order: Order,
     keys: Vec<RowKey>,
@@ -596,16 +623,28 @@ struct BatchOutput {
 }
 
 impl Pass<'_, '_> {
-    fn batch(&self, batch: &Batch) -> BatchOutput {
-        let mut out = BatchOutput {
-            keys: Vec::with_capacity(batch.len),
-            ..BatchOutput::default()
-        };
-        for (line, start, fields) in &batch.records[..batch.len] {
+    /// Reads and checks the records of one part of the text.
+    fn chunk(&self, range: Range<usize>, line: u32, watch_quotes: bool) -> BatchOutput {
+        let mut out = BatchOutput::default();
+        let mut records = Records::within(self.text, range, self.delimiter, line);
+        let mut fields = csv::ByteRecord::new();
+        while let Some(next) = records.next_into(&mut fields) {
+            let (line, start) = match next {
+                Ok(at) => at,
+                Err(d) => {
+                    out.read_error = Some(d);
+                    break;
+                }
+            };
+            out.rows += 1;
+            if watch_quotes && fields.as_slice().contains(&b'"') {
+                out.quote_in_value = true;
+                break;
+            }
             let rec = Record {
-                line: *line,
-                start: *start,
-                fields,
+                line,
+                start,
+                fields: &fields,
             };
             if let Some((key, parts, sighting)) = self.row(&rec, &mut out.diagnostics) {
                 out.extension_order.see(&sighting.extension, cmp_extension);
@@ -621,10 +660,6 @@ impl Pass<'_, '_> {
         }
         out
     }
-}
-
-fn memchr_count(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Reads and checks a whole file and builds the desired state. Never panics,
@@ -672,7 +707,8 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
         let mut records = Records::new(&text.text, delimiter);
         let mut rows = 0usize;
         let mut first = csv::ByteRecord::new();
-        let mut pending_first = None;
+        // Where the data rows begin, and on which line.
+        let mut body = None;
         match records.next_into(&mut first) {
             Some(Ok((line, start))) => {
                 let cells: Vec<&str> = first
@@ -681,91 +717,51 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
                     .collect();
                 let span = reader::field_span(&text.text, start, delimiter, usize::MAX);
                 match reader::detect_header(&cells, line, span) {
-                    Ok(Some(layout)) => pass.layout = layout,
-                    Ok(None) => pending_first = Some((line, start)),
-                    Err(errors) => {
-                        // Without a usable header the rows cannot be read reliably.
-                        pass.diagnostics.extend(errors);
-                        records = Records::new("", delimiter);
+                    Ok(Some(layout)) => {
+                        pass.layout = layout;
+                        body = match records.next_into(&mut first) {
+                            Some(Ok(next)) => Some(next),
+                            Some(Err(d)) => {
+                                pass.diagnostics.push(d);
+                                None
+                            }
+                            None => None,
+                        };
                     }
+                    Ok(None) => body = Some((line, start)),
+                    // Without a usable header the rows cannot be read reliably.
+                    Err(errors) => pass.diagnostics.extend(errors),
                 }
             }
             Some(Err(d)) => pass.diagnostics.push(d),
             None => {}
         }
-        // Sized once from the line count, so the vectors never move while growing.
-        let estimate = memchr_count(text.text.as_bytes());
-        let mut keys: Vec<RowKey> = Vec::with_capacity(estimate);
-        let mut extensions = Vec::with_capacity(if build { estimate } else { 0 });
-        let mut users = Vec::with_capacity(if build { estimate } else { 0 });
-        let mut read_error = None;
-        // One thread splits the text into records while the others check them,
-        // a batch at a time; results are put back in file order.
-        let workers =
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(workers * 2);
-        let batch_rx = std::sync::Mutex::new(batch_rx);
-        let outputs = std::thread::scope(|scope| {
-            let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Batch>();
-            let (out_tx, out_rx) = std::sync::mpsc::channel::<(usize, BatchOutput)>();
-            let pass = &pass;
-            for _ in 0..workers {
-                let (batch_rx, spent_tx, out_tx) = (&batch_rx, spent_tx.clone(), out_tx.clone());
-                scope.spawn(move || {
-                    loop {
-                        let next = batch_rx
-                            .lock()
-                            .map_err(|_| ())
-                            .and_then(|rx| rx.recv().map_err(|_| ()));
-                        let Ok((index, batch)) = next else { break };
-                        let out = pass.batch(&batch);
-                        if out_tx.send((index, out)).is_err() {
-                            break;
-                        }
-                        let _ = spent_tx.send(batch);
-                    }
-                });
+        let mut outputs = Vec::new();
+        if let Some((line, start)) = body {
+            let chunks = split(&text.text, start, line);
+            let has_quotes = text.text.as_bytes()[start..].contains(&b'"');
+            outputs = chunks
+                .par_iter()
+                .map(|(range, line)| {
+                    pass.chunk(range.clone(), *line, has_quotes && chunks.len() > 1)
+                })
+                .collect();
+            if outputs.iter().any(|o| o.quote_in_value) {
+                // A quote inside a value may have misled the split (see `split`):
+                // read the rows again in one piece, which is always right.
+                outputs = vec![pass.chunk(start..text.text.len(), line, false)];
             }
-            drop((spent_tx, out_tx));
-            let mut index = 0;
-            let mut batch = Batch::default();
-            if let Some((line, start)) = pending_first {
-                batch.push(line, start, &first);
-            }
-            loop {
-                if batch.len == BATCH_ROWS {
-                    rows += batch.len;
-                    let full =
-                        std::mem::replace(&mut batch, spent_rx.try_recv().unwrap_or_default());
-                    batch.len = 0;
-                    if batch_tx.send((index, full)).is_err() {
-                        break;
-                    }
-                    index += 1;
-                }
-                let slot = batch.slot();
-                match records.next_into(slot) {
-                    Some(Ok((line, start))) => batch.commit(line, start),
-                    Some(Err(d)) => {
-                        read_error = Some(d);
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            rows += batch.len;
-            if batch.len > 0 {
-                let _ = batch_tx.send((index, batch));
-            }
-            drop(batch_tx);
-            let mut outputs: Vec<(usize, BatchOutput)> = out_rx.iter().collect();
-            outputs.sort_unstable_by_key(|(i, _)| *i);
-            outputs
-        });
-        pass.diagnostics.extend(read_error);
+        }
+        // Sized once, so the vectors never move while growing.
+        let total: usize = outputs.iter().map(|o| o.keys.len()).sum();
+        let mut keys: Vec<RowKey> = Vec::with_capacity(total);
+        let mut extensions = Vec::with_capacity(if build { total } else { 0 });
+        let mut users = Vec::with_capacity(if build { total } else { 0 });
         let mut extension_order = Order::default();
         let mut device_order = Order::default();
-        for (_, out) in outputs {
+        for out in outputs {
+            rows += out.rows;
+            pass.diagnostics.extend(out.read_error);
             extension_order = extension_order.then(&out.extension_order, cmp_extension);
             device_order = device_order.then(&out.device_order, str::cmp);
             keys.extend(out.keys);
@@ -994,5 +990,43 @@ mod tests {
         assert_eq!(codes(&v), [(Some(2), None, "invalid-utf8")]);
         assert!(!v.has_errors());
         assert_eq!(v.desired.users[0].field(Column::FirstName), "Zoë");
+    }
+
+    /// Files big enough to be read in parts: the result must not depend on where
+    /// the parts are cut, whatever the quotes in the file.
+    #[test]
+    fn reading_in_parts_gives_the_same_result_as_in_one_piece() {
+        let mut body = String::new();
+        for i in 0..40_000 {
+            let desc = match i % 7 {
+                0 => "\"Conference room, 2nd floor\"".to_string(),
+                1 => "\"two\nlines\"".to_string(),
+                _ => "Desk".to_string(),
+            };
+            body.push_str(&format!(
+                "{},Jason,Flynn,u{i},Sec_ret12,{desc},,,,\n",
+                100_000 + i
+            ));
+        }
+        body.push_str("100001,Dup,Row,dup,Sec_ret12,,,,,\n");
+        let whole = format!("{HEADER}{body}");
+        let parts = split(&whole, HEADER.len(), 2);
+        assert!(parts.len() > 1, "the test file must be split");
+        let v = check(&whole);
+        assert_eq!(v.rows, 40_001);
+        let two_line_rows = (0..40_000).filter(|i| i % 7 == 1).count() as u32;
+        let last_line = 1 + 40_000 + two_line_rows + 1;
+        assert_eq!(
+            codes(&v),
+            [(Some(last_line), Some(1), "duplicate-extension")]
+        );
+        // A quote inside a value makes parity useless: the file is read in one piece
+        // and still gives the right lines.
+        let tricky = whole
+            .replacen("Desk", "5\" display", 1)
+            .replacen("Desk", "say \"\"hi\"\"", 1);
+        let t = check(&tricky);
+        assert_eq!(t.rows, 40_001);
+        assert_eq!(codes(&t), codes(&v));
     }
 }
