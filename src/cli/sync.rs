@@ -11,7 +11,7 @@ use crate::render::plan::{self as render_plan, Base, PlanView};
 use crate::source::{Loaded, SourceKind};
 use crate::sync::{self, SourceChoice, SyncOptions};
 use crate::target::{ApplyRequest, HistoryRecord, Progress, Target, TargetError};
-use crate::validate::{self, Validated};
+use crate::validate;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -75,6 +75,10 @@ struct Planned {
     loaded: Loaded,
     plan: Plan,
     serial: i64,
+    /// The desired state the plan was made from (apply reads the passwords here).
+    desired: crate::model::Desired,
+    layout: crate::csv::Layout,
+    delimiter: u8,
 }
 
 fn base(config: &Config, serial: i64) -> Base {
@@ -128,13 +132,17 @@ fn run_pipeline(
         clock.lap("diff and checks");
         sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
         clock.lap("blame");
-        plan
+        (plan, validated.desired, validated.layout, validated.delimiter)
     };
+    let (plan, desired, layout, delimiter) = plan;
     Ok((
         Planned {
             loaded,
             plan,
             serial,
+            desired,
+            layout,
+            delimiter,
         },
         current,
     ))
@@ -448,14 +456,13 @@ pub fn apply_cmd(
         return Ok(Outcome::Failure);
     }
     let draw = ProgressDraw::new(ctx);
-    let policy = sync::policy(&config, &options);
-    let validated: Validated<'_> = validate::validate(&planned.loaded.bytes, &policy);
+    let clock = ctx.clock();
     let hashed = apply::password_users(&planned.plan.actions).len();
     if hashed > 0 {
         draw.message(&format!("hashing {hashed} passwords"));
     }
     let hashes = apply::hash_passwords(
-        &validated.desired,
+        &planned.desired,
         &planned.plan.actions,
         &config.policy.password_hash,
     )
@@ -475,7 +482,10 @@ pub fn apply_cmd(
         blob: revision.blob.clone(),
         summary: serde_json::to_value(planned.plan.summary()).unwrap_or_default(),
         outcome: "applied".into(),
-        csv_redacted: apply::redact(&validated.text, validated.delimiter, &validated.layout),
+        csv_redacted: match crate::csv::decode(&planned.loaded.bytes, config.encoding) {
+            Ok((text, _)) => apply::redact(&text.text, planned.delimiter, &planned.layout),
+            Err(_) => String::new(),
+        },
     };
     let request = ApplyRequest {
         actions: &planned.plan.actions,
@@ -485,6 +495,7 @@ pub fn apply_cmd(
     };
     let result = target.apply(request, &mut |p| draw.event(p));
     draw.finish();
+    clock.lap("write to the target");
     match result {
         Ok(report) => {
             match format {
