@@ -1,32 +1,67 @@
 #!/usr/bin/env bash
-# pbxsync against shared/bench/baseline.py, on the same data, in the same run.
-# usage: benches/compare.sh [ROWS] [SHARED_BENCH_DIR]     (default 1000000 ../shared/bench)
+# pbxsync against shared/bench/baseline.py on the same data, in the same run.
+#
+#   benches/compare.sh [ROWS...]          (default: 10000 100000 1000000)
+#
+# For each size: gen.py writes users.csv, a state that differs as a real sync would
+# (5% changed, 5% new, 5% only in the state) and the device inventory. The baseline
+# diffs and applies against a one-table SQLite file made by seed.py; pbxsync plans and
+# applies against its own target seeded from the same state. Times are medians of 3
+# runs (seconds), peak memory from /usr/bin/time.
 set -euo pipefail
-rows=${1:-1000000}
-bench=${2:-$(cd "$(dirname "$0")/../.." && pwd)/shared/bench}
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=${PBXSYNC_BENCH_DIR:-/tmp/pbxsync-bench-$rows}
-mkdir -p "$work"
-cd "$work"
-if [ ! -f users.csv ]; then
-  python3 "$bench/gen.py" "$rows" users.csv state.csv --devices devices.csv >/dev/null
-fi
+bench=${PBXSYNC_SHARED_BENCH:-$here/../shared/bench}
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000 1000000)
 cargo build --release --quiet --manifest-path "$here/Cargo.toml"
 bin="$here/target/release/pbxsync"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-seconds() { # run a command 3 times, print the median wall time in seconds
-  for _ in 1 2 3; do
-    /usr/bin/time -f "%e" "$@" 2>&1 >/dev/null | tail -n 1
-  done | median
-}
+wall() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
 
-python3 "$bench/seed.py" state.csv baseline.db
-base=$(for _ in 1 2 3; do
-  cp baseline.db run.db
-  python3 "$bench/baseline.py" users.csv run.db | awk '$2 == "parse_validate" {print $3 / 1000}'
-done | median)
-ours=$(seconds "$bin" validate --quiet --file users.csv)
-peak=$(/usr/bin/time -f "%M" "$bin" validate --quiet --file users.csv 2>&1 >/dev/null | tail -n 1)
-printf 'rows=%s  validate: pbxsync %ss (peak %s MB)  baseline parse+validate %ss  ratio %.1fx\n' \
-  "$rows" "$ours" "$((peak / 1024))" "$base" "$(echo "$base / $ours" | bc -l)"
+for rows in "${sizes[@]}"; do
+  work=${PBXSYNC_BENCH_DIR:-/tmp/pbxsync-bench}/$rows
+  mkdir -p "$work"
+  cd "$work"
+  if [ ! -f users.csv ]; then
+    python3 "$bench/gen.py" "$rows" users.csv state.csv --clean --devices devices.csv >/dev/null
+    python3 "$bench/seed.py" state.csv baseline.db
+    printf 'source:\n  path: users.csv\ntarget: sqlite:seed.db\npolicy:\n  password_hash: { m_cost_kib: 8, t_cost: 1, p_cost: 1 }\n' > pbxsync.yaml
+    rm -f seed.db*
+    "$bin" devices import devices.csv >/dev/null
+    "$bin" apply --file state.csv --auto-approve --quiet --allow-large-change
+  fi
+
+  # The baseline: parse+validate, then its whole plan+apply.
+  base_pv=(); base_total=()
+  for _ in 1 2 3; do
+    cp baseline.db run.db; rm -f run.db-wal run.db-shm
+    out=$(python3 "$bench/baseline.py" users.csv run.db)
+    base_pv+=("$(awk '$2 == "parse_validate" {print $3 / 1000}' <<<"$out")")
+    base_total+=("$(awk '$2 == "total" {print $3 / 1000}' <<<"$out")")
+  done
+  base_pv=$(printf '%s\n' "${base_pv[@]}" | median)
+  base_total=$(printf '%s\n' "${base_total[@]}" | median)
+
+  validate=$(for _ in 1 2 3; do wall "$bin" validate --quiet --file users.csv | cut -d' ' -f1; done | median)
+  plan=$(for _ in 1 2 3; do wall "$bin" plan --file users.csv --format json | cut -d' ' -f1; done | median)
+  plan_mem=$(wall "$bin" plan --file users.csv --format json | cut -d' ' -f2)
+
+  # apply: on a copy of the seeded target each time; hashing reported apart (-v).
+  applies=(); hashing=(); writing=()
+  for _ in 1 2 3; do
+    rm -f run.db*; cp seed.db run.db
+    sed 's/seed.db/run.db/' pbxsync.yaml > run.yaml
+    log=$( { /usr/bin/time -f "TOTAL %e" "$bin" --config run.yaml -v apply --file users.csv --auto-approve --quiet --allow-large-change >/dev/null; } 2>&1 )
+    applies+=("$(awk '$1 == "TOTAL" {print $2}' <<<"$log")")
+    hashing+=("$(awk -F': ' '/^hash / {print $2 / 1000}' <<<"$log" | tr -d ' ms')")
+    writing+=("$(awk -F': ' '/^write to the target/ {print $2 / 1000}' <<<"$log" | tr -d ' ms')")
+  done
+  apply=$(printf '%s\n' "${applies[@]}" | median)
+  hash=$(printf '%s\n' "${hashing[@]}" | median)
+  write=$(printf '%s\n' "${writing[@]}" | median)
+  ratio() { echo "scale=1; $1 / $2" | bc -l; }
+  printf 'rows=%-8s validate %5ss (baseline parse+validate %6ss, %sx) | plan %5ss, %4s MB | apply %5ss (hashing %ss, writing %ss) | baseline total %6ss, pbxsync plan+apply %sx\n' \
+    "$rows" "$validate" "$base_pv" "$(ratio "$base_pv" "$validate")" "$plan" "$((plan_mem / 1024))" \
+    "$apply" "$hash" "$write" "$base_total" "$(ratio "$base_total" "$(echo "$plan + $apply" | bc -l)")"
+done

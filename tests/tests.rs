@@ -2,9 +2,15 @@
 
 mod support;
 
+mod admin;
+mod apply;
 mod config;
+mod faults;
 mod fmt;
 mod init;
+mod plan;
 mod properties;
 mod reader;
+mod secrets;
+mod sources;
 mod validate;

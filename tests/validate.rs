@@ -122,3 +122,41 @@ fn config_policy_is_applied() {
     let out = t.run(["validate", "--format", "json"]);
     assert_eq!(out.codes(), ["bad-extension", "password-policy"]);
 }
+
+#[test]
+fn with_a_target_devices_and_ownership_are_checked() {
+    let t = Test::repo();
+    t.ok(["devices", "add", crate::support::DEV_A]);
+    t.commit_csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n"));
+    t.apply(&[]);
+    t.csv(format!(
+        "{HEADER}1001,Wei,Chen,wchen,Sec_ret12,,,,,\n1002,Lars,Berg,lberg,Sec_ret12,,,,,OOO4F2OOOOO1\n"
+    ));
+    let out = t.run(["validate", "--format", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(
+        out.codes(),
+        ["extension-owned-by-other-user", "device-not-found"]
+    );
+}
+
+#[test]
+fn with_an_inventory_or_a_target_the_target_checks_run_too() {
+    let t = Test::new();
+    t.write(
+        "pbxsync.yaml",
+        "source: {path: users.csv}\ninventory: devices.csv\n",
+    );
+    t.write("devices.csv", "id,model\n0004F2000001,VVX\n");
+    t.csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,0004F2OOOOO1\n"
+    ));
+    let out = t.run(["validate", "--format", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let e = &out.json()["errors"][0];
+    assert_eq!(e["code"], "device-not-found");
+    assert_eq!(e["hint"], "did you mean 0004F2000001?");
+    // Without an inventory and without a state file, devices are not checked.
+    t.write("pbxsync.yaml", "source: {path: users.csv}\n");
+    assert_eq!(t.run(["validate"]).code, 0);
+}

@@ -265,7 +265,35 @@ fn validate_cmd(
         allow_empty,
         ..Policy::from_config(&config)
     };
-    let v = validate::check(&bytes, &policy);
+    let mut v = validate::check(&bytes, &policy);
+    // With a target (a state file, or an inventory file), also the checks that need
+    // it: devices that do not exist, extensions of other users, licenses.
+    if config.file.is_some() {
+        let target = crate::sync::open_target(&config.target, false)
+            .map_err(|e| CliError::Message(e.to_string()))?;
+        if target.is_some() || config.inventory.is_some() {
+            let inventory = match &config.inventory {
+                Some(p) => {
+                    crate::sync::read_devices(p).map_err(|e| CliError::Message(e.to_string()))?
+                }
+                None => Vec::new(),
+            };
+            let current = match target {
+                Some(mut t) => t.load().map_err(|e| CliError::Message(e.to_string()))?,
+                None => Default::default(),
+            };
+            let full = validate::validate(&bytes, &policy);
+            let options = crate::sync::SyncOptions {
+                allow_empty,
+                allow_large_change: true,
+                ..Default::default()
+            };
+            let plan = crate::sync::make_plan(&config, &options, &full, &current, inventory);
+            v.diagnostics = plan.errors;
+            v.diagnostics.extend(plan.warnings);
+            crate::diagnostic::sort(&mut v.diagnostics);
+        }
+    }
     let name = display_path(&path);
     match format {
         Format::Json => {

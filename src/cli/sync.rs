@@ -125,16 +125,20 @@ fn run_pipeline(
     };
     clock.lap("read the target");
     let policy = sync::policy(config, options);
-    let plan = {
+    let (plan, desired, layout, delimiter) = {
         let validated = validate::validate(&loaded.bytes, &policy);
         clock.lap("read and validate the CSV");
         let mut plan = sync::make_plan(config, options, &validated, &current, inventory);
         clock.lap("diff and checks");
         sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
         clock.lap("blame");
-        (plan, validated.desired, validated.layout, validated.delimiter)
+        (
+            plan,
+            validated.desired,
+            validated.layout,
+            validated.delimiter,
+        )
     };
-    let (plan, desired, layout, delimiter) = plan;
     Ok((
         Planned {
             loaded,
@@ -467,6 +471,7 @@ pub fn apply_cmd(
         &config.policy.password_hash,
     )
     .map_err(|e| CliError::Message(e.to_string()))?;
+    clock.lap(&format!("hash {hashed} passwords"));
     let revision = &planned.loaded.revision;
     let record = HistoryRecord {
         id: 0,

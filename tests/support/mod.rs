@@ -122,3 +122,152 @@ impl Output {
             .collect()
     }
 }
+
+/// Cheap argon2 parameters, so tests that set passwords stay fast.
+pub const HASH: &str = "password_hash: {m_cost_kib: 64, t_cost: 1, p_cost: 1}";
+
+/// Two devices of the inventory in the tests that need some.
+pub const DEV_A: &str = "0004F2000001";
+pub const DEV_B: &str = "0004F2000002";
+pub const DEV_C: &str = "0004F2000003";
+
+impl Test {
+    /// A git repository with `pbxsync.yaml` (cheap hashing) and `.gitignore`
+    /// committed; the CSV is added by the test.
+    pub fn repo() -> Test {
+        Test::repo_with(&format!("policy: {{{HASH}}}\n"))
+    }
+
+    /// As `repo`, with these config lines after `source:` (they must set `policy`
+    /// themselves, with `HASH` in it when passwords are set).
+    pub fn repo_with(config: &str) -> Test {
+        let t = Test {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        t.write(
+            "pbxsync.yaml",
+            format!("source: {{path: users.csv}}\n{config}"),
+        );
+        t.write(".gitignore", ".pbxsync/\n");
+        t.git(&["init", "-q"]);
+        t.commit("config");
+        t
+    }
+
+    /// `git add -A` and commit; returns the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// Writes users.csv and commits it; returns the commit id.
+    pub fn commit_csv(&self, content: impl AsRef<[u8]>) -> String {
+        self.csv(content);
+        self.commit("users.csv")
+    }
+
+    /// Runs pbxsync and asserts exit 0.
+    pub fn ok<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(&args);
+        assert_eq!(
+            out.code, 0,
+            "pbxsync {args:?}\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+        out
+    }
+
+    /// `plan --format json` with more flags; the JSON whatever the exit code.
+    pub fn plan_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["plan", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+        out.json()
+    }
+
+    /// `apply --auto-approve` with more flags; asserts success.
+    pub fn apply(&self, args: &[&str]) -> Output {
+        let mut all = vec!["apply", "--auto-approve"];
+        all.extend_from_slice(args);
+        self.ok(&all)
+    }
+
+    /// `pbxsync export`: the current state as CSV.
+    pub fn export(&self) -> String {
+        self.ok(["export"]).stdout
+    }
+
+    /// Adds devices to the inventory.
+    pub fn devices(&self, ids: &[&str]) {
+        for id in ids {
+            self.ok(["devices", "add", id]);
+        }
+    }
+
+    /// The default state file.
+    pub fn state(&self) -> PathBuf {
+        self.path(".pbxsync/state.db")
+    }
+
+    /// The state file, opened straight with SQLite.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.state()).expect("open state.db")
+    }
+
+    /// One column of a query on the state file, as strings.
+    pub fn sql(&self, query: &str) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db.prepare(query).expect("prepare");
+        stmt.query_map([], |r| {
+            Ok(match r.get_ref(0)? {
+                rusqlite::types::ValueRef::Null => String::new(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                    String::from_utf8_lossy(t).into_owned()
+                }
+            })
+        })
+        .expect("query")
+        .map(|v| v.expect("row"))
+        .collect()
+    }
+}
+
+/// The `type`s of a plan's actions, in order.
+pub fn types(plan: &serde_json::Value) -> Vec<String> {
+    plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| a["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The actions of one type.
+pub fn actions<'a>(plan: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["type"] == kind)
+        .collect()
+}
+
+/// The error codes of a plan or validation JSON.
+pub fn codes(doc: &serde_json::Value) -> Vec<String> {
+    doc["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or_default().to_string())
+        .collect()
+}

@@ -1,0 +1,442 @@
+//! Refusals and failures leave the target as it was: plans with errors, a declined
+//! prompt, state files that are corrupt, foreign, newer or read-only, a missing
+//! inventory, a second apply while one runs, and an apply killed at any moment.
+
+use crate::support::{DEV_A, HEADER, Test, codes};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROWS: &str = "\
+1001,Jason,Flynn,jflynn,Sec_ret12,Desk,jason@example.com,,,virtual\n\
+1002,Maria,Garcia,mgarcia,Pass_word34,,,,,\n";
+
+/// `ROWS` applied, and a commit with one more user on top, not applied.
+fn pending() -> Test {
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}{ROWS}"));
+    t.apply(&[]);
+    t.commit_csv(format!(
+        "{HEADER}{ROWS}1003,Wei,Chen,wchen,Wei_pass56,,,,,\n"
+    ));
+    t
+}
+
+/// What must not change: the export, the serial and the number of applies.
+fn snapshot(t: &Test) -> (String, Vec<String>, Vec<String>) {
+    (
+        t.export(),
+        t.sql("SELECT value FROM meta WHERE key = 'serial'"),
+        t.sql("SELECT count(*) FROM history"),
+    )
+}
+
+/// A pbxsync process started in the test directory.
+fn spawn(t: &Test, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pbxsync"))
+        .current_dir(t.dir.path())
+        .env_remove("PBXSYNC_TARGET")
+        .env("NO_COLOR", "1")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pbxsync")
+}
+
+#[test]
+fn a_plan_with_errors_is_never_applied() {
+    let t = pending();
+    let before = snapshot(&t);
+    t.commit_csv(format!(
+        "{HEADER}{ROWS}1003,Wei,Chen,wchen,Wei_pass56,,,,,\n1004,Lars,Berg,lberg,,,,,,{DEV_A}\n"
+    ));
+    let out = t.run(["apply", "--auto-approve", "--format", "json"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(codes(&out.json()), ["missing-required", "device-not-found"]);
+    let out = t.run(["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("nothing can be applied"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(snapshot(&t), before);
+}
+
+#[test]
+fn answering_anything_but_yes_changes_nothing() {
+    let t = pending();
+    let before = snapshot(&t);
+    for answer in ["no\n", "y\n", "YES please\n", ""] {
+        let out = crate::support::run(t.cmd().arg("apply").write_stdin(answer));
+        assert_eq!(out.code, 1, "{answer:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("Apply cancelled; nothing was changed."),
+            "{answer:?}: {}",
+            out.stderr
+        );
+        assert_eq!(snapshot(&t), before, "{answer:?}");
+    }
+}
+
+/// Runs commands against a state file that must be refused, and checks the file's
+/// bytes stay as they were.
+fn refused_untouched(t: &Test, expected: &str) {
+    let bytes = std::fs::read(t.state()).unwrap();
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["plan"],
+        &["status"],
+        &["export"],
+        &["devices", "add", DEV_A],
+        &["licenses", "set", "--users", "5"],
+    ] {
+        let out = t.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "{args:?} should say {expected:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(std::fs::read(t.state()).unwrap(), bytes, "the file changed");
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let sidecar = t.path(&format!(".pbxsync/state.db{suffix}"));
+        assert!(!sidecar.exists(), "{} was created", sidecar.display());
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_and_left_as_it_is() {
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}{ROWS}"));
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+    t.write(".pbxsync/state.db", &garbage);
+    refused_untouched(&t, "is not a pbxsync state file");
+}
+
+#[test]
+fn a_truncated_sqlite_file_is_refused_and_left_as_it_is() {
+    let t = pending();
+    let mut bytes = std::fs::read(t.state()).unwrap();
+    bytes.truncate(100);
+    t.write(".pbxsync/state.db", &bytes);
+    refused_untouched(&t, "state.db");
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_refused_and_left_as_it_is() {
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}{ROWS}"));
+    std::fs::create_dir_all(t.path(".pbxsync")).unwrap();
+    rusqlite::Connection::open(t.state())
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+        .unwrap();
+    refused_untouched(&t, "is not a pbxsync state file");
+    // Another program's database that says so by its application id.
+    std::fs::remove_file(t.state()).unwrap();
+    rusqlite::Connection::open(t.state())
+        .unwrap()
+        .execute_batch("PRAGMA application_id = 1234; CREATE TABLE t (x);")
+        .unwrap();
+    refused_untouched(&t, "another program");
+}
+
+#[test]
+fn a_state_file_of_a_newer_pbxsync_is_refused() {
+    let t = pending();
+    t.db().pragma_update(None, "user_version", 999).unwrap();
+    refused_untouched(&t, "newer");
+}
+
+#[test]
+fn a_read_only_state_file_refuses_writes_and_stays_unchanged() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = pending();
+    let before = snapshot(&t);
+    let bytes = std::fs::read(t.state()).unwrap();
+    std::fs::set_permissions(t.state(), std::fs::Permissions::from_mode(0o444)).unwrap();
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["devices", "add", DEV_A],
+        &["licenses", "set", "--users", "5"],
+    ] {
+        let out = t.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains("read-only"), "{args:?}: {}", out.stderr);
+    }
+    // Reading still works.
+    assert_eq!(t.plan_json(&[])["summary"]["create_user"], 1);
+    assert_eq!(std::fs::read(t.state()).unwrap(), bytes);
+    std::fs::set_permissions(t.state(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(snapshot(&t), before);
+    t.apply(&[]);
+    assert!(t.export().contains("wchen"));
+}
+
+#[test]
+fn a_missing_or_broken_inventory_file_is_a_clear_error() {
+    let t = Test::repo_with(&format!(
+        "inventory: devices.csv\npolicy: {{{}}}\n",
+        crate::support::HASH
+    ));
+    t.commit_csv(format!("{HEADER}{ROWS}"));
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = t.run(args);
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stderr.contains("cannot read the inventory file")
+                && out.stderr.contains("devices.csv")
+                && out.stderr.contains("inventory:"),
+            "{}",
+            out.stderr
+        );
+    }
+    if t.state().exists() {
+        assert_eq!(t.export(), HEADER, "nothing was written");
+        assert_eq!(t.sql("SELECT count(*) FROM history"), ["0"]);
+    }
+    t.write(
+        "devices.csv",
+        format!("id,model\n{DEV_A},VVX\nnot a mac!,x\n"),
+    );
+    let out = t.run(["plan"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("devices.csv:3:"), "{}", out.stderr);
+}
+
+#[test]
+fn a_second_apply_fails_at_once_naming_the_holder() {
+    let t = pending();
+    let before = snapshot(&t);
+    // The first apply holds the lock while it waits at the prompt.
+    let mut first = spawn(&t, &["apply"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let status = t.ok(["status", "--format", "json"]).json();
+        if !status["lock_holder"].is_null() {
+            break status["lock_holder"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first apply never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    assert_eq!(holder["pid"], first.id());
+    assert_eq!(holder["host"], host.as_str());
+    let text = t.ok(["status"]).stdout;
+    assert!(
+        text.contains(&format!(
+            "lock:          held by pid {} on host {host}",
+            first.id()
+        )),
+        "{text}"
+    );
+
+    let started = Instant::now();
+    let out = t.run(["apply", "--auto-approve", "--format", "json"]);
+    assert!(started.elapsed() < Duration::from_secs(4), "it waited");
+    assert_eq!(out.code, 1);
+    let doc = out.json();
+    assert_eq!(codes(&doc), ["locked"]);
+    let message = doc["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("an apply is already running on this target")
+            && message.contains(&format!("pid {} on host {host} since ", first.id())),
+        "{message}"
+    );
+    let out = t.run(["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("locked"), "{}", out.stderr);
+    // Planning does not need the lock.
+    assert_eq!(t.plan_json(&[])["summary"]["create_user"], 1);
+
+    first.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(1));
+    assert_eq!(snapshot(&t), before);
+    assert!(t.ok(["status"]).stdout.contains("lock:          free"));
+    t.apply(&[]);
+    assert!(t.export().contains("wchen"));
+}
+
+/// `users` users with `per_user` virtual extensions each, and a changed description
+/// on each row of `base_rows()`.
+fn big_csv(users: usize, per_user: usize) -> String {
+    let mut s = String::with_capacity(users * per_user * 48);
+    s.push_str(HEADER);
+    s.push_str(&base_rows().replace(",Desk ", ",Moved "));
+    for u in 0..users {
+        for e in 0..per_user {
+            let n = 200_000 + u * per_user + e;
+            let pw = if e == 0 { "Pass_word12" } else { "" };
+            s.push_str(&format!(
+                "{n},First,Last,user{u},{pw},Desk {n},,,,virtual\n"
+            ));
+        }
+    }
+    s
+}
+
+fn base_rows() -> String {
+    (0..20)
+        .map(|i| format!("10{i:02},Base,User,base,Base_pw12,Desk {i},,,,\n"))
+        .collect()
+}
+
+enum Kill {
+    After(u64),
+    /// This many milliseconds after the first stderr line that starts with this.
+    AtLine(&'static str, u64),
+    /// Once the process has closed its stderr, i.e. finished.
+    AtExit,
+}
+
+#[test]
+fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
+    const ARGS: [&str; 7] = [
+        "apply",
+        "--file",
+        "big.csv",
+        "--auto-approve",
+        "--allow-large-change",
+        "--format",
+        "json",
+    ];
+    let big = big_csv(200, 100);
+    let base = format!("{HEADER}{}", base_rows());
+
+    // The state after an uninterrupted apply, in a directory of its own.
+    let done = Test::repo();
+    done.write("base.csv", &base).write("big.csv", &big);
+    done.apply(&["--file", "base.csv"]);
+    done.ok(ARGS);
+    let after = done.export();
+    assert_eq!(after.lines().count(), 1 + 20 + 20_000);
+
+    let t = Test::repo();
+    t.write("base.csv", &base).write("big.csv", &big);
+    t.apply(&["--file", "base.csv"]);
+    let before = t.export();
+    let wal = t.path(".pbxsync/state.db-wal");
+    let pristine = (std::fs::read(t.state()).unwrap(), std::fs::read(&wal).ok());
+    let restore = || {
+        let _ = std::fs::remove_file(t.path(".pbxsync/state.db-shm"));
+        let _ = std::fs::remove_file(&wal);
+        std::fs::write(t.state(), &pristine.0).unwrap();
+        if let Some(bytes) = &pristine.1 {
+            std::fs::write(&wal, bytes).unwrap();
+        }
+        assert_eq!(t.export(), before);
+    };
+
+    let mut outcomes = Vec::new();
+    for kill in [
+        Kill::After(5),
+        Kill::After(50),
+        Kill::After(150),
+        Kill::After(400),
+        Kill::AtLine("hashing", 0),
+        Kill::AtLine("applying", 0),
+        Kill::AtLine("applied 5000/", 0),
+        Kill::AtLine("applied 15000/", 0),
+        Kill::AtLine("committing", 0),
+        Kill::AtLine("committing", 20),
+        Kill::AtExit,
+    ] {
+        restore();
+        let mut child = spawn(&t, &ARGS);
+        let mut stderr = child.stderr.take().unwrap();
+        let label = match kill {
+            Kill::After(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                format!("{ms} ms")
+            }
+            Kill::AtLine(prefix, ms) => {
+                for line in BufReader::new(&mut stderr).lines() {
+                    if line.unwrap().starts_with(prefix) {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+                format!("{ms} ms after {prefix:?}")
+            }
+            Kill::AtExit => {
+                std::io::copy(&mut stderr, &mut std::io::sink()).unwrap();
+                "at exit".to_string()
+            }
+        };
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        drop(stderr);
+        let export = t.export();
+        let state = if export == before {
+            assert_eq!(t.sql("SELECT count(*) FROM history"), ["1"], "{label}");
+            "before"
+        } else if export == after {
+            assert_eq!(t.sql("SELECT count(*) FROM history"), ["2"], "{label}");
+            "after"
+        } else {
+            panic!(
+                "killed {label}: the target is neither before nor after ({} lines)",
+                export.lines().count()
+            );
+        };
+        let status_text = t.ok(["status"]).stdout;
+        assert!(
+            status_text.contains("lock:          free"),
+            "killed {label}: {status_text}"
+        );
+        outcomes.push(format!("{label}: {state} ({status})"));
+    }
+    assert!(outcomes[0].contains("before"), "{outcomes:#?}");
+    assert!(
+        outcomes.last().unwrap().contains("after"),
+        "an apply that was not killed is complete: {outcomes:#?}"
+    );
+}
+
+#[test]
+fn a_failing_action_writes_nothing_and_names_the_action() {
+    let t = pending();
+    let before = snapshot(&t);
+    // A trigger that makes one insert fail, as a constraint of the phone system would.
+    t.db()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON extensions WHEN NEW.number = '1003' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let out = t.run(["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("add_extension 1003")
+            && out.stderr.contains("refused by the test")
+            && out.stderr.contains("nothing was written"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.export(), before.0);
+    assert_eq!(
+        t.sql("SELECT value FROM meta WHERE key = 'serial'"),
+        before.1
+    );
+    assert_eq!(
+        t.sql("SELECT username FROM users ORDER BY username"),
+        ["jflynn", "mgarcia"]
+    );
+    // The failure is in the history.
+    let history = t.ok(["history", "--format", "json"]).json();
+    assert!(
+        history[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: "),
+        "{history:#}"
+    );
+    assert_eq!(t.sql("SELECT count(*) FROM history"), ["2"]);
+}
