@@ -102,6 +102,15 @@ struct RowKey {
     start: u32,
 }
 
+/// `str::trim`, without its Unicode scan for the usual cell that starts and ends
+/// with a visible ASCII character.
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
@@ -180,7 +189,7 @@ impl Pass<'_, '_> {
         for i in 0..expected {
             let column = self.layout.columns[i];
             let raw = rec.get(i);
-            let value = raw.trim();
+            let value = trim(raw);
             if value.len() != raw.len() {
                 self.report(
                     sink,
@@ -248,18 +257,14 @@ impl Pass<'_, '_> {
         if !keys_ok {
             return None;
         }
-        let mut digest = xxhash_rust::xxh3::Xxh3::new();
-        for f in user {
-            digest.update(f.as_bytes());
-            digest.update(b"\x1f");
-        }
-        if let Some(p) = password {
-            digest.update(p.as_bytes());
-        }
+        // One short hash per field, combined: cheaper than streaming the fields.
+        let fields = user.iter().chain(password.as_ref()).fold(0u64, |h, f| {
+            h.rotate_left(17) ^ hash(f).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
         let key = RowKey {
             extension: hash(extension),
             user: hash(username),
-            fields: digest.digest(),
+            fields,
             device: match &device {
                 DeviceCell::Device(id) => Some(hash(id)),
                 _ => None,
@@ -517,41 +522,70 @@ fn split(text: &str, start: usize, line: u32) -> Vec<(Range<usize>, u32)> {
     let bytes = text.as_bytes();
     let threads = rayon::current_num_threads().max(1);
     let size = ((bytes.len() - start) / (threads * 4)).max(PART);
-    let mut parts = Vec::new();
-    let (mut from, mut from_line) = (start, line);
-    let (mut at, mut quotes, mut lines) = (start, 0usize, line);
-    loop {
-        let target = from + size;
-        if target >= bytes.len() {
-            break;
-        }
-        // Advance to the first line break after the target with even quotes.
-        quotes += bytes[at..target].iter().filter(|&&b| b == b'"').count();
-        lines += count_lines(&bytes[at..target]);
-        at = target;
-        let mut cut = None;
-        while let Some(nl) = bytes[at..].iter().position(|&b| b == b'\n') {
-            let end = at + nl + 1;
-            quotes += bytes[at..end].iter().filter(|&&b| b == b'"').count();
-            lines += 1;
-            at = end;
-            if quotes % 2 == 0 {
-                cut = Some(end);
-                break;
+    // Quote parity at evenly spaced targets, counted in parallel.
+    let targets: Vec<usize> = (1..)
+        .map(|k| start + k * size)
+        .take_while(|&t| t < bytes.len())
+        .collect();
+    let counts: Vec<usize> = targets
+        .par_iter()
+        .enumerate()
+        .map(|(k, &t)| {
+            count_byte(
+                &bytes[targets.get(k.wrapping_sub(1)).copied().unwrap_or(start)..t],
+                b'"',
+            )
+        })
+        .collect();
+    let mut cuts = Vec::with_capacity(targets.len());
+    let mut quotes = 0usize;
+    for (&t, &n) in targets.iter().zip(&counts) {
+        quotes += n;
+        // From the target, the first line break with an even number of quotes
+        // before it (usually the end of the target's own line).
+        let mut odd = quotes % 2 == 1;
+        for (i, &b) in bytes[t..].iter().enumerate() {
+            match b {
+                b'"' => odd = !odd,
+                b'\n' if !odd => {
+                    cuts.push(t + i + 1);
+                    break;
+                }
+                _ => {}
             }
         }
-        let Some(cut) = cut.filter(|&c| c < bytes.len()) else {
-            break;
-        };
-        parts.push((from..cut, from_line));
-        (from, from_line) = (cut, lines);
     }
-    parts.push((from..bytes.len(), from_line));
-    parts
+    cuts.retain(|&c| c < bytes.len());
+    cuts.dedup();
+    let mut bounds = vec![start];
+    bounds.extend(cuts.into_iter().filter(|&c| c > start));
+    bounds.dedup();
+    bounds.push(bytes.len());
+    let ranges: Vec<Range<usize>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
+    // The first line of each part: the line breaks before it, counted in parallel.
+    let breaks: Vec<usize> = ranges
+        .par_iter()
+        .map(|r| count_byte(&bytes[r.clone()], b'\n'))
+        .collect();
+    let mut first = u64::from(line);
+    ranges
+        .into_iter()
+        .zip(breaks)
+        .map(|(r, n)| {
+            let at = u32::try_from(first).unwrap_or(u32::MAX);
+            first += n as u64;
+            (r, at)
+        })
+        .collect()
 }
 
-fn count_lines(bytes: &[u8]) -> u32 {
-    u32::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u32::MAX)
+/// How often a byte occurs; counts in blocks of 255 so the compiler can keep the
+/// counters in bytes and vectorise.
+fn count_byte(bytes: &[u8], needle: u8) -> usize {
+    bytes
+        .chunks(255)
+        .map(|block| block.iter().fold(0u8, |n, &b| n + u8::from(b == needle)) as usize)
+        .sum()
 }
 
 /// The values of a row that the duplicate checks can often settle by order alone.

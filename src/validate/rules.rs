@@ -118,20 +118,28 @@ pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
 
 /// Never echoes the password: messages name the rule it breaks.
 pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
+    // One pass over the characters.
+    let (mut length, mut upper, mut digits, mut space) = (0, 0, 0, false);
+    for c in value.chars() {
+        length += 1;
+        upper += usize::from(c.is_uppercase());
+        digits += usize::from(c.is_ascii_digit());
+        space |= c.is_whitespace();
+    }
     let mut wrong = Vec::new();
-    if value.chars().any(char::is_whitespace) {
+    if space {
         wrong.push("no spaces".to_string());
     }
-    if value.chars().count() < policy.min_length {
+    if length < policy.min_length {
         wrong.push(format!("at least {} characters", policy.min_length));
     }
-    if value.chars().filter(|c| c.is_uppercase()).count() < policy.min_upper {
+    if upper < policy.min_upper {
         wrong.push(format!(
             "at least {} upper-case letter(s)",
             policy.min_upper
         ));
     }
-    if value.chars().filter(|c| c.is_ascii_digit()).count() < policy.min_digits {
+    if digits < policy.min_digits {
         wrong.push(format!("at least {} digits", policy.min_digits));
     }
     if wrong.is_empty() {
