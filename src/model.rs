@@ -267,6 +267,31 @@ impl Desired {
     }
 }
 
+/// The digest of what one CSV row asks for (the password aside): a target that
+/// stores it for the row it last applied can tell an unchanged row by comparing
+/// eight bytes. Each field is hashed apart and the hashes combined by position.
+pub fn row_digest(
+    number: &str,
+    username: &str,
+    user: [&str; 5],
+    description: &str,
+    device: &DeviceCell,
+) -> u64 {
+    let device = match device {
+        DeviceCell::Keep => "",
+        DeviceCell::Virtual => "virtual",
+        DeviceCell::Device(id) => id,
+    };
+    [number, username]
+        .into_iter()
+        .chain(user)
+        .chain([description, device])
+        .fold(0x5042_5853u64, |h, f| {
+            h.rotate_left(23)
+                ^ xxhash_rust::xxh3::xxh3_64(f.as_bytes()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
+}
+
 /// Extensions sort numerically where they are numbers (so `99` comes before `100`),
 /// and by text otherwise; equal numbers with different leading zeros stay distinct.
 pub fn cmp_extension(a: &str, b: &str) -> std::cmp::Ordering {
@@ -313,6 +338,32 @@ pub struct Device {
 pub struct Licenses {
     pub users: Option<u64>,
     pub voicemail: Option<u64>,
+}
+
+/// Extension counts, for the license and safety checks of a plan that does not read
+/// the whole directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Usage {
+    pub extensions: u64,
+    /// `device` and `virtual` extensions.
+    pub user_licenses: u64,
+    /// `voicemail_only` extensions.
+    pub voicemail_licenses: u64,
+}
+
+impl Usage {
+    pub fn of(dir: &Directory) -> Usage {
+        let voicemail = dir
+            .extensions
+            .iter()
+            .filter(|e| e.kind.uses_voicemail_license())
+            .count() as u64;
+        Usage {
+            extensions: dir.extensions.len() as u64,
+            user_licenses: dir.extensions.len() as u64 - voicemail,
+            voicemail_licenses: voicemail,
+        }
+    }
 }
 
 /// The current state of a target.

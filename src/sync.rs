@@ -3,12 +3,12 @@
 
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{Column, Device, Directory, Text};
+use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Blame, DiffOptions, Plan, checks};
 use crate::source::{self, Loaded, SourceError, SourceKind};
 use crate::target::sqlite::SqliteTarget;
 use crate::target::{Target, TargetError};
-use crate::validate::{Policy, Validated};
+use crate::validate::{Policy, RowRef, Validated};
 use std::path::{Path, PathBuf};
 
 /// Where the desired state is read from.
@@ -162,11 +162,31 @@ pub fn make_plan(
     inventory: Vec<Device>,
 ) -> Plan {
     let opts = diff_options(config, options, validated, inventory);
-    let mut plan = plan::diff(&validated.desired, current, &opts);
-    checks::licenses(&mut plan, current);
+    let plan = plan::diff(&validated.desired, current, &opts);
+    finish_plan(
+        config,
+        options,
+        validated,
+        current,
+        Usage::of(current),
+        plan,
+    )
+}
+
+/// The license and safety checks, and the file's own diagnostics, on a diff.
+fn finish_plan(
+    config: &Config,
+    options: &SyncOptions,
+    validated: &Validated<'_>,
+    current: &Directory,
+    usage: Usage,
+    mut plan: Plan,
+) -> Plan {
+    checks::licenses(&mut plan, current, usage);
     checks::safety(
         &mut plan,
         current,
+        usage.extensions,
         &config.safety,
         options.allow_large_change,
     );
@@ -184,6 +204,152 @@ pub fn make_plan(
         plan.actions.clear();
     }
     plan
+}
+
+/// A plan, with what an apply of it needs besides.
+pub struct Planned {
+    pub plan: Plan,
+    /// The desired state the plan was made from (all of it, or the rows that
+    /// changed and their users): apply reads the passwords here.
+    pub desired: crate::model::Desired,
+    /// The row digests to store with the apply: rows that will then match.
+    pub digests: Vec<(Text, u64)>,
+}
+
+/// Whether a plan may read only the rows whose digest changed. Pruning, resetting
+/// passwords, an inventory file, or a file that leaves columns unmanaged need the
+/// whole directory.
+pub fn can_plan_changed_rows(
+    config: &Config,
+    options: &SyncOptions,
+    layout: Option<&crate::csv::Layout>,
+) -> bool {
+    !(options.prune || config.prune || options.reset_passwords || config.inventory.is_some())
+        && layout.is_none_or(|l| l.managed() == crate::model::ColumnSet::ALL)
+        && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
+}
+
+/// The digests to store: every row whose stored digest differs.
+fn digests_to_store(
+    rows: &[RowRef],
+    index: &[(Text, Option<u64>)],
+    wanted: impl Fn(&RowRef) -> bool,
+) -> Vec<(Text, u64)> {
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    for row in rows {
+        while cursor < index.len() && cmp_extension(&index[cursor].0, &row.number).is_lt() {
+            cursor += 1;
+        }
+        let stored = index
+            .get(cursor)
+            .filter(|(n, _)| *n == row.number)
+            .and_then(|(_, d)| *d);
+        if stored != Some(row.digest) && wanted(row) {
+            out.push((row.number.clone(), row.digest));
+        }
+    }
+    out
+}
+
+/// Plans from the whole directory (`validated` from `validate::validate`).
+pub fn plan_all(
+    config: &Config,
+    options: &SyncOptions,
+    validated: Validated<'_>,
+    target: Option<&mut Box<dyn Target>>,
+    inventory: Vec<Device>,
+) -> Result<Planned, TargetError> {
+    let (current, index) = match target {
+        Some(t) => (t.load()?, t.load_index()?),
+        None => (Directory::default(), Vec::new()),
+    };
+    let plan = make_plan(config, options, &validated, &current, inventory);
+    // A digest stands for the whole row: a file that leaves columns out says
+    // nothing about them, so its rows leave the stored digests alone.
+    let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
+        digests_to_store(&validated.index, &index, |_| true)
+    } else {
+        Vec::new()
+    };
+    Ok(Planned {
+        plan,
+        desired: validated.desired,
+        digests,
+    })
+}
+
+/// Plans only the rows whose digest differs from the one the target stored when it
+/// last applied them (`validated` from `validate::index`): an unchanged row costs
+/// an eight-byte comparison, and the target is read for the changed rows only.
+pub fn plan_changed_rows(
+    config: &Config,
+    options: &SyncOptions,
+    validated: Validated<'_>,
+    target: &mut Box<dyn Target>,
+) -> Result<Planned, TargetError> {
+    let index = target.load_index()?;
+    let usage = target.usage()?;
+    // Rows whose digest differs, and every row of their users.
+    let mut changed: Vec<&RowRef> = Vec::new();
+    let mut cursor = 0;
+    for row in &validated.index {
+        while cursor < index.len() && cmp_extension(&index[cursor].0, &row.number).is_lt() {
+            cursor += 1;
+        }
+        let stored = index
+            .get(cursor)
+            .filter(|(n, _)| *n == row.number)
+            .and_then(|(_, d)| *d);
+        if stored != Some(row.digest) {
+            changed.push(row);
+        }
+    }
+    let users: std::collections::HashSet<u64> = changed.iter().map(|r| r.user).collect();
+    let user_rows: Vec<&RowRef> = validated
+        .index
+        .iter()
+        .filter(|r| users.contains(&r.user))
+        .collect();
+    let desired = validated.subset(&changed, &user_rows);
+    let mut devices: Vec<Text> = desired
+        .extensions
+        .iter()
+        .filter_map(|e| match &e.device {
+            crate::model::DeviceCell::Device(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    // The devices a typing slip would have meant, for the hint of device-not-found.
+    let slips: Vec<Text> = devices
+        .iter()
+        .filter_map(|d| plan::diff::slip_fixed(d))
+        .map(Text::from)
+        .collect();
+    devices.extend(slips);
+    devices.sort();
+    devices.dedup();
+    let keys = crate::target::Keys {
+        users: desired.users.iter().map(|u| u.username.clone()).collect(),
+        extensions: desired
+            .extensions
+            .iter()
+            .map(|e| e.number.clone())
+            .collect(),
+        devices,
+    };
+    let current = target.load_subset(&keys)?;
+    let opts = diff_options(config, options, &validated, Vec::new());
+    let plan = plan::diff(&desired, &current, &opts);
+    let plan = finish_plan(config, options, &validated, &current, usage, plan);
+    // After the apply every row of the subset matches: the changed rows, and the
+    // other rows of their users (whose stored digests an update of the user clears).
+    let digests = digests_to_store(&validated.index, &index, |r| users.contains(&r.user));
+    Ok(Planned {
+        plan,
+        desired,
+        digests,
+    })
 }
 
 /// Most actions a plan names the blame of: git blame reads the whole file's

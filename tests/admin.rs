@@ -28,7 +28,11 @@ fn init_creates_the_state_file_and_status_reads_it() {
         out.stdout
     );
     assert!(t.state().is_file());
-    assert_eq!(t.sql("PRAGMA user_version"), ["1"]);
+    assert_eq!(
+        t.sql("PRAGMA user_version"),
+        ["2"],
+        "the schema is migrated to the latest version"
+    );
     let status = t.ok(["status", "--format", "json"]).json();
     assert_eq!(status["initialized"], true);
     assert_eq!(status["serial"], 0);

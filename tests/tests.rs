@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod apply;
+mod changed_rows;
 mod config;
 mod faults;
 mod fmt;

@@ -5,7 +5,6 @@ use super::{CliError, Context, Outcome, display_path, out, print_diagnostics_of}
 use crate::apply;
 use crate::config::Config;
 use crate::diagnostic::Diagnostic;
-use crate::model::Directory;
 use crate::plan::Plan;
 use crate::render::plan::{self as render_plan, Base, PlanView};
 use crate::source::{Loaded, SourceKind};
@@ -77,6 +76,8 @@ struct Planned {
     serial: i64,
     /// The desired state the plan was made from (apply reads the passwords here).
     desired: crate::model::Desired,
+    /// Row digests to store with the apply.
+    digests: Vec<(crate::model::Text, u64)>,
     layout: crate::csv::Layout,
     delimiter: u8,
 }
@@ -103,53 +104,80 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Plans against an open (or absent) target.
+/// Plans against an open (or absent) target: only the rows that changed since the
+/// last apply when it can, the whole directory otherwise.
 fn run_pipeline(
     ctx: &Context,
     config: &Config,
     options: &SyncOptions,
     loaded: Loaded,
     target: Option<&mut Box<dyn Target>>,
-) -> Result<(Planned, Directory), CliError> {
+) -> Result<Planned, CliError> {
     let clock = ctx.clock();
     let inventory = match &config.inventory {
         Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string()))?,
         None => Vec::new(),
     };
-    let (serial, current) = match target {
-        Some(t) => (
-            t.serial().map_err(target_error)?,
-            t.load().map_err(target_error)?,
-        ),
-        None => (0, Directory::default()),
-    };
-    clock.lap("read the target");
     let policy = sync::policy(config, options);
-    let (plan, desired, layout, delimiter) = {
-        let validated = validate::validate(&loaded.bytes, &policy);
+    let (serial, planned, layout, delimiter) = {
+        let may_skip = target.is_some() && sync::can_plan_changed_rows(config, options, None);
+        let validated = if may_skip {
+            validate::index(&loaded.bytes, &policy)
+        } else {
+            validate::validate(&loaded.bytes, &policy)
+        };
         clock.lap("read and validate the CSV");
-        let mut plan = sync::make_plan(config, options, &validated, &current, inventory);
-        clock.lap("diff and checks");
-        sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
-        clock.lap("blame");
-        (
-            plan,
-            validated.desired,
-            validated.layout,
-            validated.delimiter,
-        )
+        let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
+        let (serial, planned) = match target {
+            Some(t) if may_skip && sync::can_plan_changed_rows(config, options, Some(&layout)) => {
+                let serial = t.serial().map_err(target_error)?;
+                let planned =
+                    sync::plan_changed_rows(config, options, validated, t).map_err(target_error)?;
+                clock.lap(&format!(
+                    "plan the {} changed rows (and their users' rows)",
+                    planned.desired.extensions.len()
+                ));
+                (serial, planned)
+            }
+            mut target => {
+                // The whole desired state is needed: read the rows again when
+                // they were not kept.
+                let validated = if may_skip {
+                    drop(validated);
+                    validate::validate(&loaded.bytes, &policy)
+                } else {
+                    validated
+                };
+                let serial = match target.as_mut() {
+                    Some(t) => t.serial().map_err(target_error)?,
+                    None => 0,
+                };
+                (
+                    serial,
+                    sync::plan_all(config, options, validated, target, inventory)
+                        .map_err(target_error)?,
+                )
+            }
+        };
+        clock.lap("read the target, diff and checks");
+        (serial, planned, layout, delimiter)
     };
-    Ok((
-        Planned {
-            loaded,
-            plan,
-            serial,
-            desired,
-            layout,
-            delimiter,
-        },
-        current,
-    ))
+    let sync::Planned {
+        mut plan,
+        desired,
+        digests,
+    } = planned;
+    sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
+    clock.lap("blame");
+    Ok(Planned {
+        loaded,
+        plan,
+        serial,
+        desired,
+        digests,
+        layout,
+        delimiter,
+    })
 }
 
 fn view<'a>(config: &Config, planned: &'a Planned) -> PlanView<'a> {
@@ -264,7 +292,7 @@ pub fn plan_cmd(
     let clock = ctx.clock();
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     clock.lap("read the source");
-    let (planned, _) = run_pipeline(ctx, &config, &options, loaded, target.as_mut())?;
+    let planned = run_pipeline(ctx, &config, &options, loaded, target.as_mut())?;
     let clock = ctx.clock();
     show(ctx, &config, &planned, format)?;
     clock.lap("show the plan");
@@ -435,7 +463,7 @@ pub fn apply_cmd(
             return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
         }
     }
-    let (planned, _) = run_pipeline(ctx, &config, &options, loaded, Some(&mut target))?;
+    let planned = run_pipeline(ctx, &config, &options, loaded, Some(&mut target))?;
     if let Some(s) = &saved
         && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
     {
@@ -494,6 +522,7 @@ pub fn apply_cmd(
     };
     let request = ApplyRequest {
         actions: &planned.plan.actions,
+        digests: &planned.digests,
         expected_serial: planned.serial,
         password_hashes: &hashes,
         record: record.clone(),

@@ -3,7 +3,7 @@
 use super::{Action, Plan};
 use crate::config::Safety;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{Directory, ExtensionKind};
+use crate::model::{Directory, ExtensionKind, Usage};
 use std::collections::{BTreeSet, HashMap};
 
 /// License use: (user licenses, voicemail licenses).
@@ -19,7 +19,9 @@ fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {
 
 /// Adds `license-exceeded` errors when the directory after the plan needs more
 /// licenses than the target has.
-pub fn licenses(plan: &mut Plan, current: &Directory) {
+/// `current` must hold at least the extensions the plan touches; `before` counts the
+/// whole directory.
+pub fn licenses(plan: &mut Plan, current: &Directory, before: Usage) {
     let limits = current.licenses;
     if limits.users.is_none() && limits.voicemail.is_none() {
         return;
@@ -54,7 +56,7 @@ pub fn licenses(plan: &mut Plan, current: &Directory) {
             _ => {}
         }
     }
-    let (mut users, mut voicemail) = usage(current.extensions.iter().map(|e| e.kind));
+    let (mut users, mut voicemail) = (before.user_licenses, before.voicemail_licenses);
     let (before_u, before_v) = (users, voicemail);
     for (ext, after) in &touched {
         if let Some(cur) = current.extension(ext) {
@@ -95,8 +97,15 @@ pub fn licenses(plan: &mut Plan, current: &Directory) {
 /// Adds `too-large-change` when the plan updates or removes more than
 /// `max_change_percent` of the existing extensions (and there are at least
 /// `min_existing`).
-pub fn safety(plan: &mut Plan, current: &Directory, safety: &Safety, allow_large_change: bool) {
-    let existing = current.extensions.len() as u64;
+/// `current` must hold at least the extensions the plan touches; `existing` counts
+/// the whole directory.
+pub fn safety(
+    plan: &mut Plan,
+    current: &Directory,
+    existing: u64,
+    safety: &Safety,
+    allow_large_change: bool,
+) {
     if allow_large_change || existing < safety.min_existing.max(1) {
         return;
     }

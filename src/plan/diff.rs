@@ -40,6 +40,19 @@ impl Default for DiffOptions {
     }
 }
 
+/// A device id with O read as zero and I or L as one, when that changes it.
+pub fn slip_fixed(id: &str) -> Option<String> {
+    let fixed: String = id
+        .chars()
+        .map(|c| match c {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect();
+    (fixed != id).then_some(fixed)
+}
+
 struct Builder<'a> {
     desired: &'a Desired,
     current: &'a Directory,
@@ -85,15 +98,7 @@ impl<'a> Builder<'a> {
 
     /// The device the O-for-zero / I-or-L-for-one slip would have meant.
     fn did_you_mean(&self, id: &str) -> Option<String> {
-        let fixed: String = id
-            .chars()
-            .map(|c| match c {
-                'O' => '0',
-                'I' | 'L' => '1',
-                c => c,
-            })
-            .collect();
-        (fixed != id && self.device_known(&fixed)).then_some(fixed)
+        slip_fixed(id).filter(|fixed| self.device_known(fixed))
     }
 
     /// The kind and device an extension ends with, from its row.
@@ -720,7 +725,7 @@ mod tests {
             ..Directory::default()
         };
         let mut plan = diff(&d, &c, &DiffOptions::default());
-        checks::licenses(&mut plan, &c);
+        checks::licenses(&mut plan, &c, crate::model::Usage::of(&c));
         assert_eq!(plan.errors.len(), 1);
         assert_eq!(plan.errors[0].code, Code::LicenseExceeded);
         assert!(
@@ -773,10 +778,10 @@ mod tests {
             &[],
         );
         let mut plan = diff(&d, &c, &DiffOptions::default());
-        checks::safety(&mut plan, &c, &crate::config::Safety::default(), false);
+        checks::safety(&mut plan, &c, 10, &crate::config::Safety::default(), false);
         assert_eq!(plan.errors[0].code, Code::TooLargeChange);
         let mut plan = diff(&d, &c, &DiffOptions::default());
-        checks::safety(&mut plan, &c, &crate::config::Safety::default(), true);
+        checks::safety(&mut plan, &c, 10, &crate::config::Safety::default(), true);
         assert!(plan.errors.is_empty());
     }
 }

@@ -107,9 +107,23 @@ pub struct HistoryRecord {
     pub csv_redacted: String,
 }
 
+pub use crate::model::Usage;
+
+/// The entries a plan of some rows needs, named by key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keys {
+    pub users: Vec<Text>,
+    pub extensions: Vec<Text>,
+    /// Devices whose existence and current holder matter.
+    pub devices: Vec<Text>,
+}
+
 /// What an apply needs beyond the plan.
 pub struct ApplyRequest<'a> {
     pub actions: &'a [PlannedAction],
+    /// The digest of the CSV row each extension now matches (see
+    /// `Target::load_index`), written in the same transaction.
+    pub digests: &'a [(Text, u64)],
     /// The serial the plan was made against; a different current serial is refused
     /// with `TargetError::Stale` before anything is written.
     pub expected_serial: i64,
@@ -146,6 +160,15 @@ pub trait Target {
     fn describe(&self) -> String;
     /// The current directory, every list sorted (see `Directory`).
     fn load(&mut self) -> Result<Directory, TargetError>;
+    /// Every extension with the digest of the CSV row last applied to it: `None`
+    /// when unknown, or when anything changed the extension or its user since.
+    /// Sorted by number (`cmp_extension`).
+    fn load_index(&mut self) -> Result<Vec<(Text, Option<u64>)>, TargetError>;
+    /// The part of the directory a plan of some rows needs: the named users and
+    /// extensions, the named devices that exist and the extensions holding them,
+    /// the licenses; every list sorted.
+    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, TargetError>;
+    fn usage(&mut self) -> Result<Usage, TargetError>;
     /// The change serial: bumped by every write, by pbxsync or anything else.
     fn serial(&mut self) -> Result<i64, TargetError>;
     fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError>;

@@ -28,7 +28,8 @@ const APPLICATION_ID: i64 = 0x5042_5853;
 
 /// Schema migrations; the schema version (`PRAGMA user_version`) is the number of
 /// batches applied. Never edit a released batch, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value
@@ -106,7 +107,21 @@ CREATE TRIGGER licenses_update_serial AFTER UPDATE ON licenses
 BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
 CREATE TRIGGER licenses_delete_serial AFTER DELETE ON licenses
 BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
-"#];
+"#,
+    r#"
+-- The digest of the CSV row last applied to each extension, so that a plan can
+-- skip the rows that did not change. Any other change to the extension or its
+-- user makes it unknown again.
+ALTER TABLE extensions ADD COLUMN row_digest INTEGER;
+CREATE TRIGGER extensions_digest_stale
+AFTER UPDATE OF number, user_id, kind, device, description ON extensions
+WHEN NEW.row_digest IS NOT NULL
+BEGIN UPDATE extensions SET row_digest = NULL WHERE number = NEW.number; END;
+CREATE TRIGGER users_digest_stale
+AFTER UPDATE OF username, first_name, last_name, email, im, mobile ON users
+BEGIN UPDATE extensions SET row_digest = NULL WHERE user_id = NEW.id AND row_digest IS NOT NULL; END;
+"#,
+];
 
 const HISTORY_COLUMNS: &str =
     "id, time, local_user, git_author, source, commit_id, blob, summary, outcome, csv_redacted";
@@ -186,6 +201,7 @@ impl SqliteTarget {
             .busy_timeout(Duration::from_secs(5))
             .map_err(|e| sqlite_error(context(), e))?;
         self.conn.set_prepared_statement_cache_capacity(32);
+        rusqlite::vtab::array::load_module(&self.conn).map_err(|e| sqlite_error(context(), e))?;
         tune(&self.conn).map_err(|e| sqlite_error(context(), e))?;
         self.check_identity()?;
         self.conn
@@ -410,6 +426,114 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
+    fn load_index(&mut self) -> Result<Vec<(Text, Option<u64>)>, TargetError> {
+        let read = || -> rusqlite::Result<Vec<(Text, Option<u64>)>> {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT number, row_digest FROM extensions")?;
+            let mut rows = stmt.query([])?;
+            let mut index = Vec::new();
+            while let Some(row) = rows.next()? {
+                let digest: Option<i64> = row.get(1)?;
+                // Stored as the bits of a u64.
+                index.push((text(row, 0)?, digest.map(|d| d as u64)));
+            }
+            Ok(index)
+        };
+        let mut index =
+            read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
+        if !index.is_sorted_by(|a, b| cmp_extension(&a.0, &b.0).is_le()) {
+            index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
+        }
+        Ok(index)
+    }
+
+    fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, TargetError> {
+        let array = |list: &[Text]| -> rusqlite::vtab::array::Array {
+            std::rc::Rc::new(
+                list.iter()
+                    .map(|k| rusqlite::types::Value::Text(k.to_string()))
+                    .collect(),
+            )
+        };
+        let read = || -> rusqlite::Result<Directory> {
+            let tx = self.conn.unchecked_transaction()?;
+            let mut users = Vec::new();
+            let mut stmt = tx.prepare_cached(
+                "SELECT username, first_name, last_name, email, im, mobile FROM users \
+                 WHERE username IN rarray(?1)",
+            )?;
+            let mut rows = stmt.query([array(&keys.users)])?;
+            while let Some(row) = rows.next()? {
+                users.push(User {
+                    username: text(row, 0)?,
+                    fields: [
+                        text(row, 1)?,
+                        text(row, 2)?,
+                        text(row, 3)?,
+                        text(row, 4)?,
+                        text(row, 5)?,
+                    ],
+                });
+            }
+            drop(rows);
+            let mut extensions = Vec::new();
+            let mut stmt = tx.prepare_cached(
+                "SELECT e.number, u.username, e.kind, e.device, e.description \
+                 FROM extensions AS e JOIN users AS u ON u.id = e.user_id \
+                 WHERE e.number IN rarray(?1) OR e.device IN rarray(?2)",
+            )?;
+            let mut rows = stmt.query([array(&keys.extensions), array(&keys.devices)])?;
+            while let Some(row) = rows.next()? {
+                extensions.push(extension_row(row)?);
+            }
+            drop(rows);
+            let mut devices = Vec::new();
+            let mut stmt =
+                tx.prepare_cached("SELECT id, model FROM devices WHERE id IN rarray(?1)")?;
+            let mut rows = stmt.query([array(&keys.devices)])?;
+            while let Some(row) = rows.next()? {
+                devices.push(Device {
+                    id: text(row, 0)?,
+                    model: text(row, 1)?,
+                });
+            }
+            drop(rows);
+            let licenses = read_licenses(&tx)?;
+            Ok(Directory {
+                users,
+                extensions,
+                devices,
+                licenses,
+            })
+        };
+        let mut dir =
+            read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
+        dir.sort();
+        Ok(dir)
+    }
+
+    fn usage(&mut self) -> Result<super::Usage, TargetError> {
+        let read = || -> rusqlite::Result<super::Usage> {
+            let mut usage = super::Usage::default();
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT kind, count(*) FROM extensions GROUP BY kind")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let n = row.get::<_, i64>(1)?.max(0) as u64;
+                usage.extensions += n;
+                if row.get_ref(0)?.as_str()? == "voicemail_only" {
+                    usage.voicemail_licenses += n;
+                } else {
+                    usage.user_licenses += n;
+                }
+            }
+            Ok(usage)
+        };
+        read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))
+    }
+
     fn serial(&mut self) -> Result<i64, TargetError> {
         read_serial(&self.conn).map_err(|e| sqlite_error("cannot read the serial", e))
     }
@@ -503,6 +627,21 @@ impl Target for SqliteTarget {
             done: 0,
         }
         .run()?;
+        progress(Progress::Step {
+            done: request.actions.len(),
+            total: request.actions.len(),
+            step: "recording row digests".into(),
+        });
+        let digests = || -> rusqlite::Result<()> {
+            let mut stmt =
+                tx.prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
+            for (number, digest) in request.digests {
+                // Stored as the bits of a u64.
+                stmt.execute(params![number.as_str(), *digest as i64])?;
+            }
+            Ok(())
+        };
+        digests().map_err(|e| sqlite_error(context(), e))?;
         progress(Progress::Committing);
         let finish = || -> rusqlite::Result<ApplyReport> {
             let serial = read_serial(&tx)?;
@@ -1148,23 +1287,28 @@ fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let kind = row.get_ref(2)?.as_str()?;
-        let kind = ExtensionKind::parse(kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown extension kind {kind:?}").into(),
-            )
-        })?;
-        extensions.push(Extension {
-            number: text(row, 0)?,
-            username: text(row, 1)?,
-            kind,
-            device: row.get_ref(3)?.as_str_or_null()?.map(Text::from),
-            description: text(row, 4)?,
-        });
+        extensions.push(extension_row(row)?);
     }
     Ok(extensions)
+}
+
+/// An extension from `number, username, kind, device, description`.
+fn extension_row(row: &Row<'_>) -> rusqlite::Result<Extension> {
+    let kind = row.get_ref(2)?.as_str()?;
+    let kind = ExtensionKind::parse(kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("unknown extension kind {kind:?}").into(),
+        )
+    })?;
+    Ok(Extension {
+        number: text(row, 0)?,
+        username: text(row, 1)?,
+        kind,
+        device: row.get_ref(3)?.as_str_or_null()?.map(Text::from),
+        description: text(row, 4)?,
+    })
 }
 
 fn read_devices(conn: &Connection) -> rusqlite::Result<Vec<Device>> {
@@ -1421,6 +1565,7 @@ mod tests {
         let actions: Vec<_> = actions.into_iter().map(planned).collect();
         let expected_serial = target.serial().unwrap();
         let request = ApplyRequest {
+            digests: &[],
             actions: &actions,
             expected_serial,
             password_hashes: hashes,
@@ -1780,6 +1925,7 @@ mod tests {
         .map(planned)
         .collect();
         let request = ApplyRequest {
+            digests: &[],
             actions: &actions,
             expected_serial: before.1,
             password_hashes: &HashMap::new(),
@@ -1817,6 +1963,7 @@ mod tests {
             .collect();
         let mut events = vec![];
         let request = ApplyRequest {
+            digests: &[],
             actions: &actions,
             expected_serial: 0,
             password_hashes: &HashMap::new(),
@@ -1846,6 +1993,7 @@ mod tests {
         let before = target.load().unwrap();
         let actions = vec![planned(create_user("dave", "Dave"))];
         let request = ApplyRequest {
+            digests: &[],
             actions: &actions,
             expected_serial: planned_serial,
             password_hashes: &HashMap::new(),

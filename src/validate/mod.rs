@@ -68,13 +68,58 @@ pub struct Validated<'a> {
     /// Number of distinct users.
     pub users: usize,
     pub desired: Desired,
+    /// Every row with its digest, sorted by extension (empty from `check`).
+    pub index: Vec<RowRef>,
     /// Errors and warnings, in line order.
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A row, by extension, with the digest of what it asks for (`model::row_digest`)
+/// and where it is, so that it can be read again when it turns out to matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRef {
+    pub number: Text,
+    pub digest: u64,
+    /// Hash of the web username: the rows of one user share it.
+    pub user: u64,
+    pub line: u32,
+    pub start: u32,
 }
 
 impl Validated<'_> {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The desired state of some rows only, read again from the text: the
+    /// extensions of `rows`, and the users of `user_rows` merged over those rows
+    /// (pass every row of each user wanted).
+    pub fn subset(&self, rows: &[&RowRef], user_rows: &[&RowRef]) -> Desired {
+        // Merging needs no policy: conflicts were reported by the first pass.
+        let policy = Policy::default();
+        let mut pass = Pass {
+            policy: &policy,
+            mode: Mode::Build,
+            text: &self.text,
+            delimiter: self.delimiter,
+            layout: self.layout.clone(),
+            diagnostics: Vec::new(),
+        };
+        let mut extensions: Vec<DesiredExtension> = rows
+            .iter()
+            .map(|r| pass.row_extension(r.line, r.start))
+            .collect();
+        extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+        let mut users: Vec<RowUser> = user_rows
+            .iter()
+            .map(|r| pass.row_user(r.line, r.start))
+            .collect();
+        users.sort_by_key(|u| u.line);
+        Desired {
+            managed: self.layout.managed(),
+            users: pass.merge_users(users, false),
+            extensions,
+        }
     }
 }
 
@@ -115,10 +160,20 @@ fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
+/// How much of the rows a pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only the duplicate-check keys (`validate`).
+    Check,
+    /// Also each row's digest and place (a plan that reads changed rows only).
+    Index,
+    /// Also the whole desired state.
+    Build,
+}
+
 struct Pass<'p, 't> {
     policy: &'p Policy,
-    /// Keep the rows for a desired state (plan), not only their keys (validate).
-    build: bool,
+    mode: Mode,
     text: &'t str,
     delimiter: u8,
     layout: Layout,
@@ -273,13 +328,14 @@ impl Pass<'_, '_> {
             start: u32::try_from(rec.start).unwrap_or(u32::MAX),
         };
         let sighting = Sighting {
+            digest: crate::model::row_digest(extension, username, user, description, &device),
             extension: Text::from(extension),
             device: match &device {
                 DeviceCell::Device(id) => Some(id.clone()),
                 _ => None,
             },
         };
-        let parts = self.build.then(|| {
+        let parts = (self.mode == Mode::Build).then(|| {
             (
                 DesiredExtension {
                     number: Text::from(extension),
@@ -392,6 +448,18 @@ impl Pass<'_, '_> {
             i = j;
         }
         users
+    }
+
+    fn row_extension(&self, line: u32, start: u32) -> DesiredExtension {
+        let record = self.reread(start);
+        let get = |c: Column| trim(record.get(self.field_of(c)).unwrap_or(""));
+        DesiredExtension {
+            number: Text::from(get(Column::Extension)),
+            username: Text::from(get(Column::WebUsername)),
+            description: Text::from(get(Column::Description)),
+            device: rules::device(get(Column::Device)).unwrap_or(DeviceCell::Keep),
+            line,
+        }
     }
 
     fn row_user(&self, line: u32, start: u32) -> RowUser {
@@ -590,6 +658,7 @@ fn count_byte(bytes: &[u8], needle: u8) -> usize {
 
 /// The values of a row that the duplicate checks can often settle by order alone.
 struct Sighting {
+    digest: u64,
     extension: Text,
     device: Option<Text>,
 }
@@ -644,6 +713,7 @@ impl Order {
 
 #[derive(Default)]
 struct BatchOutput {
+    index: Vec<RowRef>,
     rows: usize,
     /// A value held a quote (see `split`).
     quote_in_value: bool,
@@ -685,6 +755,15 @@ impl Pass<'_, '_> {
                 if let Some(d) = &sighting.device {
                     out.device_order.see(d, str::cmp);
                 }
+                if self.mode != Mode::Check {
+                    out.index.push(RowRef {
+                        number: sighting.extension,
+                        digest: sighting.digest,
+                        user: key.user,
+                        line: key.line,
+                        start: key.start,
+                    });
+                }
                 out.keys.push(key);
                 if let Some((ext, user)) = parts {
                     out.extensions.push(ext);
@@ -699,16 +778,23 @@ impl Pass<'_, '_> {
 /// Reads and checks a whole file and builds the desired state. Never panics,
 /// whatever the bytes.
 pub fn validate<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
-    run(bytes, policy, true)
+    run(bytes, policy, Mode::Build)
+}
+
+/// Reads and checks a whole file and keeps each row's digest and place
+/// (`index`), not the rows: see `subset`.
+pub fn index<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
+    run(bytes, policy, Mode::Index)
 }
 
 /// Reads and checks a whole file without keeping its rows: memory holds only the
 /// duplicate-check indexes (`desired` stays empty).
 pub fn check<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
-    run(bytes, policy, false)
+    run(bytes, policy, Mode::Check)
 }
 
-fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
+fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
+    let build = mode == Mode::Build;
     let mut diagnostics = Vec::new();
     let text = match reader::decode(bytes, policy.read.encoding) {
         Ok((text, warning)) => {
@@ -724,15 +810,16 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
                 rows: 0,
                 users: 0,
                 desired: Desired::default(),
+                index: Vec::new(),
                 diagnostics: vec![error],
             };
         }
     };
     let delimiter = reader::detect_delimiter(&text.text, policy.read.delimiter);
-    let (layout, rows, user_count, extensions, users, mut diagnostics) = {
+    let (layout, rows, user_count, extensions, users, index, mut diagnostics) = {
         let mut pass = Pass {
             policy,
-            build,
+            mode,
             text: &text.text,
             delimiter,
             layout: Layout::default_order(),
@@ -791,6 +878,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
         let mut keys: Vec<RowKey> = Vec::with_capacity(total);
         let mut extensions = Vec::with_capacity(if build { total } else { 0 });
         let mut users = Vec::with_capacity(if build { total } else { 0 });
+        let mut index = Vec::with_capacity(if mode == Mode::Check { 0 } else { total });
         let mut extension_order = Order::default();
         let mut device_order = Order::default();
         for out in outputs {
@@ -799,6 +887,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
             extension_order = extension_order.then(&out.extension_order, cmp_extension);
             device_order = device_order.then(&out.device_order, str::cmp);
             keys.extend(out.keys);
+            index.extend(out.index);
             extensions.extend(out.extensions);
             users.extend(out.users);
             pass.diagnostics.extend(out.diagnostics);
@@ -827,12 +916,19 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
         drop(keys);
         let users = pass.merge_users(users, false);
         let extensions = Pass::sorted_extensions(extensions);
+        if !extension_order.increasing {
+            index.par_sort_by(|a: &RowRef, b: &RowRef| {
+                cmp_extension(&a.number, &b.number).then(a.line.cmp(&b.line))
+            });
+            index.dedup_by(|later, earlier| later.number == earlier.number);
+        }
         (
             pass.layout,
             rows,
             user_count,
             extensions,
             users,
+            index,
             pass.diagnostics,
         )
     };
@@ -859,6 +955,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, build: bool) -> Validated<'a> {
         rows,
         users: user_count,
         desired,
+        index,
         diagnostics,
     }
 }

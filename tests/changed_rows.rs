@@ -1,0 +1,133 @@
+//! The plan that reads only the rows whose digest changed since the last apply
+//! must give exactly the plan of the whole directory (`PBXSYNC_FULL_PLAN=1`), also
+//! after the target was changed behind pbxsync's back.
+
+use crate::support::{DEV_A, DEV_B, DEV_C, HEADER, Test, run};
+use serde_json::Value;
+
+fn both(t: &Test) -> (Value, Value) {
+    let fast = t.plan_json(&[]);
+    let out = run(t
+        .cmd()
+        .env("PBXSYNC_FULL_PLAN", "1")
+        .args(["plan", "--format", "json"]));
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    (fast, out.json())
+}
+
+fn same(t: &Test, step: &str) -> Value {
+    let (fast, full) = both(t);
+    assert_eq!(fast["actions"], full["actions"], "{step}: actions differ");
+    assert_eq!(fast["errors"], full["errors"], "{step}: errors differ");
+    assert_eq!(fast["summary"], full["summary"], "{step}: summary differs");
+    fast
+}
+
+fn base() -> String {
+    format!(
+        "{HEADER}\
+1001,Jason,Flynn,jflynn,Sec_ret12,Desk,jason@example.com,,,{DEV_A}\n\
+1002,Jason,Flynn,jflynn,,,,,,virtual\n\
+1003,Maria,Garcia,mgarcia,Pass_word34,,,,,{DEV_B}\n\
+1004,Wei,Chen,wchen,Pass_word56,,,,,\n"
+    )
+}
+
+#[test]
+fn changed_rows_plan_like_the_whole_directory() {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    t.commit_csv(base());
+    same(&t, "first import");
+    t.apply(&[]);
+    assert!(
+        same(&t, "unchanged")["actions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let steps: Vec<(&str, String)> = vec![
+        (
+            "a user field through one row",
+            base().replace("jason@example.com", "jason.flynn@example.com"),
+        ),
+        ("a description", base().replace("Desk", "Front desk")),
+        (
+            "a device moves",
+            base()
+                .replace("virtual\n1003", &format!("{DEV_B}\n1003"))
+                .replace(&format!(",,,,,{DEV_B}\n1004"), ",,,,,\n1004"),
+        ),
+        ("virtual to a device", base().replace("virtual", DEV_C)),
+        (
+            "a new extension of a known user",
+            format!("{}1005,Wei,Chen,wchen,,,,,,virtual\n", base()),
+        ),
+        (
+            "a new user",
+            format!("{}1006,Lars,Berg,lberg,Pass_word78,,,,,\n", base()),
+        ),
+        (
+            "an extension of another user",
+            base().replace("1004,Wei,Chen,wchen", "1003,Wei,Chen,wchen"),
+        ),
+        (
+            "a device that does not exist",
+            base().replace("virtual", "0004F2OOOOO1"),
+        ),
+    ];
+    for (step, csv) in steps {
+        t.commit_csv(&csv);
+        same(&t, step);
+        t.commit_csv(base());
+    }
+
+    // Then apply a change for real, and plan again: nothing left on either path.
+    t.commit_csv(base().replace("virtual", DEV_C));
+    t.apply(&[]);
+    assert!(
+        same(&t, "after an apply")["actions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_change_behind_pbxsyncs_back_is_seen() {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    t.commit_csv(base());
+    t.apply(&[]);
+    let db = t.db();
+    db.execute(
+        "UPDATE users SET email = 'changed@example.com' WHERE username = 'jflynn'",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE extensions SET description = 'Moved' WHERE number = '1003'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let plan = same(&t, "after writes by another program");
+    let verbose = t.ok(["-v", "plan"]);
+    // jflynn's two rows (the change to the user cleared both digests) and 1003;
+    // the other rows are not read.
+    assert!(
+        verbose.stderr.contains("plan the 3 changed rows"),
+        "{}",
+        verbose.stderr
+    );
+    let types: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["update_user", "update_extension"], "{plan:#}");
+    t.apply(&[]);
+    assert!(same(&t, "healed")["actions"].as_array().unwrap().is_empty());
+}
