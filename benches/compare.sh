@@ -44,8 +44,9 @@ for rows in "${sizes[@]}"; do
   base_total=$(printf '%s\n' "${base_total[@]}" | median)
 
   # validate on its own (no config, so no target checks), like the baseline's phase.
-  mkdir -p plain
-  validate=$(for _ in 1 2 3; do (cd plain && wall "$bin" validate --quiet --file ../users.csv) | cut -d' ' -f1; done | median)
+  plain=$(mktemp -d)
+  validate=$(for _ in 1 2 3; do (cd "$plain" && wall "$bin" validate --quiet --file "$work/users.csv") | cut -d' ' -f1; done | median)
+  rmdir "$plain"
   plan=$(for _ in 1 2 3; do wall "$bin" plan --file users.csv --format json | cut -d' ' -f1; done | median)
   plan_mem=$(wall "$bin" plan --file users.csv --format json | cut -d' ' -f2)
 

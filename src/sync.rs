@@ -261,7 +261,7 @@ pub fn plan_all(
     inventory: Vec<Device>,
 ) -> Result<Planned, TargetError> {
     let (current, index) = match target {
-        Some(t) => (t.load()?, t.load_index()?),
+        Some(t) => (t.load()?, t.load_index()?.0),
         None => (Directory::default(), Vec::new()),
     };
     let plan = make_plan(config, options, &validated, &current, inventory);
@@ -288,8 +288,7 @@ pub fn plan_changed_rows(
     validated: Validated<'_>,
     target: &mut Box<dyn Target>,
 ) -> Result<Planned, TargetError> {
-    let index = target.load_index()?;
-    let usage = target.usage()?;
+    let (index, usage) = target.load_index()?;
     // Rows whose digest differs, and every row of their users.
     let mut changed: Vec<&RowRef> = Vec::new();
     let mut cursor = 0;

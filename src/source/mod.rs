@@ -151,12 +151,18 @@ fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Loaded, SourceError> 
 /// The git blob id (hex) of `bytes`, as `git hash-object` prints it. No
 /// repository is needed.
 pub fn blob_id(bytes: &[u8]) -> String {
-    // Hashing an in-memory blob only fails on an invalid object type or when
-    // libgit2 cannot allocate; neither can happen for `Blob`, short of OOM,
-    // where Rust would abort anyway.
-    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
-        .expect("hashing a blob in memory cannot fail")
-        .to_string()
+    // SHA-1 of `blob <len>\0<content>`, like git, with the SHA extensions of the
+    // CPU where it has them: several times faster than libgit2's collision-
+    // detecting SHA-1 on a file of a hundred megabytes.
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()).as_bytes());
+    hasher.update(bytes);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

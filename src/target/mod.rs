@@ -109,6 +109,9 @@ pub struct HistoryRecord {
 
 pub use crate::model::Usage;
 
+/// Extension numbers with the digest of the row last applied to each, sorted.
+pub type DigestIndex = Vec<(Text, Option<u64>)>;
+
 /// The entries a plan of some rows needs, named by key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Keys {
@@ -163,12 +166,12 @@ pub trait Target {
     /// Every extension with the digest of the CSV row last applied to it: `None`
     /// when unknown, or when anything changed the extension or its user since.
     /// Sorted by number (`cmp_extension`).
-    fn load_index(&mut self) -> Result<Vec<(Text, Option<u64>)>, TargetError>;
+    /// Counts extensions by kind on the way.
+    fn load_index(&mut self) -> Result<(DigestIndex, Usage), TargetError>;
     /// The part of the directory a plan of some rows needs: the named users and
     /// extensions, the named devices that exist and the extensions holding them,
     /// the licenses; every list sorted.
     fn load_subset(&mut self, keys: &Keys) -> Result<Directory, TargetError>;
-    fn usage(&mut self) -> Result<Usage, TargetError>;
     /// The change serial: bumped by every write, by pbxsync or anything else.
     fn serial(&mut self) -> Result<i64, TargetError>;
     fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError>;

@@ -426,26 +426,33 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
-    fn load_index(&mut self) -> Result<Vec<(Text, Option<u64>)>, TargetError> {
-        let read = || -> rusqlite::Result<Vec<(Text, Option<u64>)>> {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT number, row_digest FROM extensions")?;
+    fn load_index(&mut self) -> Result<(super::DigestIndex, super::Usage), TargetError> {
+        let read = || -> rusqlite::Result<(super::DigestIndex, super::Usage)> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT number, row_digest, kind = 'voicemail_only' FROM extensions",
+            )?;
             let mut rows = stmt.query([])?;
             let mut index = Vec::new();
+            let mut usage = super::Usage::default();
             while let Some(row) = rows.next()? {
                 let digest: Option<i64> = row.get(1)?;
                 // Stored as the bits of a u64.
                 index.push((text(row, 0)?, digest.map(|d| d as u64)));
+                if row.get::<_, bool>(2)? {
+                    usage.voicemail_licenses += 1;
+                } else {
+                    usage.user_licenses += 1;
+                }
             }
-            Ok(index)
+            usage.extensions = index.len() as u64;
+            Ok((index, usage))
         };
-        let mut index =
+        let (mut index, usage) =
             read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
         if !index.is_sorted_by(|a, b| cmp_extension(&a.0, &b.0).is_le()) {
             index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
         }
-        Ok(index)
+        Ok((index, usage))
     }
 
     fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, TargetError> {
@@ -460,8 +467,8 @@ impl Target for SqliteTarget {
             let tx = self.conn.unchecked_transaction()?;
             let mut users = Vec::new();
             let mut stmt = tx.prepare_cached(
-                "SELECT username, first_name, last_name, email, im, mobile FROM users \
-                 WHERE username IN rarray(?1)",
+                "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile \
+                 FROM rarray(?1) AS k JOIN users AS u ON u.username = k.value",
             )?;
             let mut rows = stmt.query([array(&keys.users)])?;
             while let Some(row) = rows.next()? {
@@ -477,17 +484,21 @@ impl Target for SqliteTarget {
                 });
             }
             drop(rows);
+            // One indexed lookup per key (the keys drive the join).
             let mut extensions = Vec::new();
-            let mut stmt = tx.prepare_cached(
-                "SELECT e.number, u.username, e.kind, e.device, e.description \
-                 FROM extensions AS e JOIN users AS u ON u.id = e.user_id \
-                 WHERE e.number IN rarray(?1) OR e.device IN rarray(?2)",
-            )?;
-            let mut rows = stmt.query([array(&keys.extensions), array(&keys.devices)])?;
-            while let Some(row) = rows.next()? {
-                extensions.push(extension_row(row)?);
+            for (column, list) in [("number", &keys.extensions), ("device", &keys.devices)] {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT e.number, u.username, e.kind, e.device, e.description \
+                     FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
+                     JOIN users AS u ON u.id = e.user_id"
+                ))?;
+                let mut rows = stmt.query([array(list)])?;
+                while let Some(row) = rows.next()? {
+                    extensions.push(extension_row(row)?);
+                }
             }
-            drop(rows);
+            extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+            extensions.dedup_by(|a, b| a.number == b.number);
             let mut devices = Vec::new();
             let mut stmt =
                 tx.prepare_cached("SELECT id, model FROM devices WHERE id IN rarray(?1)")?;
@@ -511,27 +522,6 @@ impl Target for SqliteTarget {
             read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
         dir.sort();
         Ok(dir)
-    }
-
-    fn usage(&mut self) -> Result<super::Usage, TargetError> {
-        let read = || -> rusqlite::Result<super::Usage> {
-            let mut usage = super::Usage::default();
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT kind, count(*) FROM extensions GROUP BY kind")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let n = row.get::<_, i64>(1)?.max(0) as u64;
-                usage.extensions += n;
-                if row.get_ref(0)?.as_str()? == "voicemail_only" {
-                    usage.voicemail_licenses += n;
-                } else {
-                    usage.user_licenses += n;
-                }
-            }
-            Ok(usage)
-        };
-        read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))
     }
 
     fn serial(&mut self) -> Result<i64, TargetError> {

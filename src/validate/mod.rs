@@ -100,6 +100,7 @@ impl Validated<'_> {
         let mut pass = Pass {
             policy: &policy,
             mode: Mode::Build,
+            rereader: Default::default(),
             text: &self.text,
             delimiter: self.delimiter,
             layout: self.layout.clone(),
@@ -174,6 +175,8 @@ enum Mode {
 struct Pass<'p, 't> {
     policy: &'p Policy,
     mode: Mode,
+    /// For reading single records again (see `reread`).
+    rereader: std::sync::Mutex<Option<csv::Reader<std::io::Cursor<&'t [u8]>>>>,
     text: &'t str,
     delimiter: u8,
     layout: Layout,
@@ -359,13 +362,24 @@ impl Pass<'_, '_> {
     /// The cells of the record that starts at `start`, read again.
     fn reread(&self, start: u32) -> csv::StringRecord {
         let mut record = csv::StringRecord::new();
-        let from = (start as usize).min(self.text.len());
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(self.delimiter)
-            .from_reader(&self.text.as_bytes()[from..]);
-        let _ = reader.read_record(&mut record);
+        // One reader, moved to each record: a plan may read a hundred thousand
+        // records again, and a new reader costs more than the read.
+        let Ok(mut slot) = self.rereader.lock() else {
+            return record;
+        };
+        let reader = slot.get_or_insert_with(|| {
+            csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .delimiter(self.delimiter)
+                .buffer_capacity(1024)
+                .from_reader(std::io::Cursor::new(self.text.as_bytes()))
+        });
+        let mut position = csv::Position::new();
+        position.set_byte(u64::from(start));
+        if reader.seek(position).is_ok() {
+            let _ = reader.read_record(&mut record);
+        }
         record
     }
 
@@ -820,6 +834,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         let mut pass = Pass {
             policy,
             mode,
+            rereader: Default::default(),
             text: &text.text,
             delimiter,
             layout: Layout::default_order(),
