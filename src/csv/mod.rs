@@ -229,12 +229,29 @@ pub struct Record<'r> {
     /// Byte offset of the record in the decoded text.
     pub start: usize,
     pub fields: &'r csv::ByteRecord,
+    /// All cells as one text (checked once per record, not once per cell).
+    text: &'r str,
 }
 
 impl<'r> Record<'r> {
+    /// The record read into `fields`, which starts on `line` at byte `start`.
+    pub fn new(line: u32, start: usize, fields: &'r csv::ByteRecord) -> Record<'r> {
+        Record {
+            line,
+            start,
+            fields,
+            // The records come from valid UTF-8 split at ASCII bytes (delimiter,
+            // quotes, line breaks), so this holds; a cell slices it at boundaries.
+            text: std::str::from_utf8(fields.as_slice()).unwrap_or(""),
+        }
+    }
+
     /// The i-th cell, or "" when the row is shorter.
     pub fn get(&self, i: usize) -> &'r str {
-        self.fields.get(i).map_or("", cell)
+        self.fields
+            .range(i)
+            .and_then(|r| self.text.get(r))
+            .unwrap_or("")
     }
 
     pub fn len(&self) -> usize {
@@ -246,15 +263,9 @@ impl<'r> Record<'r> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'r str> + use<'r> {
-        self.fields.iter().map(cell)
+        let (fields, text) = (self.fields, self.text);
+        (0..fields.len()).map(move |i| fields.range(i).and_then(|r| text.get(r)).unwrap_or(""))
     }
-}
-
-/// A cell as text. The records come from valid UTF-8 split at ASCII bytes
-/// (delimiter, quotes, line breaks), so every cell is valid UTF-8; the check runs
-/// on the worker threads rather than on the one that splits the text.
-fn cell(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or("")
 }
 
 fn is_blank(record: &csv::ByteRecord) -> bool {
@@ -310,11 +321,7 @@ impl<'t> Records<'t> {
         let mut record = std::mem::take(&mut self.record);
         let next = self.next_into(&mut record);
         self.record = record;
-        Some(next?.map(|(line, start)| Record {
-            line,
-            start,
-            fields: &self.record,
-        }))
+        Some(next?.map(|(line, start)| Record::new(line, start, &self.record)))
     }
 
     /// Reads the next non-blank record into `record` (so callers can keep batches

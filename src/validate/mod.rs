@@ -331,7 +331,11 @@ impl Pass<'_, '_> {
             start: u32::try_from(rec.start).unwrap_or(u32::MAX),
         };
         let sighting = Sighting {
-            digest: crate::model::row_digest(extension, username, user, description, &device),
+            digest: if self.mode == Mode::Check {
+                0
+            } else {
+                crate::model::row_digest(extension, username, user, description, &device)
+            },
             extension: Text::from(extension),
             device: match &device {
                 DeviceCell::Device(id) => Some(id.clone()),
@@ -759,11 +763,7 @@ impl Pass<'_, '_> {
                 out.quote_in_value = true;
                 break;
             }
-            let rec = Record {
-                line,
-                start,
-                fields: &fields,
-            };
+            let rec = Record::new(line, start, &fields);
             if let Some((key, parts, sighting)) = self.row(&rec, &mut out.diagnostics) {
                 out.extension_order.see(&sighting.extension, cmp_extension);
                 if let Some(d) = &sighting.device {

@@ -91,7 +91,9 @@ pub fn username(value: &str) -> Rule {
 
 /// First and last names: any letters, inner spaces; no apostrophe unless allowed.
 pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
-    if !allow_apostrophes && value.contains(['\'', '\u{2019}']) {
+    let apostrophe =
+        value.bytes().any(|b| b == b'\'') || (!value.is_ascii() && value.contains('\u{2019}'));
+    if !allow_apostrophes && apostrophe {
         let without: String = value
             .chars()
             .filter(|c| !matches!(c, '\'' | '\u{2019}'))
@@ -205,9 +207,12 @@ pub fn device(value: &str) -> Result<DeviceCell, Problem> {
     }
     // The common case, a bare MAC, without building any string on the heap.
     if value.len() == 12 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut id = Text::with_capacity(12);
-        id.extend(value.chars().map(|c| c.to_ascii_uppercase()));
-        return Ok(DeviceCell::Device(id));
+        let mut id = [0u8; 12];
+        for (to, from) in id.iter_mut().zip(value.bytes()) {
+            *to = from.to_ascii_uppercase();
+        }
+        let id = std::str::from_utf8(&id).unwrap_or_default();
+        return Ok(DeviceCell::Device(Text::from(id)));
     }
     let compact: String = value
         .chars()
