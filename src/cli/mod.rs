@@ -183,6 +183,41 @@ pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     })
 }
 
+/// A file's bytes, mapped rather than copied when it is large: `validate` of a
+/// hundred-megabyte file then starts at once instead of copying it first.
+pub enum FileBytes {
+    Read(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Read(v) => v,
+            FileBytes::Mapped(m) => m,
+        }
+    }
+}
+
+pub fn read_mapped(path: &Path) -> Result<FileBytes, CliError> {
+    const MAP_FROM: u64 = 4 << 20;
+    let err = |source| CliError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    if file.metadata().map_err(err)?.len() >= MAP_FROM {
+        // SAFETY: the map is only read. Another program truncating the file while
+        // pbxsync reads it could end the process (as it would for `grep` or `rg`,
+        // which map files the same way); it cannot make pbxsync write anything.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            return Ok(FileBytes::Mapped(map));
+        }
+    }
+    read(path).map(FileBytes::Read)
+}
+
 /// Prints to stdout; a closed pipe (`pbxsync … | head`) ends quietly.
 pub fn out(s: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
@@ -260,12 +295,15 @@ fn validate_cmd(
         ctx.config()?
     };
     let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
-    let bytes = read(&path)?;
+    let clock = ctx.clock();
+    let bytes = read_mapped(&path)?;
+    clock.lap("read the file");
     let policy = Policy {
         allow_empty,
         ..Policy::from_config(&config)
     };
     let mut v = validate::check(&bytes, &policy);
+    clock.lap("validate");
     // With a target (a state file, or an inventory file), also the checks that need
     // it: devices that do not exist, extensions of other users, licenses.
     if config.file.is_some() {
@@ -340,7 +378,7 @@ fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, C
         ctx.config()?
     };
     let path = file.map_or_else(|| config.source_path.clone(), Path::to_path_buf);
-    let bytes = read(&path)?;
+    let bytes = read_mapped(&path)?;
     let policy = Policy {
         allow_empty: true,
         ..Policy::from_config(&config)
@@ -363,7 +401,7 @@ fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, C
         );
         return Ok(Outcome::Failure);
     }
-    if formatted.as_bytes() == bytes.as_slice() {
+    if formatted.as_bytes() == &*bytes {
         if !ctx.quiet {
             out(&format!("{name}: already formatted\n"))?;
         }
