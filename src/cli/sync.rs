@@ -120,8 +120,9 @@ fn run_pipeline(
     };
     let policy = sync::policy(config, options);
     let (serial, planned, layout, delimiter) = {
-        let may_skip = target.is_some() && sync::can_plan_changed_rows(config, options, None);
-        let validated = if may_skip {
+        let changed_rows_only =
+            target.is_some() && sync::can_plan_changed_rows(config, options, None);
+        let validated = if changed_rows_only {
             validate::index(&loaded.bytes, &policy)
         } else {
             validate::validate(&loaded.bytes, &policy)
@@ -129,7 +130,10 @@ fn run_pipeline(
         clock.lap("read and validate the CSV");
         let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
         let (serial, planned) = match target {
-            Some(t) if may_skip && sync::can_plan_changed_rows(config, options, Some(&layout)) => {
+            Some(t)
+                if changed_rows_only
+                    && sync::can_plan_changed_rows(config, options, Some(&layout)) =>
+            {
                 let serial = t.serial().map_err(target_error)?;
                 let planned =
                     sync::plan_changed_rows(config, options, validated, t).map_err(target_error)?;
@@ -142,7 +146,7 @@ fn run_pipeline(
             mut target => {
                 // The whole desired state is needed: read the rows again when
                 // they were not kept.
-                let validated = if may_skip {
+                let validated = if changed_rows_only {
                     drop(validated);
                     validate::validate(&loaded.bytes, &policy)
                 } else {
