@@ -104,6 +104,14 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// The devices of the configured inventory file (none without one).
+fn inventory(config: &Config) -> Result<Vec<crate::model::Device>, CliError> {
+    match &config.inventory {
+        Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string())),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Plans against an open (or absent) target: only the rows that changed since the
 /// last apply when it can, the whole directory otherwise.
 fn run_pipeline(
@@ -111,13 +119,10 @@ fn run_pipeline(
     config: &Config,
     options: &SyncOptions,
     loaded: Loaded,
+    inventory: Vec<crate::model::Device>,
     target: Option<&mut Box<dyn Target>>,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
-    let inventory = match &config.inventory {
-        Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string()))?,
-        None => Vec::new(),
-    };
     let policy = sync::policy(config, options);
     let (serial, planned, layout, delimiter) = {
         let changed_rows_only =
@@ -296,7 +301,8 @@ pub fn plan_cmd(
     let clock = ctx.clock();
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     clock.lap("read the source");
-    let planned = run_pipeline(ctx, &config, &options, loaded, target.as_mut())?;
+    let inventory = inventory(&config)?;
+    let planned = run_pipeline(ctx, &config, &options, loaded, inventory, target.as_mut())?;
     let clock = ctx.clock();
     show(ctx, &config, &planned, format)?;
     clock.lap("show the plan");
@@ -453,6 +459,9 @@ pub fn apply_cmd(
             .with_hint("run `pbxsync plan` again and review the new plan"),
         );
     }
+    // Everything that can fail without the target fails before the state file is
+    // created.
+    let inventory = inventory(&config)?;
     let mut target = sync::open_target(&config.target, true)
         .map_err(target_error)?
         .ok_or_else(|| CliError::Message("no target".into()))?;
@@ -467,7 +476,7 @@ pub fn apply_cmd(
             return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
         }
     }
-    let planned = run_pipeline(ctx, &config, &options, loaded, Some(&mut target))?;
+    let planned = run_pipeline(ctx, &config, &options, loaded, inventory, Some(&mut target))?;
     if let Some(s) = &saved
         && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
     {
