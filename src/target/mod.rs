@@ -187,7 +187,7 @@ pub trait Target {
     ) -> Result<ApplyReport, TargetError>;
     /// Records a failed apply (outside the failed transaction).
     fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError>;
-    /// Newest first.
+    /// Newest first, without the recorded CSVs (`csv_redacted` is empty).
     fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError>;
     fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError>;
     /// Adds devices to the inventory (existing ids get the new model).

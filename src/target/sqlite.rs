@@ -121,10 +121,19 @@ CREATE TRIGGER users_digest_stale
 AFTER UPDATE OF username, first_name, last_name, email, im, mobile ON users
 BEGIN UPDATE extensions SET row_digest = NULL WHERE user_id = NEW.id AND row_digest IS NOT NULL; END;
 "#,
+    r#"
+-- The applied CSV of a history entry, LZ4-compressed: a directory of a million
+-- users makes a CSV of over 100 MB, recorded with every apply.
+ALTER TABLE history ADD COLUMN csv_lz4 BLOB;
+"#,
 ];
 
-const HISTORY_COLUMNS: &str =
-    "id, time, local_user, git_author, source, commit_id, blob, summary, outcome, csv_redacted";
+const HISTORY_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, summary, \
+     outcome, csv_redacted, csv_lz4";
+
+/// The list leaves the recorded CSVs out; `history_entry` reads one.
+const HISTORY_LIST_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, \
+     summary, outcome, '', NULL";
 
 /// How many actions pass between two `Progress::Step` reports.
 const STEP_EVERY: usize = 1000;
@@ -657,7 +666,7 @@ impl Target for SqliteTarget {
     fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError> {
         let read = || -> rusqlite::Result<Vec<HistoryRecord>> {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {HISTORY_COLUMNS} FROM history ORDER BY id DESC"
+                "SELECT {HISTORY_LIST_COLUMNS} FROM history ORDER BY id DESC"
             ))?;
             stmt.query_map([], history_row)?.collect()
         };
@@ -1386,7 +1395,7 @@ fn insert_history(conn: &Connection, record: &HistoryRecord) -> rusqlite::Result
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.prepare_cached(
         "INSERT INTO history (time, local_user, git_author, source, commit_id, blob, summary, \
-         outcome, csv_redacted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         outcome, csv_redacted, csv_lz4) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9)",
     )?
     .execute(params![
         record.time,
@@ -1397,7 +1406,7 @@ fn insert_history(conn: &Connection, record: &HistoryRecord) -> rusqlite::Result
         record.blob,
         summary,
         record.outcome,
-        record.csv_redacted
+        lz4_flex::compress_prepend_size(record.csv_redacted.as_bytes())
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -1415,7 +1424,14 @@ fn history_row(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
         // Kept readable even if something else wrote a summary that is not JSON.
         summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::String(summary)),
         outcome: row.get(8)?,
-        csv_redacted: row.get(9)?,
+        csv_redacted: match row.get_ref(10)?.as_blob_or_null()? {
+            // Entries written before the CSV was compressed keep it as text.
+            None => row.get(9)?,
+            Some(lz4) => lz4_flex::decompress_size_prepended(lz4)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -2169,6 +2185,37 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_of_the_first_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute("INSERT INTO users (username) VALUES ('alice')", [])
+                .unwrap();
+            conn.execute(
+                "INSERT INTO history (time, local_user, source, blob, summary, outcome, csv_redacted) \
+                 VALUES ('t', 'u', 's', 'b', '{}', 'applied', 'Extension\n1001\n')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut target = SqliteTarget::open(&path).unwrap();
+        assert_eq!(target.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(target.load().unwrap().users.len(), 1);
+        let old = target.history_entry(1).unwrap().unwrap();
+        assert_eq!(
+            old.csv_redacted, "Extension\n1001\n",
+            "old entries keep their CSV"
+        );
+        let (index, _) = target.load_index().unwrap();
+        assert!(index.is_empty());
+    }
+
+    #[test]
     fn history_is_newest_first() {
         let (_dir, mut target) = seeded();
         let mut failure = record(&[]);
@@ -2179,7 +2226,17 @@ mod tests {
         assert_eq!(history[0].id, id);
         assert_eq!(history[0].outcome, "failed: stale");
         assert_eq!(history[1].summary["create_user"], 3);
-        assert_eq!(target.history_entry(id).unwrap().unwrap(), history[0]);
+        // The list leaves the CSV out; the entry has it, compressed and back.
+        assert_eq!(history[0].csv_redacted, "");
+        let entry = target.history_entry(id).unwrap().unwrap();
+        assert_eq!(entry.csv_redacted, failure.csv_redacted);
+        assert_eq!(
+            HistoryRecord {
+                csv_redacted: String::new(),
+                ..entry
+            },
+            history[0]
+        );
         assert_eq!(target.history_entry(id + 100).unwrap(), None);
     }
 
