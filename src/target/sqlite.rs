@@ -175,7 +175,12 @@ impl SqliteTarget {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(format!("cannot read {}", path.display()), e)),
         }
-        let target = SqliteTarget::open_existing(path, true)?;
+        let target = match SqliteTarget::open_existing(path, true) {
+            // A state file of an older pbxsync: bring it up to date first (as
+            // `open` does), unless the file itself is read-only.
+            Err(TargetError::Unsupported(_)) if !is_read_only(path)? => SqliteTarget::open(path)?,
+            other => other?,
+        };
         if target.schema_version()? == 0 {
             return Ok(None);
         }
@@ -2203,7 +2208,8 @@ mod tests {
             )
             .unwrap();
         }
-        let mut target = SqliteTarget::open(&path).unwrap();
+        // Reading (a plan) upgrades it too, so nobody has to apply first.
+        let mut target = SqliteTarget::open_read_only(&path).unwrap().unwrap();
         assert_eq!(target.schema_version().unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(target.load().unwrap().users.len(), 1);
         let old = target.history_entry(1).unwrap().unwrap();
