@@ -63,7 +63,7 @@ for rows in "${sizes[@]}"; do
   apply=$(printf '%s\n' "${applies[@]}" | median)
   hash=$(printf '%s\n' "${hashing[@]}" | median)
   write=$(printf '%s\n' "${writing[@]}" | median)
-  ratio() { echo "scale=1; $1 / $2" | bc -l; }
+  ratio() { echo "if ($2 > 0) { scale=1; $1 / $2 } else { 0 }" | bc -l; }
   printf 'rows=%-8s validate %5ss (baseline parse+validate %6ss, %sx) | plan %5ss, %4s MB | apply %5ss (hashing %ss, writing %ss) | baseline total %6ss, pbxsync plan+apply %sx\n' \
     "$rows" "$validate" "$base_pv" "$(ratio "$base_pv" "$validate")" "$plan" "$((plan_mem / 1024))" \
     "$apply" "$hash" "$write" "$base_total" "$(ratio "$base_total" "$(echo "$plan + $apply" | bc -l)")"
