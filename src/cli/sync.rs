@@ -483,7 +483,11 @@ pub fn apply_cmd(
         return refuse(
             ctx,
             format,
-            sync::stale_plan(planned.serial, planned.serial),
+            Diagnostic::error(
+                crate::diagnostic::Code::StalePlan,
+                "planning again now gives other actions than the saved plan (the configuration or the flags changed since)",
+            )
+            .with_hint("run `pbxsync plan` again and review the new plan"),
         );
     }
     // The plan is shown before it is confirmed; quiet or JSON runs show only errors.
