@@ -890,7 +890,8 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         }
         // Sized once, so the vectors never move while growing.
         let total: usize = outputs.iter().map(|o| o.keys.len()).sum();
-        let mut keys: Vec<RowKey> = Vec::with_capacity(total);
+        // The keys stay in their parts: the checks below walk them in order.
+        let mut keys: Vec<Vec<RowKey>> = Vec::with_capacity(outputs.len());
         let mut extensions = Vec::with_capacity(if build { total } else { 0 });
         let mut users = Vec::with_capacity(if build { total } else { 0 });
         let mut index = Vec::with_capacity(if mode == Mode::Check { 0 } else { total });
@@ -901,33 +902,29 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
             pass.diagnostics.extend(out.read_error);
             extension_order = extension_order.then(&out.extension_order, cmp_extension);
             device_order = device_order.then(&out.device_order, str::cmp);
-            keys.extend(out.keys);
+            keys.push(out.keys);
             index.extend(out.index);
             extensions.extend(out.extensions);
             users.extend(out.users);
             pass.diagnostics.extend(out.diagnostics);
         }
+        let all = || keys.iter().flatten();
         if !extension_order.increasing {
             pass.duplicates(
-                keys.iter()
-                    .map(|k| (k.extension, k.line, k.start))
-                    .collect(),
+                all().map(|k| (k.extension, k.line, k.start)).collect(),
                 Column::Extension,
             );
         }
         if !device_order.increasing {
             pass.duplicates(
-                keys.iter()
+                all()
                     .filter_map(|k| k.device.map(|d| (d, k.line, k.start)))
                     .collect(),
                 Column::Device,
             );
         }
-        let user_count = pass.conflicting_users(
-            keys.iter()
-                .map(|k| (k.user, k.line, k.start, k.fields))
-                .collect(),
-        );
+        let user_count =
+            pass.conflicting_users(all().map(|k| (k.user, k.line, k.start, k.fields)).collect());
         drop(keys);
         let users = pass.merge_users(users, false);
         let extensions = Pass::sorted_extensions(extensions);
