@@ -292,6 +292,28 @@ pub fn row_digest(
         })
 }
 
+/// A merge join's cursor over a sorted list: looking up keys that come in the same
+/// order costs one pass over the list, not one search per key.
+pub struct SortedCursor<'a, T> {
+    items: &'a [T],
+    at: usize,
+}
+
+impl<'a, T> SortedCursor<'a, T> {
+    pub fn new(items: &'a [T]) -> SortedCursor<'a, T> {
+        SortedCursor { items, at: 0 }
+    }
+
+    /// The item equal to the key, where `cmp` orders an item against the key.
+    /// Keys must be asked for in ascending order.
+    pub fn find(&mut self, cmp: impl Fn(&T) -> std::cmp::Ordering) -> Option<&'a T> {
+        while self.at < self.items.len() && cmp(&self.items[self.at]).is_lt() {
+            self.at += 1;
+        }
+        self.items.get(self.at).filter(|item| cmp(item).is_eq())
+    }
+}
+
 /// Extensions sort numerically where they are numbers (so `99` comes before `100`),
 /// and by text otherwise; equal numbers with different leading zeros stay distinct.
 pub fn cmp_extension(a: &str, b: &str) -> std::cmp::Ordering {

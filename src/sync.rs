@@ -229,27 +229,21 @@ pub fn can_plan_changed_rows(
         && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
 }
 
-/// The digests to store: every row whose stored digest differs.
-fn digests_to_store(
-    rows: &[RowRef],
-    index: &[(Text, Option<u64>)],
-    wanted: impl Fn(&RowRef) -> bool,
-) -> Vec<(Text, u64)> {
-    let mut out = Vec::new();
-    let mut cursor = 0;
-    for row in rows {
-        while cursor < index.len() && cmp_extension(&index[cursor].0, &row.number).is_lt() {
-            cursor += 1;
-        }
-        let stored = index
-            .get(cursor)
-            .filter(|(n, _)| *n == row.number)
-            .and_then(|(_, d)| *d);
-        if stored != Some(row.digest) && wanted(row) {
-            out.push((row.number.clone(), row.digest));
-        }
-    }
-    out
+/// The rows whose digest is not the one the target stored for their extension.
+fn stale<'r>(rows: &'r [RowRef], index: &[(Text, Option<u64>)]) -> Vec<&'r RowRef> {
+    let mut stored = crate::model::SortedCursor::new(index);
+    rows.iter()
+        .filter(|row| {
+            stored
+                .find(|(n, _)| cmp_extension(n, &row.number))
+                .and_then(|(_, d)| *d)
+                != Some(row.digest)
+        })
+        .collect()
+}
+
+fn digests_of(rows: &[&RowRef]) -> Vec<(Text, u64)> {
+    rows.iter().map(|r| (r.number.clone(), r.digest)).collect()
 }
 
 /// Plans from the whole directory (`validated` from `validate::validate`).
@@ -268,7 +262,7 @@ pub fn plan_all(
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
-        digests_to_store(&validated.index, &index, |_| true)
+        digests_of(&stale(&validated.index, &index))
     } else {
         Vec::new()
     };
@@ -290,20 +284,7 @@ pub fn plan_changed_rows(
 ) -> Result<Planned, TargetError> {
     let (index, usage) = target.load_index()?;
     // Rows whose digest differs, and every row of their users.
-    let mut changed: Vec<&RowRef> = Vec::new();
-    let mut cursor = 0;
-    for row in &validated.index {
-        while cursor < index.len() && cmp_extension(&index[cursor].0, &row.number).is_lt() {
-            cursor += 1;
-        }
-        let stored = index
-            .get(cursor)
-            .filter(|(n, _)| *n == row.number)
-            .and_then(|(_, d)| *d);
-        if stored != Some(row.digest) {
-            changed.push(row);
-        }
-    }
+    let changed = stale(&validated.index, &index);
     let users: std::collections::HashSet<u64> = changed.iter().map(|r| r.user).collect();
     let user_rows: Vec<&RowRef> = validated
         .index
@@ -341,9 +322,9 @@ pub fn plan_changed_rows(
     let opts = diff_options(config, options, &validated, Vec::new());
     let plan = plan::diff(&desired, &current, &opts);
     let plan = finish_plan(config, options, &validated, &current, usage, plan);
-    // After the apply every row of the subset matches: the changed rows, and the
-    // other rows of their users (whose stored digests an update of the user clears).
-    let digests = digests_to_store(&validated.index, &index, |r| users.contains(&r.user));
+    // After the apply every row of these users matches: the changed rows, and the
+    // others (whose stored digests an update of their user clears).
+    let digests = digests_of(&user_rows);
     Ok(Planned {
         plan,
         desired,

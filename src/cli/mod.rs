@@ -247,30 +247,29 @@ pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 
 /// Shows a file's diagnostics as text on stderr.
 pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
-    print_diagnostics_of(ctx, name, v, &v.diagnostics);
-}
-
-/// Shows diagnostics about a file (the file's own, or a plan's) on stderr.
-pub fn print_diagnostics_of(
-    ctx: &Context,
-    name: &str,
-    v: &Validated<'_>,
-    diagnostics: &[crate::diagnostic::Diagnostic],
-) {
     let view = SourceView {
         name,
         text: &v.text,
         delimiter: v.delimiter,
         password_field: v.layout.position(Column::Password),
     };
+    print_diagnostics_of(ctx, &view, &v.diagnostics);
+}
+
+/// Shows diagnostics about a file (the file's own, or a plan's) on stderr.
+pub fn print_diagnostics_of(
+    ctx: &Context,
+    view: &SourceView<'_>,
+    diagnostics: &[crate::diagnostic::Diagnostic],
+) {
     let mut diagnostics = diagnostics.to_vec();
-    render_diag::fill_spans(&mut diagnostics, &v.text, v.delimiter);
+    render_diag::fill_spans(&mut diagnostics, view.text, view.delimiter);
     let mut err = std::io::stderr().lock();
     for d in &diagnostics {
         if ctx.quiet && !d.is_error() {
             continue;
         }
-        let _ = writeln!(err, "{}", render_diag::text(d, &view, ctx.stderr_style));
+        let _ = writeln!(err, "{}", render_diag::text(d, view, ctx.stderr_style));
     }
 }
 
@@ -302,36 +301,40 @@ fn validate_cmd(
         allow_empty,
         ..Policy::from_config(&config)
     };
-    let mut v = validate::check(&bytes, &policy);
-    clock.lap("validate");
     // With a target (a state file, or an inventory file), also the checks that need
-    // it: devices that do not exist, extensions of other users, licenses.
-    if config.file.is_some() {
-        let target = crate::sync::open_target(&config.target, false)
-            .map_err(|e| CliError::Message(e.to_string()))?;
-        if target.is_some() || config.inventory.is_some() {
-            let inventory = match &config.inventory {
-                Some(p) => {
-                    crate::sync::read_devices(p).map_err(|e| CliError::Message(e.to_string()))?
-                }
-                None => Vec::new(),
-            };
-            let current = match target {
-                Some(mut t) => t.load().map_err(|e| CliError::Message(e.to_string()))?,
-                None => Default::default(),
-            };
-            let full = validate::validate(&bytes, &policy);
-            let options = crate::sync::SyncOptions {
-                allow_empty,
-                allow_large_change: true,
-                ..Default::default()
-            };
-            let plan = crate::sync::make_plan(&config, &options, &full, &current, inventory);
-            v.diagnostics = plan.errors;
-            v.diagnostics.extend(plan.warnings);
-            crate::diagnostic::sort(&mut v.diagnostics);
-        }
-    }
+    // it: devices that do not exist, extensions of other users, licenses. Those
+    // need the rows; without a target only their keys are kept.
+    let target = match config.file {
+        Some(_) => crate::sync::open_target(&config.target, false)
+            .map_err(|e| CliError::Message(e.to_string()))?,
+        None => None,
+    };
+    let v = if target.is_some() || (config.file.is_some() && config.inventory.is_some()) {
+        let inventory = match &config.inventory {
+            Some(p) => {
+                crate::sync::read_devices(p).map_err(|e| CliError::Message(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let current = match target {
+            Some(mut t) => t.load().map_err(|e| CliError::Message(e.to_string()))?,
+            None => Default::default(),
+        };
+        let mut v = validate::validate(&bytes, &policy);
+        let options = crate::sync::SyncOptions {
+            allow_empty,
+            allow_large_change: true,
+            ..Default::default()
+        };
+        let plan = crate::sync::make_plan(&config, &options, &v, &current, inventory);
+        v.diagnostics = plan.errors;
+        v.diagnostics.extend(plan.warnings);
+        crate::diagnostic::sort(&mut v.diagnostics);
+        v
+    } else {
+        validate::check(&bytes, &policy)
+    };
+    clock.lap("validate");
     let name = display_path(&path);
     match format {
         Format::Json => {

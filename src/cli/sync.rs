@@ -212,14 +212,22 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
         Format::Markdown => out(&render_plan::markdown(&v)),
         Format::Text => {
             if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
-                let validated = validate::check(
-                    &planned.loaded.bytes,
-                    &validate::Policy::from_config(config),
-                );
+                // The decoded text to show lines of (decoding again is cheap;
+                // validating again is not needed).
+                let text = crate::csv::decode(&planned.loaded.bytes, config.encoding)
+                    .map(|(t, _)| t.text)
+                    .unwrap_or_default();
+                let name = source_name(config, &planned.loaded);
+                let view = crate::render::diagnostics::SourceView {
+                    name: &name,
+                    text: &text,
+                    delimiter: planned.delimiter,
+                    password_field: planned.layout.position(crate::model::Column::Password),
+                };
                 let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
                 all.extend(planned.plan.warnings.iter().cloned());
                 crate::diagnostic::sort(&mut all);
-                print_diagnostics_of(ctx, &source_name(config, &planned.loaded), &validated, &all);
+                print_diagnostics_of(ctx, &view, &all);
             }
             if planned.plan.errors.is_empty() {
                 out(&render_plan::text(&v, ctx.style))?;

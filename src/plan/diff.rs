@@ -4,8 +4,8 @@
 use super::{Action, Change, Plan, PlannedAction};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{
-    Column, Desired, DesiredExtension, DeviceCell, Directory, Extension, ExtensionKind, Text,
-    USER_COLUMNS, cmp_extension,
+    Column, Desired, DesiredExtension, DeviceCell, Directory, Extension, ExtensionKind,
+    SortedCursor, Text, USER_COLUMNS, cmp_extension,
 };
 use std::collections::HashMap;
 
@@ -183,15 +183,9 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
 
     // Both sides are sorted by the same key: walk them together (a merge join)
     // instead of searching one for every entry of the other.
-    let mut cursor = 0;
+    let mut users = SortedCursor::new(&current.users);
     for user in &desired.users {
-        while cursor < current.users.len() && current.users[cursor].username < user.username {
-            cursor += 1;
-        }
-        let existing = current
-            .users
-            .get(cursor)
-            .filter(|u| u.username == user.username);
+        let existing = users.find(|u| u.username.cmp(&user.username));
         let set_password = |existing: bool| {
             user.password.is_some()
                 && (!existing
@@ -250,17 +244,9 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         }
     }
 
-    let mut cursor = 0;
+    let mut extensions = SortedCursor::new(&current.extensions);
     for row in &desired.extensions {
-        while cursor < current.extensions.len()
-            && cmp_extension(&current.extensions[cursor].number, &row.number).is_lt()
-        {
-            cursor += 1;
-        }
-        let current_ext = current
-            .extensions
-            .get(cursor)
-            .filter(|e| e.number == row.number);
+        let current_ext = extensions.find(|e| cmp_extension(&e.number, &row.number));
         if let Some(cur) = current_ext
             && cur.username != row.username
         {
@@ -359,17 +345,11 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
     }
 
     if opts.prune {
-        let mut cursor = 0;
+        let mut wanted = SortedCursor::new(&desired.extensions);
         for ext in &current.extensions {
-            while cursor < desired.extensions.len()
-                && cmp_extension(&desired.extensions[cursor].number, &ext.number).is_lt()
-            {
-                cursor += 1;
-            }
-            if desired
-                .extensions
-                .get(cursor)
-                .is_none_or(|d| d.number != ext.number)
+            if wanted
+                .find(|d| cmp_extension(&d.number, &ext.number))
+                .is_none()
             {
                 remove_extensions.push(PlannedAction {
                     action: Action::RemoveExtension {
@@ -382,16 +362,9 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
                 });
             }
         }
-        let mut cursor = 0;
+        let mut wanted = SortedCursor::new(&desired.users);
         for user in &current.users {
-            while cursor < desired.users.len() && desired.users[cursor].username < user.username {
-                cursor += 1;
-            }
-            if desired
-                .users
-                .get(cursor)
-                .is_none_or(|d| d.username != user.username)
-            {
+            if wanted.find(|d| d.username.cmp(&user.username)).is_none() {
                 remove_users.push(PlannedAction {
                     action: Action::RemoveUser {
                         username: user.username.clone(),

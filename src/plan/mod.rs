@@ -31,6 +31,14 @@ impl Change {
         }
     }
 
+    /// The new value of `field` among `changes`, when they set it.
+    pub fn value_of<'c>(changes: &'c [Change], field: &str) -> Option<&'c str> {
+        changes
+            .iter()
+            .find(|c| c.field == field)
+            .map(|c| c.to.as_deref().unwrap_or(""))
+    }
+
     pub fn password() -> Change {
         Change {
             field: "password",

@@ -2,7 +2,7 @@
 //! action, used by the license check and by the property tests (the SQL targets must
 //! agree with it).
 
-use super::{Action, PlannedAction};
+use super::{Action, Change, PlannedAction};
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Text, USER_COLUMNS, User, cmp_extension,
 };
@@ -21,7 +21,7 @@ pub fn apply(current: &Directory, actions: &[PlannedAction]) -> Directory {
         .map(|e| (e.number.clone(), e.clone()))
         .collect();
     let mut devices = current.devices.clone();
-    let set_fields = |user: &mut User, changes: &[super::Change]| {
+    let set_fields = |user: &mut User, changes: &[Change]| {
         for c in changes {
             if let Some(k) = USER_COLUMNS.iter().position(|col| col.field() == c.field) {
                 user.fields[k] = c.to.clone().unwrap_or_default();
@@ -61,7 +61,9 @@ pub fn apply(current: &Directory, actions: &[PlannedAction]) -> Directory {
                         username: username.clone(),
                         kind: *kind,
                         device: device.clone(),
-                        description: description(changes).unwrap_or_default(),
+                        description: Text::from(
+                            Change::value_of(changes, "description").unwrap_or(""),
+                        ),
                     },
                 );
             }
@@ -75,8 +77,8 @@ pub fn apply(current: &Directory, actions: &[PlannedAction]) -> Directory {
                 if let Some(e) = exts.get_mut(extension) {
                     e.kind = *kind;
                     e.device = device.clone();
-                    if let Some(d) = description(changes) {
-                        e.description = d;
+                    if let Some(d) = Change::value_of(changes, "description") {
+                        e.description = Text::from(d);
                     }
                 }
             }
@@ -118,11 +120,4 @@ pub fn apply(current: &Directory, actions: &[PlannedAction]) -> Directory {
     };
     dir.sort();
     dir
-}
-
-fn description(changes: &[super::Change]) -> Option<Text> {
-    changes
-        .iter()
-        .find(|c| c.field == "description")
-        .map(|c| c.to.clone().unwrap_or_default())
 }

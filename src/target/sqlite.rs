@@ -1079,7 +1079,7 @@ impl<'a> Applier<'a, '_, '_> {
     ) -> Outcome {
         check_kind(kind, device)?;
         let user_id = self.user_id(username)?;
-        let description = description(changes).unwrap_or("");
+        let description = Change::value_of(changes, "description").unwrap_or("");
         let secret = sip_secret()?;
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO extensions (number, user_id, kind, device, description, sip_secret) \
@@ -1123,7 +1123,7 @@ impl<'a> Applier<'a, '_, '_> {
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let kind = kind.as_str();
-        let description = description(changes);
+        let description = Change::value_of(changes, "description");
         let updated = match device {
             Some(device) => stmt.execute(params![extension, kind, description, device.as_str()]),
             None => stmt.execute(params![extension, kind, description]),
@@ -1188,13 +1188,6 @@ fn label(planned: &PlannedAction) -> String {
         | Action::RemoveExtension { extension, .. } => extension,
     };
     format!("{} {key}", planned.action.type_name())
-}
-
-fn description(changes: &[Change]) -> Option<&str> {
-    changes
-        .iter()
-        .find(|c| c.field == "description")
-        .map(|c| c.to.as_deref().unwrap_or(""))
 }
 
 fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Outcome {
