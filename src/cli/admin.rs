@@ -182,7 +182,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     r.blob,
                     r.outcome,
                     r.summary,
-                    r.csv_redacted
+                    r.csv.text()
                 ))?,
             }
         }

@@ -9,7 +9,7 @@ use crate::plan::Plan;
 use crate::render::plan::{self as render_plan, Base, PlanView};
 use crate::source::{Loaded, SourceKind};
 use crate::sync::{self, SourceChoice, SyncOptions};
-use crate::target::{ApplyRequest, HistoryRecord, Progress, Target, TargetError};
+use crate::target::{ApplyRequest, HistoryRecord, Progress, RecordedCsv, Target, TargetError};
 use crate::validate;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -540,19 +540,31 @@ pub fn apply_cmd(
         blob: revision.blob.clone(),
         summary: serde_json::to_value(planned.plan.summary()).unwrap_or_default(),
         outcome: "applied".into(),
-        csv_redacted: match crate::csv::decode(&planned.loaded.bytes, config.encoding) {
-            Ok((text, _)) => apply::redact(&text.text, planned.delimiter, &planned.layout),
-            Err(_) => String::new(),
-        },
+        csv: Default::default(),
     };
-    let request = ApplyRequest {
-        actions: &planned.plan.actions,
-        digests: &planned.digests,
-        expected_serial: planned.serial,
-        password_hashes: &hashes,
-        record: record.clone(),
+    let recorded_csv = || match crate::csv::decode(&planned.loaded.bytes, config.encoding) {
+        Ok((text, _)) => RecordedCsv::new(&apply::redact(
+            &text.text,
+            planned.delimiter,
+            &planned.layout,
+        )),
+        Err(_) => RecordedCsv::default(),
     };
-    let result = target.apply(request, &mut |p| draw.event(p));
+    // The target writes on one core; the history's CSV is made on another.
+    let result = std::thread::scope(|s| {
+        let csv = s.spawn(recorded_csv);
+        let request = ApplyRequest {
+            actions: &planned.plan.actions,
+            digests: &planned.digests,
+            expected_serial: planned.serial,
+            password_hashes: &hashes,
+            record: Box::new(|| HistoryRecord {
+                csv: csv.join().unwrap_or_default(),
+                ..record.clone()
+            }),
+        };
+        target.apply(request, &mut |p| draw.event(p))
+    });
     draw.finish();
     clock.lap("write to the target");
     match result {
@@ -585,6 +597,7 @@ pub fn apply_cmd(
         Err(e) => {
             let failed = HistoryRecord {
                 outcome: format!("failed: {e}"),
+                csv: recorded_csv(),
                 ..record
             };
             let _ = target.record_failure(&failed);

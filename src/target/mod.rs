@@ -104,7 +104,54 @@ pub struct HistoryRecord {
     /// `applied` or `failed: <reason>`.
     pub outcome: String,
     /// The applied CSV with the Password column blanked.
-    pub csv_redacted: String,
+    #[serde(rename = "csv_redacted")]
+    pub csv: RecordedCsv,
+}
+
+/// The applied CSV of a history entry, kept LZ4-compressed: a directory of a
+/// million users makes a CSV of over 100 MB, recorded with every apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedCsv {
+    /// LZ4 block with its size prepended; empty when nothing was recorded.
+    lz4: Vec<u8>,
+}
+
+/// As its text, as people read it.
+impl Serialize for RecordedCsv {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+impl RecordedCsv {
+    pub fn new(text: &str) -> RecordedCsv {
+        if text.is_empty() {
+            return RecordedCsv::default();
+        }
+        RecordedCsv {
+            lz4: lz4_flex::compress_prepend_size(text.as_bytes()),
+        }
+    }
+
+    /// As stored by `lz4` (an empty slice for no CSV).
+    pub fn from_lz4(lz4: Vec<u8>) -> RecordedCsv {
+        RecordedCsv { lz4 }
+    }
+
+    pub fn lz4(&self) -> &[u8] {
+        &self.lz4
+    }
+
+    /// The CSV; empty when none was recorded or the stored bytes are damaged.
+    pub fn text(&self) -> String {
+        if self.lz4.is_empty() {
+            return String::new();
+        }
+        lz4_flex::decompress_size_prepended(&self.lz4)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_default()
+    }
 }
 
 pub use crate::model::Usage;
@@ -133,8 +180,10 @@ pub struct ApplyRequest<'a> {
     /// argon2id PHC strings of the passwords being set, by username (computed before
     /// the transaction begins).
     pub password_hashes: &'a HashMap<Text, String>,
-    /// Recorded in `history` in the same transaction (`id` is ignored).
-    pub record: HistoryRecord,
+    /// Recorded in `history` in the same transaction (`id` is ignored). Called once
+    /// the actions are written, so that the caller can make the record (redacting
+    /// and compressing a large CSV) on another thread meanwhile.
+    pub record: Box<dyn FnOnce() -> HistoryRecord + 'a>,
 }
 
 /// Progress of an apply, for the CLI to draw. The target never prints.
@@ -187,7 +236,7 @@ pub trait Target {
     ) -> Result<ApplyReport, TargetError>;
     /// Records a failed apply (outside the failed transaction).
     fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError>;
-    /// Newest first, without the recorded CSVs (`csv_redacted` is empty).
+    /// Newest first, without the recorded CSVs (`csv` is empty).
     fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError>;
     fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError>;
     /// Adds devices to the inventory (existing ids get the new model).

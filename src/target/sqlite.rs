@@ -6,7 +6,7 @@
 
 use super::{
     AppliedRevision, ApplyReport, ApplyRequest, HistoryRecord, LockGuard, LockHolder, Progress,
-    Target, TargetError,
+    RecordedCsv, Target, TargetError,
 };
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
@@ -134,6 +134,11 @@ const HISTORY_COLUMNS: &str = "id, time, local_user, git_author, source, commit_
 /// The list leaves the recorded CSVs out; `history_entry` reads one.
 const HISTORY_LIST_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, \
      summary, outcome, '', NULL";
+
+/// The page cache of a connection while it applies (`PRAGMA cache_size`, negative
+/// for KiB): allocated only as pages are used, and big enough to hold what an
+/// apply of a million-row directory dirties.
+const APPLY_CACHE_KIB: i64 = -1_048_576;
 
 /// How many actions pass between two `Progress::Step` reports.
 const STEP_EVERY: usize = 1000;
@@ -608,58 +613,15 @@ impl Target for SqliteTarget {
     ) -> Result<ApplyReport, TargetError> {
         self.ensure_writable()?;
         let context = || format!("cannot apply to {}", self.path.display());
-        // IMMEDIATE takes the write lock now, so the serial cannot change between
-        // the check and the writes.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // Dirty pages that spill out of the cache mid-transaction are written to
+        // the WAL twice; a big apply keeps them in memory until the commit.
+        self.conn
+            .pragma_update(None, "cache_size", APPLY_CACHE_KIB)
             .map_err(|e| sqlite_error(context(), e))?;
-        let current = read_serial(&tx).map_err(|e| sqlite_error(context(), e))?;
-        if current != request.expected_serial {
-            return Err(TargetError::Stale {
-                planned: request.expected_serial,
-                current,
-            });
-        }
-        progress(Progress::Started {
-            total: request.actions.len(),
-        });
-        Applier {
-            conn: &tx,
-            request: &request,
-            progress,
-            done: 0,
-        }
-        .run()?;
-        progress(Progress::Step {
-            done: request.actions.len(),
-            total: request.actions.len(),
-            step: "recording row digests".into(),
-        });
-        let digests = || -> rusqlite::Result<()> {
-            let mut stmt =
-                tx.prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
-            for (number, digest) in request.digests {
-                // Stored as the bits of a u64.
-                stmt.execute(params![number.as_str(), *digest as i64])?;
-            }
-            Ok(())
-        };
-        digests().map_err(|e| sqlite_error(context(), e))?;
-        progress(Progress::Committing);
-        let finish = || -> rusqlite::Result<ApplyReport> {
-            let serial = read_serial(&tx)?;
-            let history_id = insert_history(&tx, &request.record)?;
-            let record = &request.record;
-            set_meta(&tx, "last_commit", &record.commit)?;
-            set_meta(&tx, "last_blob", &record.blob)?;
-            set_meta(&tx, "last_serial", &serial)?;
-            set_meta(&tx, "last_history_id", &history_id)?;
-            Ok(ApplyReport { history_id, serial })
-        };
-        let report = finish().map_err(|e| sqlite_error(context(), e))?;
-        tx.commit().map_err(|e| sqlite_error(context(), e))?;
-        Ok(report)
+        let result = apply_in_transaction(&mut self.conn, request, progress, &context);
+        // Back to the cache of readers; a failure here changes no data.
+        let _ = tune(&self.conn);
+        result
     }
 
     fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError> {
@@ -774,6 +736,123 @@ impl Drop for SqliteLock {
 
 /// The holder a locked lock file names. The holder writes it right after locking,
 /// so an empty or partial file is retried briefly.
+/// `Target::apply` on a connection set up for it.
+fn apply_in_transaction(
+    conn: &mut Connection,
+    request: ApplyRequest<'_>,
+    progress: &mut dyn FnMut(Progress),
+    context: &dyn Fn() -> String,
+) -> Result<ApplyReport, TargetError> {
+    // IMMEDIATE takes the write lock now, so the serial cannot change between the
+    // check and the writes.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sqlite_error(context(), e))?;
+    let current = read_serial(&tx).map_err(|e| sqlite_error(context(), e))?;
+    if current != request.expected_serial {
+        return Err(TargetError::Stale {
+            planned: request.expected_serial,
+            current,
+        });
+    }
+    progress(Progress::Started {
+        total: request.actions.len(),
+    });
+    {
+        let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
+        Applier {
+            conn: &tx,
+            request: &request,
+            progress,
+            done: 0,
+        }
+        .run()?;
+        progress(Progress::Step {
+            done: request.actions.len(),
+            total: request.actions.len(),
+            step: "recording row digests".into(),
+        });
+        let digests = || -> rusqlite::Result<()> {
+            let mut stmt =
+                tx.prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
+            for (number, digest) in request.digests {
+                // Stored as the bits of a u64.
+                stmt.execute(params![number.as_str(), *digest as i64])?;
+            }
+            // What the serial triggers do for every written row, once.
+            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])?;
+            triggers.restore(&tx)
+        };
+        digests().map_err(|e| sqlite_error(context(), e))?;
+    }
+    progress(Progress::Committing);
+    let record = (request.record)();
+    let finish = || -> rusqlite::Result<ApplyReport> {
+        let serial = read_serial(&tx)?;
+        let history_id = insert_history(&tx, &record)?;
+        set_meta(&tx, "last_commit", &record.commit)?;
+        set_meta(&tx, "last_blob", &record.blob)?;
+        set_meta(&tx, "last_serial", &serial)?;
+        set_meta(&tx, "last_history_id", &history_id)?;
+        Ok(ApplyReport { history_id, serial })
+    };
+    let report = finish().map_err(|e| sqlite_error(context(), e))?;
+    tx.commit().map_err(|e| sqlite_error(context(), e))?;
+    Ok(report)
+}
+
+/// The triggers of pbxsync's schema. They keep the serial and the row digests
+/// right whatever writes to the file; an apply drops them for the length of its
+/// transaction and does their work itself (one serial bump, and its statements
+/// clear the digests the triggers would), which saves a statement for every row
+/// it writes. Triggers that others added stay in force.
+const OWN_TRIGGERS: [&str; 14] = [
+    "users_insert_serial",
+    "users_update_serial",
+    "users_delete_serial",
+    "extensions_insert_serial",
+    "extensions_update_serial",
+    "extensions_delete_serial",
+    "devices_insert_serial",
+    "devices_update_serial",
+    "devices_delete_serial",
+    "licenses_insert_serial",
+    "licenses_update_serial",
+    "licenses_delete_serial",
+    "extensions_digest_stale",
+    "users_digest_stale",
+];
+
+/// The definitions of pbxsync's triggers, dropped inside a transaction until
+/// `restore` creates them again (a rollback brings them back too).
+struct SuspendedTriggers(Vec<String>);
+
+impl SuspendedTriggers {
+    fn drop_in(tx: &Connection) -> rusqlite::Result<SuspendedTriggers> {
+        let mut stmt = tx.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'")?;
+        let triggers = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut definitions = Vec::new();
+        for (name, sql) in triggers {
+            if OWN_TRIGGERS.contains(&name.as_str()) {
+                tx.execute_batch(&format!("DROP TRIGGER \"{name}\""))?;
+                definitions.push(sql);
+            }
+        }
+        Ok(SuspendedTriggers(definitions))
+    }
+
+    fn restore(self, tx: &Connection) -> rusqlite::Result<()> {
+        for sql in self.0 {
+            tx.execute_batch(&sql)?;
+        }
+        Ok(())
+    }
+}
+
 fn read_holder(file: &File) -> LockHolder {
     for attempt in 0..5 {
         let mut text = String::new();
@@ -803,7 +882,9 @@ fn read_holder(file: &File) -> LockHolder {
     }
 }
 
-/// Carries out the actions of one apply inside its transaction.
+/// Carries out the actions of one apply inside its transaction, without
+/// pbxsync's triggers: every statement that changes an extension clears its row
+/// digest itself.
 ///
 /// `extensions.device` is UNIQUE, so the actions run in phases that never let two
 /// extensions hold a device at once, whatever their order in the plan: devices
@@ -1012,10 +1093,17 @@ impl<'a> Applier<'a, '_, '_> {
              password_hash = coalesce(?7, password_hash) WHERE username = ?1",
         )?;
         let [first, last, email, im, mobile] = fields;
-        match stmt.execute(params![username, first, last, email, im, mobile, password])? {
-            0 => Err(Reason(format!("user {username} does not exist"))),
-            _ => Ok(()),
+        if stmt.execute(params![username, first, last, email, im, mobile, password])? == 0 {
+            return Err(Reason(format!("user {username} does not exist")));
         }
+        // The rows last applied to the user's extensions no longer describe it
+        // (the users_digest_stale trigger, dropped during an apply).
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE extensions SET row_digest = NULL WHERE row_digest IS NOT NULL \
+             AND user_id = (SELECT id FROM users WHERE username = ?1)",
+        )?;
+        stmt.execute([username])?;
+        Ok(())
     }
 
     /// The user fields that `changes` sets (by `USER_COLUMNS`), and the password
@@ -1053,7 +1141,8 @@ impl<'a> Applier<'a, '_, '_> {
     fn release(&self, extension: &str) -> Outcome {
         // Only rows that hold a device, so unaffected rows do not bump the serial.
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET device = NULL WHERE number = ?1 AND device IS NOT NULL",
+            "UPDATE extensions SET device = NULL, row_digest = NULL \
+             WHERE number = ?1 AND device IS NOT NULL",
         )?;
         stmt.execute([extension])?;
         Ok(())
@@ -1111,15 +1200,16 @@ impl<'a> Applier<'a, '_, '_> {
         // of an update: the owner rarely changes, and the release phase already
         // cleared the device.
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET user_id = ?2 WHERE number = ?1 AND user_id IS NOT ?2",
+            "UPDATE extensions SET user_id = ?2, row_digest = NULL \
+             WHERE number = ?1 AND user_id IS NOT ?2",
         )?;
         stmt.execute(params![extension, user_id])?;
         let sql = if device.is_some() {
             "UPDATE extensions SET kind = ?2, description = coalesce(?3, description), \
-             device = ?4 WHERE number = ?1"
+             device = ?4, row_digest = NULL WHERE number = ?1"
         } else {
-            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description) \
-             WHERE number = ?1"
+            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description), \
+             row_digest = NULL WHERE number = ?1"
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let kind = kind.as_str();
@@ -1136,9 +1226,10 @@ impl<'a> Applier<'a, '_, '_> {
     }
 
     fn give_up_device(&self, extension: &str, becomes: ExtensionKind) -> Outcome {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE extensions SET kind = ?2, device = NULL WHERE number = ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE extensions SET kind = ?2, device = NULL, row_digest = NULL \
+                 WHERE number = ?1",
+        )?;
         match stmt.execute([extension, becomes.as_str()])? {
             0 => Err(Reason(format!("extension {extension} does not exist"))),
             _ => Ok(()),
@@ -1147,7 +1238,8 @@ impl<'a> Applier<'a, '_, '_> {
 
     fn take_device(&self, extension: &str, device: &Text) -> Outcome {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET kind = 'device', device = ?2 WHERE number = ?1",
+            "UPDATE extensions SET kind = 'device', device = ?2, row_digest = NULL \
+             WHERE number = ?1",
         )?;
         let updated = stmt
             .execute([extension, device.as_str()])
@@ -1404,7 +1496,7 @@ fn insert_history(conn: &Connection, record: &HistoryRecord) -> rusqlite::Result
         record.blob,
         summary,
         record.outcome,
-        lz4_flex::compress_prepend_size(record.csv_redacted.as_bytes())
+        record.csv.lz4()
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -1422,13 +1514,10 @@ fn history_row(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
         // Kept readable even if something else wrote a summary that is not JSON.
         summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::String(summary)),
         outcome: row.get(8)?,
-        csv_redacted: match row.get_ref(10)?.as_blob_or_null()? {
+        csv: match row.get_ref(10)?.as_blob_or_null()? {
             // Entries written before the CSV was compressed keep it as text.
-            None => row.get(9)?,
-            Some(lz4) => lz4_flex::decompress_size_prepended(lz4)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .unwrap_or_default(),
+            None => RecordedCsv::new(row.get_ref(9)?.as_str()?),
+            Some(lz4) => RecordedCsv::from_lz4(lz4.to_vec()),
         },
     })
 }
@@ -1557,7 +1646,7 @@ mod tests {
             blob: "b10b".into(),
             summary: serde_json::to_value(Summary::of(actions)).unwrap(),
             outcome: "applied".into(),
-            csv_redacted: "Extension,Password\n1001,\n".into(),
+            csv: RecordedCsv::new("Extension,Password\n1001,\n"),
         }
     }
 
@@ -1573,7 +1662,7 @@ mod tests {
             actions: &actions,
             expected_serial,
             password_hashes: hashes,
-            record: record(&actions),
+            record: Box::new(|| record(&actions)),
         };
         target.apply(request, &mut |_| {})
     }
@@ -1933,7 +2022,7 @@ mod tests {
             actions: &actions,
             expected_serial: before.1,
             password_hashes: &HashMap::new(),
-            record: record(&actions),
+            record: Box::new(|| record(&actions)),
         };
         let err = target.apply(request, &mut |p| events.push(p)).unwrap_err();
         match &err {
@@ -1971,7 +2060,7 @@ mod tests {
             actions: &actions,
             expected_serial: 0,
             password_hashes: &HashMap::new(),
-            record: record(&actions),
+            record: Box::new(|| record(&actions)),
         };
         target.apply(request, &mut |p| events.push(p)).unwrap();
         assert_eq!(events.first(), Some(&Progress::Started { total: 2500 }));
@@ -2001,7 +2090,7 @@ mod tests {
             actions: &actions,
             expected_serial: planned_serial,
             password_hashes: &HashMap::new(),
-            record: record(&actions),
+            record: Box::new(|| record(&actions)),
         };
         let err = target.apply(request, &mut |_| {}).unwrap_err();
         assert!(
@@ -2013,6 +2102,120 @@ mod tests {
         // Writing history and meta does not count as a change.
         target.record_failure(&record(&[])).unwrap();
         assert_eq!(target.serial().unwrap(), now);
+    }
+
+    #[test]
+    fn an_apply_keeps_the_triggers_for_the_writes_of_others() {
+        let (dir, mut target) = seeded();
+        let triggers = |conn: &Connection| -> Vec<(String, String)> {
+            conn.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        let own = triggers(&other);
+        let mut names: Vec<&str> = own.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        let mut expected = OWN_TRIGGERS.to_vec();
+        expected.sort();
+        assert_eq!(
+            names, expected,
+            "OWN_TRIGGERS names every trigger of the schema"
+        );
+
+        let before = target.serial().unwrap();
+        let actions = vec![
+            planned(create_user("dave", "Dave")),
+            planned(add_extension("dave", "1500", None)),
+        ];
+        let digests = [(t("1500"), 42u64)];
+        let request = ApplyRequest {
+            digests: &digests,
+            actions: &actions,
+            expected_serial: before,
+            password_hashes: &HashMap::new(),
+            record: Box::new(|| record(&actions)),
+        };
+        target.apply(request, &mut |_| {}).unwrap();
+        let applied = target.serial().unwrap();
+        assert!(applied > before, "an apply bumps the serial");
+        assert_eq!(triggers(&other), own, "the same triggers after the apply");
+        let digest = |conn: &Connection| -> Option<i64> {
+            conn.query_row(
+                "SELECT row_digest FROM extensions WHERE number = '1500'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(digest(&other), Some(42));
+
+        // A write by something else still counts and still makes the digest stale.
+        other
+            .execute(
+                "UPDATE users SET first_name = 'David' WHERE username = 'dave'",
+                [],
+            )
+            .unwrap();
+        assert!(target.serial().unwrap() > applied);
+        assert_eq!(digest(&other), None);
+    }
+
+    #[test]
+    fn writes_of_an_apply_make_the_digests_they_touch_stale() {
+        let (dir, mut target) = seeded();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        let digests = [(t("1001"), 1u64), (t("1002"), 2u64), (t("1003"), 3u64)];
+        let serial = target.serial().unwrap();
+        let request = ApplyRequest {
+            digests: &digests,
+            actions: &[],
+            expected_serial: serial,
+            password_hashes: &HashMap::new(),
+            record: Box::new(|| record(&[])),
+        };
+        target.apply(request, &mut |_| {}).unwrap();
+        // Alice changes (a user field), bob's extension changes, carol's row stays.
+        let actions = vec![
+            planned(Action::UpdateUser {
+                username: t("alice"),
+                changes: vec![Change::new("email", None, "alice@example.com")],
+            }),
+            planned(Action::UpdateExtension {
+                username: t("bob"),
+                extension: t("1002"),
+                kind: ExtensionKind::Virtual,
+                device: None,
+                changes: vec![],
+            }),
+        ];
+        let serial = target.serial().unwrap();
+        let request = ApplyRequest {
+            digests: &[],
+            actions: &actions,
+            expected_serial: serial,
+            password_hashes: &HashMap::new(),
+            record: Box::new(|| record(&actions)),
+        };
+        target.apply(request, &mut |_| {}).unwrap();
+        let stored: Vec<(String, Option<i64>)> = conn
+            .prepare("SELECT number, row_digest FROM extensions ORDER BY number")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            [
+                ("1001".to_string(), None),
+                ("1002".to_string(), None),
+                ("1003".to_string(), Some(3))
+            ]
+        );
     }
 
     #[test]
@@ -2207,7 +2410,8 @@ mod tests {
         assert_eq!(target.load().unwrap().users.len(), 1);
         let old = target.history_entry(1).unwrap().unwrap();
         assert_eq!(
-            old.csv_redacted, "Extension\n1001\n",
+            old.csv.text(),
+            "Extension\n1001\n",
             "old entries keep their CSV"
         );
         let (index, _) = target.load_index().unwrap();
@@ -2226,12 +2430,12 @@ mod tests {
         assert_eq!(history[0].outcome, "failed: stale");
         assert_eq!(history[1].summary["create_user"], 3);
         // The list leaves the CSV out; the entry has it, compressed and back.
-        assert_eq!(history[0].csv_redacted, "");
+        assert_eq!(history[0].csv, RecordedCsv::default());
         let entry = target.history_entry(id).unwrap().unwrap();
-        assert_eq!(entry.csv_redacted, failure.csv_redacted);
+        assert_eq!(entry.csv, failure.csv);
         assert_eq!(
             HistoryRecord {
-                csv_redacted: String::new(),
+                csv: RecordedCsv::default(),
                 ..entry
             },
             history[0]
