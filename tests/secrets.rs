@@ -56,7 +56,7 @@ fn no_output_contains_a_password_a_hash_or_a_sip_secret() {
     outputs.push(("saved plan".into(), t.read("p.json")));
 
     let sip = t.sql("SELECT sip_secret FROM extensions");
-    let hashes = t.sql("SELECT password_hash FROM users");
+    let hashes = t.sql("SELECT hash FROM passwords");
     assert_eq!(sip.len(), 3);
     assert!(
         sip.iter()

@@ -91,7 +91,9 @@ pub enum Action {
         device: Option<Text>,
         changes: Vec<Change>,
     },
-    /// `kind` and `device` are the values after the change.
+    /// `kind` and `device` are the values after the change; `changes` names every
+    /// field that changes (a device that arrives by a `ReassignDevice` is that
+    /// action's), and a target writes the device only when it is among them.
     UpdateExtension {
         username: Text,
         extension: Text,

@@ -16,7 +16,8 @@ use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -126,7 +127,28 @@ BEGIN UPDATE extensions SET row_digest = NULL WHERE user_id = NEW.id AND row_dig
 -- users makes a CSV of over 100 MB, recorded with every apply.
 ALTER TABLE history ADD COLUMN csv_lz4 BLOB;
 "#,
+    r#"
+-- Password hashes apart from the user rows, which they made twice as long: an
+-- update of a user, and a plan that reads one, touch half as many pages.
+CREATE TABLE passwords (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    hash TEXT NOT NULL
+);
+INSERT INTO passwords (user_id, hash)
+    SELECT id, password_hash FROM users WHERE password_hash IS NOT NULL;
+ALTER TABLE users DROP COLUMN password_hash;
+CREATE TRIGGER passwords_insert_serial AFTER INSERT ON passwords
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER passwords_update_serial AFTER UPDATE ON passwords
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER passwords_delete_serial AFTER DELETE ON passwords
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+"#,
 ];
+
+/// The migration after which a file that holds users is compacted (`VACUUM`):
+/// it shortened every user row, which leaves the pages half empty.
+const COMPACTING_MIGRATION: i64 = 4;
 
 const HISTORY_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, summary, \
      outcome, csv_redacted, csv_lz4";
@@ -314,6 +336,7 @@ impl SqliteTarget {
 
     fn migrate(&mut self) -> Result<(), TargetError> {
         let known = MIGRATIONS.len() as i64;
+        let mut compact = false;
         // Only an outdated file takes the write lock: opening must not wait for
         // an apply that is running.
         while self.schema_version()? < known {
@@ -333,18 +356,28 @@ impl SqliteTarget {
                 return Ok(());
             };
             let next = version + 1;
+            if next == COMPACTING_MIGRATION {
+                compact |= tx
+                    .query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| {
+                        r.get::<_, bool>(0)
+                    })
+                    .map_err(|e| sqlite_error(context, e))?;
+            }
             tx.execute_batch(batch)
                 .and_then(|()| tx.pragma_update(None, "user_version", next))
                 .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
                 .and_then(|()| tx.commit())
                 .map_err(|e| sqlite_error(format!("{context} to version {next}"), e))?;
         }
+        if compact {
+            // Only makes the file smaller and faster: a busy file stays as it is.
+            let _ = self.conn.execute_batch("VACUUM");
+        }
         Ok(())
     }
 
-    /// Reads the extensions on the second connection while this one reads the
-    /// rest; `None` when the two read transactions did not see the same state.
-    fn load_in_parallel(&mut self) -> rusqlite::Result<Option<Directory>> {
+    /// Both connections: the main one, and the reader, opened on first use.
+    fn connections(&mut self) -> rusqlite::Result<(&mut Connection, &mut Connection)> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
             slot => {
@@ -352,10 +385,17 @@ impl SqliteTarget {
                 let reader = Connection::open_with_flags(&self.path, flags)?;
                 reader.busy_timeout(Duration::from_secs(5))?;
                 tune(&reader)?;
+                rusqlite::vtab::array::load_module(&reader)?;
                 slot.insert(reader)
             }
         };
-        let conn = &mut self.conn;
+        Ok((&mut self.conn, reader))
+    }
+
+    /// Reads the extensions on the second connection while this one reads the
+    /// rest; `None` when the two read transactions did not see the same state.
+    fn load_in_parallel(&mut self) -> rusqlite::Result<Option<Directory>> {
+        let (conn, reader) = self.connections()?;
         // Each side sorts its lists as `Directory::sort` would.
         let (mine, theirs) = std::thread::scope(|scope| {
             let theirs = scope.spawn(move || -> rusqlite::Result<(i64, Vec<Extension>)> {
@@ -383,6 +423,40 @@ impl SqliteTarget {
         let (their_serial, extensions) = theirs?;
         // Every write to these tables bumps the serial, so equal serials mean
         // both snapshots hold the same directory.
+        if serial != their_serial {
+            return Ok(None);
+        }
+        Ok(Some(Directory {
+            users,
+            extensions,
+            devices,
+            licenses,
+        }))
+    }
+
+    /// `load_subset` on both connections at once (users and devices on one,
+    /// extensions on the other); `None` when a write landed between them.
+    fn load_subset_in_parallel(
+        &mut self,
+        keys: &super::Keys,
+    ) -> rusqlite::Result<Option<Directory>> {
+        let (conn, reader) = self.connections()?;
+        let (mine, theirs) = std::thread::scope(|scope| {
+            let theirs = scope.spawn(move || {
+                let tx = reader.transaction()?;
+                read_subset_extensions(&tx, keys)
+            });
+            let mine = conn
+                .transaction()
+                .and_then(|tx| read_subset_users(&tx, keys));
+            let theirs = theirs
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (mine, theirs)
+        });
+        let (serial, users, devices, licenses) = mine?;
+        let (their_serial, extensions) = theirs?;
+        // As in `load_in_parallel`.
         if serial != their_serial {
             return Ok(None);
         }
@@ -475,70 +549,37 @@ impl Target for SqliteTarget {
     }
 
     fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, TargetError> {
-        let array = |list: &[Text]| -> rusqlite::vtab::array::Array {
-            std::rc::Rc::new(
-                list.iter()
-                    .map(|k| rusqlite::types::Value::Text(k.to_string()))
-                    .collect(),
-            )
-        };
-        let read = || -> rusqlite::Result<Directory> {
-            let tx = self.conn.unchecked_transaction()?;
-            let mut users = Vec::new();
-            let mut stmt = tx.prepare_cached(
-                "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile \
-                 FROM rarray(?1) AS k JOIN users AS u ON u.username = k.value",
-            )?;
-            let mut rows = stmt.query([array(&keys.users)])?;
-            while let Some(row) = rows.next()? {
-                users.push(User {
-                    username: text(row, 0)?,
-                    fields: [
-                        text(row, 1)?,
-                        text(row, 2)?,
-                        text(row, 3)?,
-                        text(row, 4)?,
-                        text(row, 5)?,
-                    ],
-                });
+        let path = self.path.display().to_string();
+        let context = || format!("cannot read {path}");
+        let mut subset = None;
+        for _ in 0..3 {
+            subset = self
+                .load_subset_in_parallel(keys)
+                .map_err(|e| sqlite_error(context(), e))?;
+            if subset.is_some() {
+                break;
             }
-            drop(rows);
-            // One indexed lookup per key (the keys drive the join).
-            let mut extensions = Vec::new();
-            for (column, list) in [("number", &keys.extensions), ("device", &keys.devices)] {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT e.number, u.username, e.kind, e.device, e.description \
-                     FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
-                     JOIN users AS u ON u.id = e.user_id"
-                ))?;
-                let mut rows = stmt.query([array(list)])?;
-                while let Some(row) = rows.next()? {
-                    extensions.push(extension_row(row)?);
+        }
+        let mut dir = match subset {
+            Some(dir) => dir,
+            // Writes kept landing between the two snapshots: read all in one.
+            None => {
+                let tx = self
+                    .conn
+                    .unchecked_transaction()
+                    .map_err(|e| sqlite_error(context(), e))?;
+                let (_, users, devices, licenses) =
+                    read_subset_users(&tx, keys).map_err(|e| sqlite_error(context(), e))?;
+                let (_, extensions) =
+                    read_subset_extensions(&tx, keys).map_err(|e| sqlite_error(context(), e))?;
+                Directory {
+                    users,
+                    extensions,
+                    devices,
+                    licenses,
                 }
             }
-            extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
-            extensions.dedup_by(|a, b| a.number == b.number);
-            let mut devices = Vec::new();
-            let mut stmt =
-                tx.prepare_cached("SELECT id, model FROM devices WHERE id IN rarray(?1)")?;
-            let mut rows = stmt.query([array(&keys.devices)])?;
-            while let Some(row) = rows.next()? {
-                devices.push(Device {
-                    id: text(row, 0)?,
-                    model: text(row, 1)?,
-                });
-            }
-            drop(rows);
-            let licenses = read_licenses(&tx)?;
-            Ok(Directory {
-                users,
-                extensions,
-                devices,
-                licenses,
-            })
         };
-        let mut dir =
-            read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
         dir.sort();
         Ok(dir)
     }
@@ -758,33 +799,12 @@ fn apply_in_transaction(
     progress(Progress::Started {
         total: request.actions.len(),
     });
-    {
-        let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
-        Applier {
-            conn: &tx,
-            request: &request,
-            progress,
-            done: 0,
-        }
-        .run()?;
-        progress(Progress::Step {
-            done: request.actions.len(),
-            total: request.actions.len(),
-            step: "recording row digests".into(),
-        });
-        let digests = || -> rusqlite::Result<()> {
-            let mut stmt =
-                tx.prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
-            for (number, digest) in request.digests {
-                // Stored as the bits of a u64.
-                stmt.execute(params![number.as_str(), *digest as i64])?;
-            }
-            // What the serial triggers do for every written row, once.
-            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])?;
-            triggers.restore(&tx)
-        };
-        digests().map_err(|e| sqlite_error(context(), e))?;
-    }
+    let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
+    Applier::new(&tx, &request, progress).run()?;
+    // What the serial triggers do for every written row, once.
+    tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])
+        .and_then(|_| triggers.restore(&tx))
+        .map_err(|e| sqlite_error(context(), e))?;
     progress(Progress::Committing);
     let record = (request.record)();
     let finish = || -> rusqlite::Result<ApplyReport> {
@@ -806,7 +826,7 @@ fn apply_in_transaction(
 /// transaction and does their work itself (one serial bump, and its statements
 /// clear the digests the triggers would), which saves a statement for every row
 /// it writes. Triggers that others added stay in force.
-const OWN_TRIGGERS: [&str; 14] = [
+const OWN_TRIGGERS: [&str; 17] = [
     "users_insert_serial",
     "users_update_serial",
     "users_delete_serial",
@@ -819,6 +839,9 @@ const OWN_TRIGGERS: [&str; 14] = [
     "licenses_insert_serial",
     "licenses_update_serial",
     "licenses_delete_serial",
+    "passwords_insert_serial",
+    "passwords_update_serial",
+    "passwords_delete_serial",
     "extensions_digest_stale",
     "users_digest_stale",
 ];
@@ -883,19 +906,27 @@ fn read_holder(file: &File) -> LockHolder {
 }
 
 /// Carries out the actions of one apply inside its transaction, without
-/// pbxsync's triggers: every statement that changes an extension clears its row
-/// digest itself.
+/// pbxsync's triggers: every statement that changes an extension sets its row
+/// digest itself (the one of the request, or NULL), and an update of a user
+/// clears the digests of all its extensions first.
 ///
 /// `extensions.device` is UNIQUE, so the actions run in phases that never let two
 /// extensions hold a device at once, whatever their order in the plan: devices
-/// and users first; then every updated or reassigned extension lets go of its
-/// device; then removed extensions go; then extensions get their final state;
-/// removed users go last, once no extension refers to them.
+/// and users first; then every extension whose device changes or is reassigned
+/// lets go of it; then removed extensions go; then extensions get their final
+/// state; removed users go last, once no extension refers to them. Digests that
+/// no statement wrote are recorded at the end.
 struct Applier<'a, 'r, 'p> {
     conn: &'a Connection,
     request: &'a ApplyRequest<'r>,
     progress: &'p mut dyn FnMut(Progress),
     done: usize,
+    /// The digest each extension of the request ends up with.
+    digests: HashMap<&'r str, u64>,
+    /// Extensions whose digest a statement wrote.
+    written: RefCell<HashSet<Text>>,
+    /// User ids by username, as created or looked up.
+    user_ids: RefCell<HashMap<Text, i64>>,
 }
 
 /// Why an action failed, for people.
@@ -912,11 +943,37 @@ impl From<rusqlite::Error> for Reason {
 
 type Outcome = Result<(), Reason>;
 
-impl<'a> Applier<'a, '_, '_> {
+/// Whether `changes` changes `field`.
+fn changes_field(changes: &[Change], field: &str) -> bool {
+    changes.iter().any(|c| c.field == field)
+}
+
+impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
+    fn new(
+        conn: &'a Connection,
+        request: &'a ApplyRequest<'r>,
+        progress: &'p mut dyn FnMut(Progress),
+    ) -> Applier<'a, 'r, 'p> {
+        Applier {
+            conn,
+            request,
+            progress,
+            done: 0,
+            digests: request
+                .digests
+                .iter()
+                .map(|(number, digest)| (number.as_str(), *digest))
+                .collect(),
+            written: RefCell::default(),
+            user_ids: RefCell::default(),
+        }
+    }
+
     fn run(&mut self) -> Result<(), TargetError> {
         let actions = self.request.actions;
 
         self.phase("creating devices and users");
+        let mut updated_users = Vec::new();
         for (i, planned) in actions.iter().enumerate() {
             match &planned.action {
                 Action::CreateDevice { device, model } => {
@@ -926,20 +983,25 @@ impl<'a> Applier<'a, '_, '_> {
                     self.finish(i, self.create_user(username, changes))?
                 }
                 Action::UpdateUser { username, changes } => {
-                    self.finish(i, self.update_user(username, changes))?
+                    let outcome = self.update_user(username, changes).map(|id| {
+                        updated_users.push(id);
+                    });
+                    self.finish(i, outcome)?
                 }
                 _ => {}
             }
         }
+        self.clear_digests_of(updated_users)
+            .map_err(|e| sqlite_error("cannot clear the row digests of updated users", e))?;
 
         // Removed extensions are deleted before any device is handed out, so they
         // need no release of their own.
         self.phase("releasing devices");
         for (i, planned) in actions.iter().enumerate() {
             match &planned.action {
-                Action::UpdateExtension { extension, .. } => {
-                    self.check(i, self.release(extension))?
-                }
+                Action::UpdateExtension {
+                    extension, changes, ..
+                } if changes_field(changes, "device") => self.check(i, self.release(extension))?,
                 Action::ReassignDevice {
                     from_extension,
                     to_extension,
@@ -1028,7 +1090,14 @@ impl<'a> Applier<'a, '_, '_> {
                 self.finish(i, self.remove_user(username))?;
             }
         }
-        Ok(())
+
+        (self.progress)(Progress::Step {
+            done: self.done,
+            total: actions.len(),
+            step: "recording row digests".into(),
+        });
+        self.record_other_digests()
+            .map_err(|e| sqlite_error("cannot record the row digests", e))
     }
 
     fn phase(&mut self, step: &str) {
@@ -1062,6 +1131,51 @@ impl<'a> Applier<'a, '_, '_> {
         Ok(())
     }
 
+    /// The digest a statement writing `extension` stores (as the bits of a u64),
+    /// noting that it was written.
+    fn digest(&self, extension: &str) -> Option<i64> {
+        let digest = self.digests.get(extension)?;
+        self.written.borrow_mut().insert(Text::from(extension));
+        Some(*digest as i64)
+    }
+
+    /// The rows last applied to the extensions of an updated user no longer
+    /// describe it (what the users_digest_stale trigger does, for all at once).
+    fn clear_digests_of(&self, mut user_ids: Vec<i64>) -> rusqlite::Result<()> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        user_ids.sort_unstable();
+        let ids: rusqlite::vtab::array::Array = std::rc::Rc::new(
+            user_ids
+                .into_iter()
+                .map(rusqlite::types::Value::Integer)
+                .collect(),
+        );
+        self.conn
+            .prepare_cached(
+                "UPDATE extensions SET row_digest = NULL \
+                 WHERE user_id IN rarray(?1) AND row_digest IS NOT NULL",
+            )?
+            .execute([ids])
+            .map(drop)
+    }
+
+    /// The digests of the request that no statement wrote: rows whose extension
+    /// did not change, of users that did.
+    fn record_other_digests(&self) -> rusqlite::Result<()> {
+        let written = self.written.borrow();
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
+        for (number, digest) in self.request.digests {
+            if !written.contains(number) {
+                stmt.execute(params![number.as_str(), *digest as i64])?;
+            }
+        }
+        Ok(())
+    }
+
     fn create_device(&self, device: &str, model: &str) -> Outcome {
         let mut stmt = self
             .conn
@@ -1071,39 +1185,48 @@ impl<'a> Applier<'a, '_, '_> {
         Ok(())
     }
 
-    fn create_user(&self, username: &str, changes: &[Change]) -> Outcome {
+    fn create_user(&self, username: &Text, changes: &[Change]) -> Outcome {
         let (fields, password) = self.user_changes(username, changes)?;
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO users (username, first_name, last_name, email, im, mobile, password_hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO users (username, first_name, last_name, email, im, mobile) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let [first, last, email, im, mobile] = fields.map(|f| f.unwrap_or(""));
-        stmt.execute(params![username, first, last, email, im, mobile, password])
+        stmt.execute(params![username.as_str(), first, last, email, im, mobile])
             .map_err(|e| unique_reason(e, || format!("user {username} already exists")))?;
+        let id = self.conn.last_insert_rowid();
+        self.user_ids.borrow_mut().insert(username.clone(), id);
+        if let Some(hash) = password {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO passwords (user_id, hash) VALUES (?1, ?2)")?;
+            stmt.execute(params![id, hash])?;
+        }
         Ok(())
     }
 
-    fn update_user(&self, username: &str, changes: &[Change]) -> Outcome {
+    /// Updates a user; its id.
+    fn update_user(&self, username: &Text, changes: &[Change]) -> Result<i64, Reason> {
         let (fields, password) = self.user_changes(username, changes)?;
-        // NULL keeps a field as it is, so one statement serves every set of changes.
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE users SET first_name = coalesce(?2, first_name), \
-             last_name = coalesce(?3, last_name), email = coalesce(?4, email), \
-             im = coalesce(?5, im), mobile = coalesce(?6, mobile), \
-             password_hash = coalesce(?7, password_hash) WHERE username = ?1",
-        )?;
-        let [first, last, email, im, mobile] = fields;
-        if stmt.execute(params![username, first, last, email, im, mobile, password])? == 0 {
-            return Err(Reason(format!("user {username} does not exist")));
+        let user_id = self.user_id(username)?;
+        if let Some(hash) = password {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO passwords (user_id, hash) VALUES (?1, ?2) \
+                 ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash",
+            )?;
+            stmt.execute(params![user_id, hash])?;
         }
-        // The rows last applied to the user's extensions no longer describe it
-        // (the users_digest_stale trigger, dropped during an apply).
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET row_digest = NULL WHERE row_digest IS NOT NULL \
-             AND user_id = (SELECT id FROM users WHERE username = ?1)",
-        )?;
-        stmt.execute([username])?;
-        Ok(())
+        if fields.iter().any(Option::is_some) {
+            // NULL keeps a field as it is, so one statement serves every set of changes.
+            let mut stmt = self.conn.prepare_cached(
+                "UPDATE users SET first_name = coalesce(?2, first_name), \
+                 last_name = coalesce(?3, last_name), email = coalesce(?4, email), \
+                 im = coalesce(?5, im), mobile = coalesce(?6, mobile) WHERE id = ?1",
+            )?;
+            let [first, last, email, im, mobile] = fields;
+            stmt.execute(params![user_id, first, last, email, im, mobile])?;
+        }
+        Ok(user_id)
     }
 
     /// The user fields that `changes` sets (by `USER_COLUMNS`), and the password
@@ -1129,17 +1252,23 @@ impl<'a> Applier<'a, '_, '_> {
         Ok((fields, password))
     }
 
-    fn user_id(&self, username: &str) -> Result<i64, Reason> {
+    fn user_id(&self, username: &Text) -> Result<i64, Reason> {
+        if let Some(id) = self.user_ids.borrow().get(username) {
+            return Ok(*id);
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id FROM users WHERE username = ?1")?;
-        stmt.query_row([username], |r| r.get(0))
+        let id = stmt
+            .query_row([username.as_str()], |r| r.get(0))
             .optional()?
-            .ok_or_else(|| Reason(format!("user {username} does not exist")))
+            .ok_or_else(|| Reason(format!("user {username} does not exist")))?;
+        self.user_ids.borrow_mut().insert(username.clone(), id);
+        Ok(id)
     }
 
     fn release(&self, extension: &str) -> Outcome {
-        // Only rows that hold a device, so unaffected rows do not bump the serial.
+        // Only rows that hold a device, so unaffected rows are left alone.
         let mut stmt = self.conn.prepare_cached(
             "UPDATE extensions SET device = NULL, row_digest = NULL \
              WHERE number = ?1 AND device IS NOT NULL",
@@ -1160,7 +1289,7 @@ impl<'a> Applier<'a, '_, '_> {
 
     fn add_extension(
         &self,
-        username: &str,
+        username: &Text,
         extension: &str,
         kind: ExtensionKind,
         device: &Option<Text>,
@@ -1171,8 +1300,9 @@ impl<'a> Applier<'a, '_, '_> {
         let description = Change::value_of(changes, "description").unwrap_or("");
         let secret = sip_secret()?;
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO extensions (number, user_id, kind, device, description, sip_secret) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO extensions \
+             (number, user_id, kind, device, description, sip_secret, row_digest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         stmt.execute(params![
             extension,
@@ -1180,7 +1310,8 @@ impl<'a> Applier<'a, '_, '_> {
             kind.as_str(),
             device.as_deref(),
             description,
-            secret
+            secret,
+            self.digest(extension),
         ])
         .map_err(|e| device_reason(e, extension, device))?;
         Ok(())
@@ -1188,7 +1319,7 @@ impl<'a> Applier<'a, '_, '_> {
 
     fn update_extension(
         &self,
-        username: &str,
+        username: &Text,
         extension: &str,
         kind: ExtensionKind,
         device: &Option<Text>,
@@ -1196,41 +1327,49 @@ impl<'a> Applier<'a, '_, '_> {
     ) -> Outcome {
         check_kind(kind, device)?;
         let user_id = self.user_id(username)?;
-        // Columns left out of SET cost no index or foreign-key work, which is most
-        // of an update: the owner rarely changes, and the release phase already
-        // cleared the device.
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET user_id = ?2, row_digest = NULL \
-             WHERE number = ?1 AND user_id IS NOT ?2",
-        )?;
-        stmt.execute(params![extension, user_id])?;
-        let sql = if device.is_some() {
-            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description), \
-             device = ?4, row_digest = NULL WHERE number = ?1"
+        // Columns left out of SET cost no index or foreign-key work: the device
+        // is set only when it changes to another (the release phase cleared it).
+        // The owner never changes: a plan refuses that.
+        let new_device = device
+            .as_deref()
+            .filter(|_| changes_field(changes, "device"));
+        let sql = if new_device.is_some() {
+            "UPDATE extensions SET kind = ?3, description = coalesce(?4, description), \
+             row_digest = ?5, device = ?6 WHERE number = ?1 AND user_id = ?2"
         } else {
-            "UPDATE extensions SET kind = ?2, description = coalesce(?3, description), \
-             row_digest = NULL WHERE number = ?1"
+            "UPDATE extensions SET kind = ?3, description = coalesce(?4, description), \
+             row_digest = ?5 WHERE number = ?1 AND user_id = ?2"
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let kind = kind.as_str();
         let description = Change::value_of(changes, "description");
-        let updated = match device {
-            Some(device) => stmt.execute(params![extension, kind, description, device.as_str()]),
-            None => stmt.execute(params![extension, kind, description]),
+        let digest = self.digest(extension);
+        let updated = match new_device {
+            Some(device) => stmt.execute(params![
+                extension,
+                user_id,
+                kind,
+                description,
+                digest,
+                device
+            ]),
+            None => stmt.execute(params![extension, user_id, kind, description, digest]),
         }
         .map_err(|e| device_reason(e, extension, device))?;
         match updated {
-            0 => Err(Reason(format!("extension {extension} does not exist"))),
+            0 => Err(Reason(format!(
+                "extension {extension} does not exist or does not belong to {username}"
+            ))),
             _ => Ok(()),
         }
     }
 
     fn give_up_device(&self, extension: &str, becomes: ExtensionKind) -> Outcome {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET kind = ?2, device = NULL, row_digest = NULL \
-                 WHERE number = ?1",
+            "UPDATE extensions SET kind = ?2, device = NULL, row_digest = ?3 WHERE number = ?1",
         )?;
-        match stmt.execute([extension, becomes.as_str()])? {
+        let digest = self.digest(extension);
+        match stmt.execute(params![extension, becomes.as_str(), digest])? {
             0 => Err(Reason(format!("extension {extension} does not exist"))),
             _ => Ok(()),
         }
@@ -1238,11 +1377,12 @@ impl<'a> Applier<'a, '_, '_> {
 
     fn take_device(&self, extension: &str, device: &Text) -> Outcome {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET kind = 'device', device = ?2, row_digest = NULL \
+            "UPDATE extensions SET kind = 'device', device = ?2, row_digest = ?3 \
              WHERE number = ?1",
         )?;
+        let digest = self.digest(extension);
         let updated = stmt
-            .execute([extension, device.as_str()])
+            .execute(params![extension, device.as_str(), digest])
             .map_err(|e| device_reason(e, extension, &Some(device.clone())))?;
         match updated {
             0 => Err(Reason(format!("extension {extension} does not exist"))),
@@ -1346,6 +1486,78 @@ fn sip_secret() -> Result<String, Reason> {
     Ok(secret)
 }
 
+/// A list of keys as an `rarray` parameter.
+fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
+    std::rc::Rc::new(
+        list.iter()
+            .map(|k| rusqlite::types::Value::Text(k.to_string()))
+            .collect(),
+    )
+}
+
+/// The serial, the users and devices named by `keys`, and the licenses.
+fn read_subset_users(
+    conn: &Connection,
+    keys: &super::Keys,
+) -> rusqlite::Result<(i64, Vec<User>, Vec<Device>, Licenses)> {
+    let serial = read_serial(conn)?;
+    let mut users = Vec::with_capacity(keys.users.len());
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile \
+         FROM rarray(?1) AS k JOIN users AS u ON u.username = k.value",
+    )?;
+    let mut rows = stmt.query([key_array(&keys.users)])?;
+    while let Some(row) = rows.next()? {
+        users.push(User {
+            username: text(row, 0)?,
+            fields: [
+                text(row, 1)?,
+                text(row, 2)?,
+                text(row, 3)?,
+                text(row, 4)?,
+                text(row, 5)?,
+            ],
+        });
+    }
+    drop(rows);
+    let mut devices = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT id, model FROM devices WHERE id IN rarray(?1)")?;
+    let mut rows = stmt.query([key_array(&keys.devices)])?;
+    while let Some(row) = rows.next()? {
+        devices.push(Device {
+            id: text(row, 0)?,
+            model: text(row, 1)?,
+        });
+    }
+    drop(rows);
+    Ok((serial, users, devices, read_licenses(conn)?))
+}
+
+/// The serial, and the extensions named by `keys` or holding one of its devices,
+/// sorted by number.
+fn read_subset_extensions(
+    conn: &Connection,
+    keys: &super::Keys,
+) -> rusqlite::Result<(i64, Vec<Extension>)> {
+    let serial = read_serial(conn)?;
+    let mut extensions = Vec::with_capacity(keys.extensions.len());
+    // One indexed lookup per key (the keys drive the join).
+    for (column, list) in [("number", &keys.extensions), ("device", &keys.devices)] {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT e.number, u.username, e.kind, e.device, e.description \
+             FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
+             JOIN users AS u ON u.id = e.user_id"
+        ))?;
+        let mut rows = stmt.query([key_array(list)])?;
+        while let Some(row) = rows.next()? {
+            extensions.push(extension_row(row)?);
+        }
+    }
+    extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+    extensions.dedup_by(|a, b| a.number == b.number);
+    Ok((serial, extensions))
+}
+
 fn read_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
     let mut users = Vec::new();
     let mut stmt = conn
@@ -1429,10 +1641,11 @@ fn read_licenses(conn: &Connection) -> rusqlite::Result<Licenses> {
     })
 }
 
-/// Connection settings for large directories: memory-mapped reads and a page
-/// cache that holds the indexes a big apply touches.
+/// Connection settings for large directories: a page cache that holds the
+/// indexes a big plan reads. Reads go through the cache rather than a memory
+/// map, which would count every page read as memory of the process (300 MB in
+/// a plan of a million rows).
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
     conn.pragma_update(None, "cache_size", -65_536)
 }
 
@@ -1835,7 +2048,11 @@ mod tests {
                     extension: t("1003"),
                     kind: ExtensionKind::Device,
                     device: Some(t("D3")),
-                    changes: vec![Change::new("description", Some(""), "Reception")],
+                    changes: vec![
+                        Change::new("description", Some(""), "Reception"),
+                        Change::new("kind", Some("virtual"), "device"),
+                        Change::new("device", Some(""), "D3"),
+                    ],
                 },
                 Action::AddExtension {
                     username: t("bob"),
@@ -1933,7 +2150,7 @@ mod tests {
         let hash: Option<String> = target
             .conn
             .query_row(
-                "SELECT password_hash FROM users WHERE username = 'dave'",
+                "SELECT hash FROM passwords JOIN users ON users.id = user_id WHERE username = 'dave'",
                 [],
                 |r| r.get(0),
             )
@@ -1968,7 +2185,11 @@ mod tests {
                     extension: t(number),
                     kind: ExtensionKind::Device,
                     device: Some(t(device)),
-                    changes: vec![],
+                    changes: vec![Change::new(
+                        "device",
+                        Some(if device == "D1" { "D2" } else { "D1" }),
+                        device,
+                    )],
                 })
                 .collect(),
         )
@@ -2395,8 +2616,11 @@ mod tests {
                 .unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute("INSERT INTO users (username) VALUES ('alice')", [])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO users (username, password_hash) VALUES ('alice', '$argon2id$x'), ('bob', NULL)",
+                [],
+            )
+            .unwrap();
             conn.execute(
                 "INSERT INTO history (time, local_user, source, blob, summary, outcome, csv_redacted) \
                  VALUES ('t', 'u', 's', 'b', '{}', 'applied', 'Extension\n1001\n')",
@@ -2407,7 +2631,16 @@ mod tests {
         // Reading (a plan) upgrades it too, so nobody has to apply first.
         let mut target = SqliteTarget::open_read_only(&path).unwrap().unwrap();
         assert_eq!(target.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        assert_eq!(target.load().unwrap().users.len(), 1);
+        assert_eq!(target.load().unwrap().users.len(), 2);
+        let hashes: Vec<(String, String)> = target
+            .conn
+            .prepare("SELECT username, hash FROM passwords JOIN users ON users.id = user_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(hashes, [("alice".to_string(), "$argon2id$x".to_string())]);
         let old = target.history_entry(1).unwrap().unwrap();
         assert_eq!(
             old.csv.text(),
