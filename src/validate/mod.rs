@@ -446,7 +446,9 @@ impl Pass<'_, '_> {
     /// differ at all are read again.
     /// Returns the number of users.
     fn conflicting_users(&mut self, mut keys: Vec<(u64, u32, u32, u64)>) -> usize {
-        keys.par_sort_unstable();
+        // By user only: the rows of a user are merged in line order whatever
+        // order they come in.
+        keys.par_sort_unstable_by_key(|k| k.0);
         let mut i = 0;
         let mut users = 0;
         while i < keys.len() {
