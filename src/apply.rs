@@ -73,7 +73,7 @@ pub fn redact(text: &str, delimiter: u8, layout: &crate::csv::Layout) -> String 
         .from_writer(Vec::with_capacity(text.len()));
     let mut records = crate::csv::Records::new(text, delimiter);
     let mut ok = true;
-    while let Some(Ok(rec)) = records.next() {
+    while let Some(rec) = records.next() {
         let mut cells: Vec<&str> = rec.iter().collect();
         if layout.header_line != Some(rec.line)
             && let Some(p) = cells.get_mut(password)

@@ -21,7 +21,7 @@ pub fn canonical(text: &str, delimiter: u8, layout: &Layout) -> String {
     let mut records = Records::new(text, delimiter);
     let mut first = true;
     let mut cells: Vec<String> = Vec::with_capacity(order.len());
-    while let Some(Ok(rec)) = records.next() {
+    while let Some(rec) = records.next() {
         if std::mem::take(&mut first) && layout.header_line == Some(rec.line) {
             continue;
         }

@@ -105,7 +105,6 @@ pub fn parse_devices(bytes: &[u8], name: &str) -> Result<Vec<Device>, InventoryE
     let mut devices: Vec<Device> = Vec::new();
     let mut first = true;
     while let Some(rec) = records.next() {
-        let rec = rec.map_err(|d| invalid(d.line.unwrap_or(1), d.message))?;
         let id = rec.get(0).trim();
         if std::mem::take(&mut first)
             && matches!(

@@ -222,67 +222,154 @@ pub fn detect_header(
     }
 }
 
-/// A record of the file: its fields and where it starts.
+/// A record of the file: its cells and where it starts.
 pub struct Record<'r> {
     /// The line where the record starts (1-based).
     pub line: u32,
     /// Byte offset of the record in the decoded text.
     pub start: usize,
-    pub fields: &'r csv::ByteRecord,
-    /// All cells as one text (checked once per record, not once per cell).
+    /// The text the cells are in: the file itself, or the reader's buffer when
+    /// quotes had to be unescaped.
     text: &'r str,
+    cells: &'r [Range<usize>],
+    quote_in_value: bool,
 }
 
 impl<'r> Record<'r> {
-    /// The record read into `fields`, which starts on `line` at byte `start`.
-    pub fn new(line: u32, start: usize, fields: &'r csv::ByteRecord) -> Record<'r> {
-        Record {
-            line,
-            start,
-            fields,
-            // The records come from valid UTF-8 split at ASCII bytes (delimiter,
-            // quotes, line breaks), so this holds; a cell slices it at boundaries.
-            text: std::str::from_utf8(fields.as_slice()).unwrap_or(""),
-        }
-    }
-
     /// The i-th cell, or "" when the row is shorter.
     pub fn get(&self, i: usize) -> &'r str {
-        self.fields
-            .range(i)
-            .and_then(|r| self.text.get(r))
+        self.cells
+            .get(i)
+            .and_then(|r| self.text.get(r.clone()))
             .unwrap_or("")
     }
 
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.cells.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.cells.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'r str> + use<'r> {
-        let (fields, text) = (self.fields, self.text);
-        (0..fields.len()).map(move |i| fields.range(i).and_then(|r| text.get(r)).unwrap_or(""))
+        let text = self.text;
+        self.cells
+            .iter()
+            .map(move |r| text.get(r.clone()).unwrap_or(""))
+    }
+
+    /// Whether a cell holds a quote character (an escaped `""`, or a quote inside
+    /// an unquoted cell), not just quotes around it.
+    pub fn has_quote_in_value(&self) -> bool {
+        self.quote_in_value
     }
 }
 
-fn is_blank(record: &csv::ByteRecord) -> bool {
-    record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))
+/// The positions of the bytes a reader must stop at (delimiter, quote, line
+/// breaks), found 64 bytes at a time as a bit mask: comparing whole blocks is a
+/// loop the compiler turns into vector instructions, where a byte-by-byte parser
+/// branches on every byte.
+struct Stops<'t> {
+    bytes: &'t [u8],
+    delimiter: u8,
+    /// Where the current block starts.
+    base: usize,
+    /// Bit i: a stop at `base + i` not yet returned.
+    mask: u64,
 }
 
-/// Streams the records of decoded text, one reused buffer, blank rows skipped.
+impl<'t> Stops<'t> {
+    fn new(bytes: &'t [u8], delimiter: u8, from: usize) -> Stops<'t> {
+        let mut stops = Stops {
+            bytes,
+            delimiter,
+            base: 0,
+            mask: 0,
+        };
+        stops.seek(from);
+        stops
+    }
+
+    fn block_mask(&self, at: usize) -> u64 {
+        let rest = self.bytes.get(at..).unwrap_or_default();
+        let mut block = [0u8; 64];
+        let n = rest.len().min(64);
+        block[..n].copy_from_slice(&rest[..n]);
+        // One byte per position, 1 at a stop: this loop vectorises.
+        let mut hits = [0u8; 64];
+        for (hit, &b) in hits.iter_mut().zip(&block) {
+            *hit = u8::from((b == self.delimiter) | (b == b'"') | (b == b'\n') | (b == b'\r'));
+        }
+        // Then eight bytes of 0 or 1 become eight bits: the multiplication adds
+        // byte i of the word into bit 56 + i, without carries (see the test).
+        let mut mask = 0;
+        for (k, eight) in hits.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(eight.try_into().unwrap_or_default());
+            mask |= (word.wrapping_mul(PACK) >> 56) << (8 * k);
+        }
+        // A stop past the end of the text is none (the padding may be the delimiter).
+        if n < 64 { mask & ((1 << n) - 1) } else { mask }
+    }
+
+    /// The stops from `at` on, wherever the previous ones were.
+    fn seek(&mut self, at: usize) {
+        self.base = at;
+        self.mask = self.block_mask(at);
+    }
+
+    /// Drops the stops before `at`, which must not be before a stop already
+    /// returned.
+    fn skip_to(&mut self, at: usize) {
+        match at.checked_sub(self.base) {
+            Some(0) => {}
+            Some(k) if k < 64 => self.mask &= u64::MAX << k,
+            _ => self.seek(at),
+        }
+    }
+
+    /// The position of the next stop, or `None` at the end of the text.
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.base += 64;
+            if self.base >= self.bytes.len() {
+                self.base = self.bytes.len();
+                return None;
+            }
+            self.mask = self.block_mask(self.base);
+        }
+        let i = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.base + i)
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Multiplying eight bytes of 0 or 1 by this puts byte i in bit 56 + i.
+const PACK: u64 = 0x0102_0408_1020_4080;
+
+/// Streams the records of decoded text, blank rows skipped.
+///
+/// A record is usually read straight from the text: its cells are slices of it
+/// (a quoted cell without doubled quotes too, quotes left out). A record whose
+/// quotes need more (a doubled quote, a quote inside an unquoted cell, text after
+/// a closing quote) is read by `csv_core`, the parser of the `csv` crate, into a
+/// buffer. Either way the records are those the `csv` crate reads (flexible, no
+/// headers), and lines and offsets are those of the whole text.
 pub struct Records<'t> {
-    reader: csv::Reader<&'t [u8]>,
-    record: csv::ByteRecord,
-    failed: bool,
-    text: &'t [u8],
-    /// Where `text` starts in the whole file: offsets are reported in the file.
-    base: usize,
-    /// Line number at `counted_to` (the csv crate's own line count skips blank lines).
+    text: &'t str,
+    /// Where the part being read starts and ends.
+    first: usize,
+    end: usize,
+    /// The next byte to read, and its line.
+    pos: usize,
     line: u32,
-    counted_to: usize,
+    stops: Stops<'t>,
+    cells: Vec<Range<usize>>,
+    parser: csv_core::Reader,
+    buffer: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl<'t> Records<'t> {
@@ -298,79 +385,165 @@ impl<'t> Records<'t> {
         delimiter: u8,
         first_line: u32,
     ) -> Records<'t> {
-        let part = text.as_bytes().get(range.clone()).unwrap_or_default();
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(delimiter)
-            .from_reader(part);
+        let end = range.end.min(text.len());
+        let first = range.start.min(end);
         Records {
-            reader,
-            record: csv::ByteRecord::new(),
-            failed: false,
-            text: part,
-            base: range.start,
+            text,
+            first,
+            end,
+            pos: first,
             line: first_line,
-            counted_to: 0,
+            stops: Stops::new(&text.as_bytes()[..end], delimiter, first),
+            cells: Vec::new(),
+            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            buffer: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
-    /// The next non-blank record, or a diagnostic when the text cannot be split.
+    /// The next non-blank record.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Result<Record<'_>, Diagnostic>> {
-        let mut record = std::mem::take(&mut self.record);
-        let next = self.next_into(&mut record);
-        self.record = record;
-        Some(next?.map(|(line, start)| Record::new(line, start, &self.record)))
+    pub fn next(&mut self) -> Option<Record<'_>> {
+        let bytes = self.text.as_bytes();
+        let (start, line, plain) = loop {
+            // Line breaks between records, blank lines included.
+            while let Some(&b) = bytes[..self.end].get(self.pos)
+                && matches!(b, b'\r' | b'\n')
+            {
+                self.line += u32::from(b == b'\n');
+                self.pos += 1;
+            }
+            if self.pos >= self.end {
+                return None;
+            }
+            self.stops.skip_to(self.pos);
+            let (start, line) = (self.pos, self.line);
+            // `csv_core` drops a byte-order mark at the start of what it reads.
+            let bom = start == self.first && bytes[start..self.end].starts_with(BOM);
+            let plain = !bom && self.read_plain();
+            if !plain {
+                self.read_escaped();
+            }
+            let text = self.cell_text(plain).as_bytes();
+            let blank = self
+                .cells
+                .iter()
+                .all(|r| text[r.clone()].iter().all(u8::is_ascii_whitespace));
+            if !blank {
+                break (start, line, plain);
+            }
+        };
+        Some(Record {
+            line,
+            start,
+            text: self.cell_text(plain),
+            cells: &self.cells,
+            quote_in_value: !plain && self.buffer.contains(&b'"'),
+        })
     }
 
-    /// Reads the next non-blank record into `record` (so callers can keep batches
-    /// of records without copying them); returns its line and byte offset.
-    pub fn next_into(
-        &mut self,
-        record: &mut csv::ByteRecord,
-    ) -> Option<Result<(u32, usize), Diagnostic>> {
-        if self.failed {
-            return None;
+    /// The text the cells of the record just read are in.
+    fn cell_text(&self, plain: bool) -> &str {
+        if plain {
+            self.text
+        } else {
+            // Unescaping takes out quotes only, so the buffer is as valid as the text.
+            std::str::from_utf8(&self.buffer).unwrap_or("")
         }
+    }
+
+    /// Reads the record at `pos` straight from the text, the cells as slices of
+    /// it. Returns false, having moved nothing but the stops, when the quotes of
+    /// the record need unescaping.
+    fn read_plain(&mut self) -> bool {
+        let bytes = &self.text.as_bytes()[..self.end];
+        let delimiter = self.stops.delimiter;
+        self.cells.clear();
+        // Where the current cell starts, and its content when it was quoted.
+        let mut cell = self.pos;
+        let mut quoted: Option<Range<usize>> = None;
+        // Line breaks inside quoted cells.
+        let mut breaks = 0;
         loop {
-            match self.reader.read_byte_record(record) {
-                Ok(false) => return None,
-                Ok(true) => {
-                    if is_blank(record) {
-                        continue;
-                    }
-                    let byte = record.position().map_or(0, |p| p.byte());
-                    // The reported offset may point at the line break (or blank
-                    // lines) before the record.
-                    let mut start = usize::try_from(byte)
-                        .unwrap_or(usize::MAX)
-                        .min(self.text.len());
-                    while matches!(self.text.get(start), Some(b'\r' | b'\n')) {
-                        start += 1;
-                    }
-                    let newlines = self.text[self.counted_to.min(start)..start]
-                        .iter()
-                        .filter(|&&b| b == b'\n')
-                        .count();
-                    self.line = self
-                        .line
-                        .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
-                    self.counted_to = start;
-                    return Some(Ok((self.line, self.base + start)));
+            let stop = self.stops.next();
+            let b = stop.map(|i| bytes[i]);
+            let at = stop.unwrap_or(self.end);
+            if b == Some(b'"') {
+                if at != cell || quoted.is_some() {
+                    return false;
                 }
-                Err(e) => {
-                    // The text is valid UTF-8 and the reader is flexible, so only a
-                    // reader-internal failure lands here; report it and stop.
-                    self.failed = true;
-                    return Some(Err(Diagnostic::error(
-                        Code::WrongColumnCount,
-                        format!("the file cannot be split into rows: {e}"),
-                    )
-                    .at_line(self.line)));
+                // The closing quote, which must end the cell.
+                let close = loop {
+                    match self.stops.next() {
+                        Some(i) if bytes[i] == b'"' => break i,
+                        Some(i) => breaks += u32::from(bytes[i] == b'\n'),
+                        None => return false,
+                    }
+                };
+                match bytes.get(close + 1) {
+                    None => {}
+                    Some(&b) if b == delimiter || matches!(b, b'\r' | b'\n') => {}
+                    Some(_) => return false,
                 }
+                quoted = Some(at + 1..close);
+                continue;
+            }
+            self.cells.push(quoted.take().unwrap_or(cell..at));
+            if b == Some(delimiter) {
+                cell = at + 1;
+                continue;
+            }
+            // A line break, or the end of the text.
+            self.pos = at;
+            self.line += breaks;
+            return true;
+        }
+    }
+
+    /// Reads the record at `pos` with `csv_core` into `buffer`.
+    fn read_escaped(&mut self) {
+        use csv_core::ReadRecordResult;
+        let bytes = &self.text.as_bytes()[..self.end];
+        // Any record but the first follows a line break. Reading from that line
+        // break (which `csv_core` skips) keeps the parser from taking a
+        // byte-order mark at the start of the record for the file's.
+        let from = if self.pos > self.first {
+            self.pos - 1
+        } else {
+            self.pos
+        };
+        let mut input = &bytes[from..];
+        let (mut out, mut nends) = (0, 0);
+        self.buffer.resize(self.buffer.len().max(256), 0);
+        self.ends.resize(self.ends.len().max(16), 0);
+        loop {
+            let (result, nin, nout, nend) =
+                self.parser
+                    .read_record(input, &mut self.buffer[out..], &mut self.ends[nends..]);
+            input = &input[nin..];
+            out += nout;
+            nends += nend;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => self.buffer.resize(self.buffer.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                ReadRecordResult::Record | ReadRecordResult::End => break,
             }
         }
+        self.buffer.truncate(out);
+        self.cells.clear();
+        let mut cell = 0;
+        for &end in &self.ends[..nends] {
+            self.cells.push(cell..end);
+            cell = end;
+        }
+        let to = bytes.len() - input.len();
+        let breaks = bytes[self.pos..to].iter().filter(|&&b| b == b'\n').count();
+        self.line = self
+            .line
+            .saturating_add(u32::try_from(breaks).unwrap_or(u32::MAX));
+        self.pos = to;
+        self.stops.seek(to);
     }
 }
 
@@ -426,7 +599,6 @@ mod tests {
         let mut out = Vec::new();
         let mut r = Records::new(text, b',');
         while let Some(rec) = r.next() {
-            let rec = rec.unwrap();
             out.push((rec.line, rec.iter().map(String::from).collect()));
         }
         out
@@ -438,6 +610,79 @@ mod tests {
         let lines: Vec<u32> = got.iter().map(|r| r.0).collect();
         assert_eq!(lines, [1, 4, 6, 8]);
         assert_eq!(got[2].1, ["e\nf", "g"]);
+    }
+
+    /// What the `csv` crate reads (flexible, no headers), with the lines and
+    /// offsets the reader reported before it read the text itself.
+    fn reference(text: &str) -> Vec<(u32, usize, Vec<String>)> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        let mut line = 1;
+        let mut counted_to = 0;
+        while reader.read_byte_record(&mut record).unwrap() {
+            if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                continue;
+            }
+            let mut start = record.position().unwrap().byte() as usize;
+            while matches!(text.as_bytes().get(start), Some(b'\r' | b'\n')) {
+                start += 1;
+            }
+            line += text.as_bytes()[counted_to..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u32;
+            counted_to = start;
+            let cells = record
+                .iter()
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            out.push((line, start, cells));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Cells read straight from the text and cells unescaped by `csv_core`
+        /// must together give exactly the records of the `csv` crate.
+        #[test]
+        fn records_are_those_of_the_csv_crate(
+            text in proptest::string::string_regex("(a|é|,|\"|\r|\n| |\u{feff}){0,80}").unwrap()
+        ) {
+            let mut got = Vec::new();
+            let mut r = Records::new(&text, b',');
+            while let Some(rec) = r.next() {
+                got.push((rec.line, rec.start, rec.iter().map(String::from).collect::<Vec<_>>()));
+            }
+            proptest::prop_assert_eq!(got, reference(&text));
+        }
+    }
+
+    #[test]
+    fn long_records_cross_the_blocks_of_stops() {
+        let long = "x".repeat(150);
+        let text = format!("{long},\"a\n{long}\",b\r\n\"q\"\"{long}\",c\n,,\n{long}");
+        let mut got = Vec::new();
+        let mut r = Records::new(&text, b',');
+        while let Some(rec) = r.next() {
+            got.push((
+                rec.line,
+                rec.start,
+                rec.iter().map(String::from).collect::<Vec<_>>(),
+            ));
+        }
+        assert_eq!(got, reference(&text));
+    }
+
+    #[test]
+    fn pack_turns_bytes_into_bits() {
+        for bits in 0..=255u8 {
+            let word = u64::from_le_bytes(std::array::from_fn(|i| (bits >> i) & 1));
+            assert_eq!(word.wrapping_mul(PACK) >> 56, u64::from(bits));
+        }
     }
 
     #[test]

@@ -446,7 +446,9 @@ impl Pass<'_, '_> {
     /// differ at all are read again.
     /// Returns the number of users.
     fn conflicting_users(&mut self, mut keys: Vec<(u64, u32, u32, u64)>) -> usize {
-        keys.par_sort_unstable();
+        // By user only: the rows of a user are merged in line order whatever
+        // order they come in.
+        keys.par_sort_unstable_by_key(|k| k.0);
         let mut i = 0;
         let mut users = 0;
         while i < keys.len() {
@@ -735,7 +737,6 @@ struct BatchOutput {
     rows: usize,
     /// A value held a quote (see `split`).
     quote_in_value: bool,
-    read_error: Option<Diagnostic>,
     extension_order: Order,
     device_order: Order,
     keys: Vec<RowKey>,
@@ -749,21 +750,12 @@ impl Pass<'_, '_> {
     fn chunk(&self, range: Range<usize>, line: u32, watch_quotes: bool) -> BatchOutput {
         let mut out = BatchOutput::default();
         let mut records = Records::within(self.text, range, self.delimiter, line);
-        let mut fields = csv::ByteRecord::new();
-        while let Some(next) = records.next_into(&mut fields) {
-            let (line, start) = match next {
-                Ok(at) => at,
-                Err(d) => {
-                    out.read_error = Some(d);
-                    break;
-                }
-            };
+        while let Some(rec) = records.next() {
             out.rows += 1;
-            if watch_quotes && fields.as_slice().contains(&b'"') {
+            if watch_quotes && rec.has_quote_in_value() {
                 out.quote_in_value = true;
                 break;
             }
-            let rec = Record::new(line, start, &fields);
             if let Some((key, parts, sighting)) = self.row(&rec, &mut out.diagnostics) {
                 out.extension_order.see(&sighting.extension, cmp_extension);
                 if let Some(d) = &sighting.device {
@@ -842,35 +834,28 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         };
         let mut records = Records::new(&text.text, delimiter);
         let mut rows = 0usize;
-        let mut first = csv::ByteRecord::new();
+        // The first record, read as a possible header.
+        let first = records.next().map(|rec| {
+            let cells: Vec<&str> = rec.iter().collect();
+            let span = reader::field_span(&text.text, rec.start, delimiter, usize::MAX);
+            (
+                rec.line,
+                rec.start,
+                reader::detect_header(&cells, rec.line, span),
+            )
+        });
         // Where the data rows begin, and on which line.
         let mut body = None;
-        match records.next_into(&mut first) {
-            Some(Ok((line, start))) => {
-                let cells: Vec<&str> = first
-                    .iter()
-                    .map(|c| std::str::from_utf8(c).unwrap_or(""))
-                    .collect();
-                let span = reader::field_span(&text.text, start, delimiter, usize::MAX);
-                match reader::detect_header(&cells, line, span) {
-                    Ok(Some(layout)) => {
-                        pass.layout = layout;
-                        body = match records.next_into(&mut first) {
-                            Some(Ok(next)) => Some(next),
-                            Some(Err(d)) => {
-                                pass.diagnostics.push(d);
-                                None
-                            }
-                            None => None,
-                        };
-                    }
-                    Ok(None) => body = Some((line, start)),
-                    // Without a usable header the rows cannot be read reliably.
-                    Err(errors) => pass.diagnostics.extend(errors),
+        if let Some((line, start, header)) = first {
+            match header {
+                Ok(Some(layout)) => {
+                    pass.layout = layout;
+                    body = records.next().map(|rec| (rec.line, rec.start));
                 }
+                Ok(None) => body = Some((line, start)),
+                // Without a usable header the rows cannot be read reliably.
+                Err(errors) => pass.diagnostics.extend(errors),
             }
-            Some(Err(d)) => pass.diagnostics.push(d),
-            None => {}
         }
         let mut outputs = Vec::new();
         if let Some((line, start)) = body {
@@ -899,7 +884,6 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         let mut device_order = Order::default();
         for out in outputs {
             rows += out.rows;
-            pass.diagnostics.extend(out.read_error);
             extension_order = extension_order.then(&out.extension_order, cmp_extension);
             device_order = device_order.then(&out.device_order, str::cmp);
             keys.push(out.keys);

@@ -91,6 +91,10 @@ pub fn username(value: &str) -> Rule {
 
 /// First and last names: any letters, inner spaces; no apostrophe unless allowed.
 pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
+    // An ASCII name (the usual one) is settled in one pass over its bytes.
+    if value.is_ascii() && !value.bytes().any(|b| b == b'\'' || b.is_ascii_control()) {
+        return Ok(());
+    }
     let apostrophe =
         value.bytes().any(|b| b == b'\'') || (!value.is_ascii() && value.contains('\u{2019}'));
     if !allow_apostrophes && apostrophe {
@@ -120,13 +124,24 @@ pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
 
 /// Never echoes the password: messages name the rule it breaks.
 pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
-    // One pass over the characters.
+    // One pass over the characters; over the bytes when they are all ASCII,
+    // where the Unicode classes agree with the ASCII ones.
     let (mut length, mut upper, mut digits, mut space) = (0, 0, 0, false);
-    for c in value.chars() {
-        length += 1;
-        upper += usize::from(c.is_uppercase());
-        digits += usize::from(c.is_ascii_digit());
-        space |= c.is_whitespace();
+    if value.is_ascii() {
+        length = value.len();
+        for b in value.bytes() {
+            upper += usize::from(b.is_ascii_uppercase());
+            digits += usize::from(b.is_ascii_digit());
+            // `char::is_whitespace` on ASCII: tab to carriage return, and space.
+            space |= matches!(b, b'\t'..=b'\r' | b' ');
+        }
+    } else {
+        for c in value.chars() {
+            length += 1;
+            upper += usize::from(c.is_uppercase());
+            digits += usize::from(c.is_ascii_digit());
+            space |= c.is_whitespace();
+        }
     }
     let mut wrong = Vec::new();
     if space {
@@ -165,10 +180,8 @@ pub fn email(value: &str) -> Rule {
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
-                && !domain.contains("..")
-                && !value.chars().any(|c| {
-                    c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>')
-                })
+                && !domain.as_bytes().windows(2).any(|w| w == b"..")
+                && !has_bad_email_char(value)
         }
         None => false,
     };
@@ -182,11 +195,25 @@ pub fn email(value: &str) -> Rule {
     ))
 }
 
+/// A space, a control character, or one that separates addresses in a list.
+fn has_bad_email_char(value: &str) -> bool {
+    if value.is_ascii() {
+        // On ASCII, `char::is_whitespace` is a control character or a space.
+        value
+            .bytes()
+            .any(|b| b.is_ascii_control() || matches!(b, b' ' | b',' | b';' | b'<' | b'>'))
+    } else {
+        value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
+    }
+}
+
 pub fn mobile(value: &str) -> Rule {
     let chars_ok = value
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')'));
-    if chars_ok && value.chars().any(|c| c.is_ascii_digit()) {
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'+' | b'-' | b'(' | b')'));
+    if chars_ok && value.bytes().any(|b| b.is_ascii_digit()) {
         return Ok(());
     }
     Err(Problem::new(
