@@ -1327,35 +1327,45 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     ) -> Outcome {
         check_kind(kind, device)?;
         let user_id = self.user_id(username)?;
-        // Columns left out of SET cost no index or foreign-key work: the device
-        // is set only when it changes to another (the release phase cleared it).
-        // The owner never changes: a plan refuses that.
+        // Columns left out of SET cost no index, constraint or foreign-key work
+        // (the CHECK on kind builds a table of its values each time): the kind and
+        // device are set only when they change (the release phase cleared a device
+        // that changes). The owner never changes: a plan refuses that.
+        let new_kind = changes_field(changes, "kind").then_some(kind.as_str());
         let new_device = device
             .as_deref()
             .filter(|_| changes_field(changes, "device"));
-        let sql = if new_device.is_some() {
-            "UPDATE extensions SET kind = ?3, description = coalesce(?4, description), \
-             row_digest = ?5, device = ?6 WHERE number = ?1 AND user_id = ?2"
-        } else {
-            "UPDATE extensions SET kind = ?3, description = coalesce(?4, description), \
-             row_digest = ?5 WHERE number = ?1 AND user_id = ?2"
-        };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let kind = kind.as_str();
+        let sql = format!(
+            "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4{}{} \
+             WHERE number = ?1 AND user_id = ?2",
+            if new_kind.is_some() {
+                ", kind = ?5"
+            } else {
+                ""
+            },
+            if new_device.is_some() {
+                ", device = ?6"
+            } else {
+                ""
+            },
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let description = Change::value_of(changes, "description");
         let digest = self.digest(extension);
-        let updated = match new_device {
-            Some(device) => stmt.execute(params![
-                extension,
-                user_id,
-                kind,
-                description,
-                digest,
-                device
-            ]),
-            None => stmt.execute(params![extension, user_id, kind, description, digest]),
+        let mut values: Vec<&dyn ToSql> = vec![&extension, &user_id, &description, &digest];
+        if let Some(kind) = &new_kind {
+            values.push(kind);
         }
-        .map_err(|e| device_reason(e, extension, device))?;
+        if let Some(device) = &new_device {
+            // Numbered parameters: ?6 may follow ?4 when the kind stays.
+            if new_kind.is_none() {
+                values.push(&rusqlite::types::Null);
+            }
+            values.push(device);
+        }
+        let updated = stmt
+            .execute(values.as_slice())
+            .map_err(|e| device_reason(e, extension, device))?;
         match updated {
             0 => Err(Reason(format!(
                 "extension {extension} does not exist or does not belong to {username}"
