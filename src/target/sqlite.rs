@@ -1516,6 +1516,26 @@ fn sip_secret() -> Result<String, Reason> {
     Ok(secret)
 }
 
+/// Adds the extensions whose `column` is one of `keys`, one indexed lookup per key
+/// (the keys drive the join).
+fn read_extensions_by(
+    conn: &Connection,
+    column: &str,
+    keys: &[Text],
+    extensions: &mut Vec<Extension>,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT e.number, u.username, e.kind, e.device, e.description \
+         FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
+         JOIN users AS u ON u.id = e.user_id"
+    ))?;
+    let mut rows = stmt.query([key_array(keys)])?;
+    while let Some(row) = rows.next()? {
+        extensions.push(extension_row(row)?);
+    }
+    Ok(())
+}
+
 /// A list of keys as an `rarray` parameter.
 fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     std::rc::Rc::new(
@@ -1571,18 +1591,20 @@ fn read_subset_extensions(
 ) -> rusqlite::Result<(i64, Vec<Extension>)> {
     let serial = read_serial(conn)?;
     let mut extensions = Vec::with_capacity(keys.extensions.len());
-    // One indexed lookup per key (the keys drive the join).
-    for (column, list) in [("number", &keys.extensions), ("device", &keys.devices)] {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT e.number, u.username, e.kind, e.device, e.description \
-             FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
-             JOIN users AS u ON u.id = e.user_id"
-        ))?;
-        let mut rows = stmt.query([key_array(list)])?;
-        while let Some(row) = rows.next()? {
-            extensions.push(extension_row(row)?);
-        }
-    }
+    read_extensions_by(conn, "number", &keys.extensions, &mut extensions)?;
+    // A device held by an extension just read needs no lookup: it has one holder.
+    let held: HashSet<&str> = extensions
+        .iter()
+        .filter_map(|e| e.device.as_deref())
+        .collect();
+    let devices: Vec<Text> = keys
+        .devices
+        .iter()
+        .filter(|d| !held.contains(d.as_str()))
+        .cloned()
+        .collect();
+    drop(held);
+    read_extensions_by(conn, "device", &devices, &mut extensions)?;
     extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
     extensions.dedup_by(|a, b| a.number == b.number);
     Ok((serial, extensions))
