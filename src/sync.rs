@@ -241,6 +241,31 @@ fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<bool> {
         .collect()
 }
 
+/// A set of `RowRef::user`, which is an xxh3 hash already: hashing it again with
+/// std's SipHash would cost more than the lookup, once per row of the file.
+type UserSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// A hasher for keys that are hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u64` keys, which take `write_u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
     rows.map(|r| (r.number.clone(), r.digest)).collect()
 }
@@ -292,7 +317,7 @@ pub fn plan_changed_rows(
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let rows = || validated.index.iter().zip(stale.iter().copied());
-    let users: std::collections::HashSet<u64> = rows()
+    let users: UserSet = rows()
         .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
     // Each with whether it changed: the extensions of the changed rows are planned.
