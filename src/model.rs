@@ -307,16 +307,26 @@ impl<'a, T> SortedCursor<'a, T> {
     /// The item equal to the key, where `cmp` orders an item against the key.
     /// Keys must be asked for in ascending order.
     pub fn find(&mut self, cmp: impl Fn(&T) -> std::cmp::Ordering) -> Option<&'a T> {
-        while self.at < self.items.len() && cmp(&self.items[self.at]).is_lt() {
-            self.at += 1;
+        // One comparison per item: the item found is not compared again.
+        while let Some(item) = self.items.get(self.at) {
+            match cmp(item) {
+                std::cmp::Ordering::Less => self.at += 1,
+                std::cmp::Ordering::Equal => return Some(item),
+                std::cmp::Ordering::Greater => return None,
+            }
         }
-        self.items.get(self.at).filter(|item| cmp(item).is_eq())
+        None
     }
 }
 
 /// Extensions sort numerically where they are numbers (so `99` comes before `100`),
 /// and by text otherwise; equal numbers with different leading zeros stay distinct.
 pub fn cmp_extension(a: &str, b: &str) -> std::cmp::Ordering {
+    // Equal text is the usual case when sorted lists are merged (the rows of a
+    // file against the target's), and is equal whatever the rules below say.
+    if a == b {
+        return std::cmp::Ordering::Equal;
+    }
     let (ta, tb) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     let numeric = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
     if numeric(a) && numeric(b) {

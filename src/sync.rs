@@ -228,11 +228,11 @@ pub fn can_plan_changed_rows(
         && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
 }
 
-/// The rows whose digest is not the one the target stored for their extension.
-fn stale<'r>(rows: &'r [RowRef], index: &[(Text, Option<u64>)]) -> Vec<&'r RowRef> {
+/// Whether each row's digest is not the one the target stored for its extension.
+fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<bool> {
     let mut stored = crate::model::SortedCursor::new(index);
     rows.iter()
-        .filter(|row| {
+        .map(|row| {
             stored
                 .find(|(n, _)| cmp_extension(n, &row.number))
                 .and_then(|(_, d)| *d)
@@ -241,8 +241,33 @@ fn stale<'r>(rows: &'r [RowRef], index: &[(Text, Option<u64>)]) -> Vec<&'r RowRe
         .collect()
 }
 
-fn digests_of(rows: &[&RowRef]) -> Vec<(Text, u64)> {
-    rows.iter().map(|r| (r.number.clone(), r.digest)).collect()
+/// A set of `RowRef::user`, which is an xxh3 hash already: hashing it again with
+/// std's SipHash would cost more than the lookup, once per row of the file.
+type UserSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// A hasher for keys that are hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u64` keys, which take `write_u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
+    rows.map(|r| (r.number.clone(), r.digest)).collect()
 }
 
 /// Plans from the whole directory (`validated` from `validate::validate`).
@@ -261,7 +286,14 @@ pub fn plan_all(
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
-        digests_of(&stale(&validated.index, &index))
+        let stale = stale(&validated.index, &index);
+        digests_of(
+            validated
+                .index
+                .iter()
+                .zip(stale)
+                .filter_map(|(r, stale)| stale.then_some(r)),
+        )
     } else {
         Vec::new()
     };
@@ -283,14 +315,14 @@ pub fn plan_changed_rows(
 ) -> Result<Planned, TargetError> {
     let (index, usage) = target.load_index()?;
     // Rows whose digest differs, and every row of their users.
-    let changed = stale(&validated.index, &index);
-    let users: std::collections::HashSet<u64> = changed.iter().map(|r| r.user).collect();
-    let user_rows: Vec<&RowRef> = validated
-        .index
-        .iter()
-        .filter(|r| users.contains(&r.user))
+    let stale = stale(&validated.index, &index);
+    let rows = || validated.index.iter().zip(stale.iter().copied());
+    let users: UserSet = rows()
+        .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
-    let desired = validated.subset(&changed, &user_rows);
+    // Each with whether it changed: the extensions of the changed rows are planned.
+    let user_rows: Vec<(&RowRef, bool)> = rows().filter(|(r, _)| users.contains(&r.user)).collect();
+    let desired = validated.subset(&user_rows);
     let mut devices: Vec<Text> = desired
         .extensions
         .iter()
@@ -323,7 +355,7 @@ pub fn plan_changed_rows(
     let plan = finish_plan(config, options, &validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
-    let digests = digests_of(&user_rows);
+    let digests = digests_of(user_rows.iter().map(|(r, _)| *r));
     Ok(Planned {
         plan,
         desired,

@@ -367,7 +367,10 @@ pub struct Records<'t> {
     line: u32,
     stops: Stops<'t>,
     cells: Vec<Range<usize>>,
-    parser: csv_core::Reader,
+    /// Built when a record first needs it: building one costs as much as
+    /// reading a few hundred plain records, and a plan reads many single records
+    /// (see `within`) that never do.
+    parser: Option<csv_core::Reader>,
     buffer: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -395,7 +398,7 @@ impl<'t> Records<'t> {
             line: first_line,
             stops: Stops::new(&text.as_bytes()[..end], delimiter, first),
             cells: Vec::new(),
-            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            parser: None,
             buffer: Vec::new(),
             ends: Vec::new(),
         }
@@ -504,6 +507,10 @@ impl<'t> Records<'t> {
     fn read_escaped(&mut self) {
         use csv_core::ReadRecordResult;
         let bytes = &self.text.as_bytes()[..self.end];
+        let delimiter = self.stops.delimiter;
+        let parser = self
+            .parser
+            .get_or_insert_with(|| csv_core::ReaderBuilder::new().delimiter(delimiter).build());
         // Any record but the first follows a line break. Reading from that line
         // break (which `csv_core` skips) keeps the parser from taking a
         // byte-order mark at the start of the record for the file's.
@@ -518,8 +525,7 @@ impl<'t> Records<'t> {
         self.ends.resize(self.ends.len().max(16), 0);
         loop {
             let (result, nin, nout, nend) =
-                self.parser
-                    .read_record(input, &mut self.buffer[out..], &mut self.ends[nends..]);
+                parser.read_record(input, &mut self.buffer[out..], &mut self.ends[nends..]);
             input = &input[nin..];
             out += nout;
             nends += nend;

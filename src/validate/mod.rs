@@ -91,30 +91,37 @@ impl Validated<'_> {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
-    /// The desired state of some rows only, read again from the text: the
-    /// extensions of `rows`, and the users of `user_rows` merged over those rows
-    /// (pass every row of each user wanted).
-    pub fn subset(&self, rows: &[&RowRef], user_rows: &[&RowRef]) -> Desired {
+    /// The desired state of some rows only, read again from the text: the users
+    /// of `rows` merged over those rows (pass every row of each user wanted), and
+    /// the extensions of the rows paired with `true`.
+    pub fn subset(&self, rows: &[(&RowRef, bool)]) -> Desired {
         // Merging needs no policy: conflicts were reported by the first pass.
         let policy = Policy::default();
         let mut pass = Pass {
             policy: &policy,
             mode: Mode::Build,
-            rereader: Default::default(),
             text: &self.text,
             delimiter: self.delimiter,
             layout: self.layout.clone(),
             diagnostics: Vec::new(),
         };
-        let mut extensions: Vec<DesiredExtension> = rows
-            .iter()
-            .map(|r| pass.row_extension(r.line, r.start))
+        // Each row is read once, for its user and its extension both, on every
+        // core: a plan may read a hundred thousand rows.
+        let read: Vec<(RowUser, Option<DesiredExtension>)> = rows
+            .par_iter()
+            .map(|&(row, extension)| {
+                pass.reread(row.line, row.start, |rec| {
+                    (
+                        pass.row_user(rec, row.line, row.start),
+                        extension.then(|| pass.row_extension(rec, row.line)),
+                    )
+                })
+            })
             .collect();
+        let (mut users, extensions): (Vec<RowUser>, Vec<Option<DesiredExtension>>) =
+            read.into_iter().unzip();
+        let mut extensions: Vec<DesiredExtension> = extensions.into_iter().flatten().collect();
         extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
-        let mut users: Vec<RowUser> = user_rows
-            .iter()
-            .map(|r| pass.row_user(r.line, r.start))
-            .collect();
         users.sort_by_key(|u| u.line);
         Desired {
             managed: self.layout.managed(),
@@ -175,8 +182,6 @@ enum Mode {
 struct Pass<'p, 't> {
     policy: &'p Policy,
     mode: Mode,
-    /// For reading single records again (see `reread`).
-    rereader: std::sync::Mutex<Option<csv::Reader<std::io::Cursor<&'t [u8]>>>>,
     text: &'t str,
     delimiter: u8,
     layout: Layout,
@@ -363,34 +368,24 @@ impl Pass<'_, '_> {
         Some((key, parts, sighting))
     }
 
-    /// The cells of the record that starts at `start`, read again.
-    fn reread(&self, start: u32) -> csv::StringRecord {
-        let mut record = csv::StringRecord::new();
-        // One reader, moved to each record: a plan may read a hundred thousand
-        // records again, and a new reader costs more than the read.
-        let Ok(mut slot) = self.rereader.lock() else {
-            return record;
-        };
-        let reader = slot.get_or_insert_with(|| {
-            csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .delimiter(self.delimiter)
-                .buffer_capacity(1024)
-                .from_reader(std::io::Cursor::new(self.text.as_bytes()))
-        });
-        let mut position = csv::Position::new();
-        position.set_byte(u64::from(start));
-        if reader.seek(position).is_ok() {
-            let _ = reader.read_record(&mut record);
-        }
-        record
+    /// Reads the record that starts at `start` (on `line`) again and hands it to
+    /// `f`: straight from the text, like the first pass, so that a record costs
+    /// about what it cost then. `None` cannot happen for a record the first pass
+    /// found; it reads as a record of empty cells.
+    fn reread<T>(&self, line: u32, start: u32, f: impl FnOnce(Option<&Record<'_>>) -> T) -> T {
+        let start = start as usize;
+        let mut records = Records::within(self.text, start..self.text.len(), self.delimiter, line);
+        f(records.next().as_ref())
     }
 
     /// The canonical value of `column` in the record at `start`.
-    fn cell(&self, start: u32, column: Column) -> String {
-        let record = self.reread(start);
-        let raw = record.get(self.field_of(column)).unwrap_or("").trim();
+    fn cell(&self, line: u32, start: u32, column: Column) -> String {
+        let raw = self.reread(line, start, |rec| {
+            rec.map_or("", |r| r.get(self.field_of(column)))
+                .trim()
+                .to_string()
+        });
+        let raw = raw.as_str();
         match column {
             Column::Device => match rules::device(raw) {
                 Ok(DeviceCell::Device(id)) => id.to_string(),
@@ -413,7 +408,7 @@ impl Pass<'_, '_> {
                 // Equal hashes: confirm with the values (rows in line order).
                 let mut seen: Vec<(String, u32)> = Vec::new();
                 for &(_, line, start) in &keys[i..j] {
-                    let value = self.cell(start, column);
+                    let value = self.cell(line, start, column);
                     match seen.iter().find(|(v, _)| *v == value) {
                         Some((_, first)) => {
                             let problem = match column {
@@ -459,7 +454,9 @@ impl Pass<'_, '_> {
             if j - i > 1 && keys[i..j].iter().any(|k| k.3 != keys[i].3) {
                 let rows: Vec<RowUser> = keys[i..j]
                     .iter()
-                    .map(|&(_, line, start, _)| self.row_user(line, start))
+                    .map(|&(_, line, start, _)| {
+                        self.reread(line, start, |rec| self.row_user(rec, line, start))
+                    })
                     .collect();
                 users += self.merge_users(rows, true).len();
             } else {
@@ -470,9 +467,8 @@ impl Pass<'_, '_> {
         users
     }
 
-    fn row_extension(&self, line: u32, start: u32) -> DesiredExtension {
-        let record = self.reread(start);
-        let get = |c: Column| trim(record.get(self.field_of(c)).unwrap_or(""));
+    fn row_extension(&self, rec: Option<&Record<'_>>, line: u32) -> DesiredExtension {
+        let get = |c: Column| trim(rec.map_or("", |r| r.get(self.field_of(c))));
         DesiredExtension {
             number: Text::from(get(Column::Extension)),
             username: Text::from(get(Column::WebUsername)),
@@ -482,9 +478,8 @@ impl Pass<'_, '_> {
         }
     }
 
-    fn row_user(&self, line: u32, start: u32) -> RowUser {
-        let record = self.reread(start);
-        let get = |c: Column| Text::from(record.get(self.field_of(c)).unwrap_or("").trim());
+    fn row_user(&self, rec: Option<&Record<'_>>, line: u32, start: u32) -> RowUser {
+        let get = |c: Column| Text::from(rec.map_or("", |r| r.get(self.field_of(c))).trim());
         let password = get(Column::Password);
         RowUser {
             username: get(Column::WebUsername),
@@ -826,7 +821,6 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         let mut pass = Pass {
             policy,
             mode,
-            rereader: Default::default(),
             text: &text.text,
             delimiter,
             layout: Layout::default_order(),
