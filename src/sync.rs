@@ -305,15 +305,16 @@ pub fn plan_all(
 }
 
 /// Plans only the rows whose digest differs from the one the target stored when it
-/// last applied them (`validated` from `validate::index`): an unchanged row costs
-/// an eight-byte comparison, and the target is read for the changed rows only.
+/// last applied them (`validated` from `validate::index`, the digests from
+/// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
+/// target is read for the changed rows only.
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
     validated: Validated<'_>,
     target: &mut Box<dyn Target>,
+    (index, usage): (crate::target::DigestIndex, crate::target::Usage),
 ) -> Result<Planned, TargetError> {
-    let (index, usage) = target.load_index()?;
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let rows = || validated.index.iter().zip(stale.iter().copied());

@@ -125,30 +125,41 @@ fn run_pipeline(
     let clock = ctx.clock();
     let policy = sync::policy(config, options);
     let (serial, planned, layout, delimiter) = {
+        let mut target = target;
         let changed_rows_only =
             target.is_some() && sync::can_plan_changed_rows(config, options, None);
-        let validated = if changed_rows_only {
-            validate::index(&loaded.bytes, &policy)
-        } else {
-            validate::validate(&loaded.bytes, &policy)
+        // The target's digests are read while the CSV is validated: the serial
+        // first, so that a write after it makes the plan stale.
+        let (validated, digests) = match target.as_deref_mut() {
+            Some(t) if changed_rows_only => std::thread::scope(|s| {
+                let digests = s.spawn(|| -> Result<_, TargetError> {
+                    let serial = t.serial()?;
+                    Ok((serial, t.load_index()?))
+                });
+                let validated = validate::index(&loaded.bytes, &policy);
+                let digests = digests
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (validated, Some(digests))
+            }),
+            _ => (validate::validate(&loaded.bytes, &policy), None),
         };
-        clock.lap("read and validate the CSV");
+        clock.lap("read and validate the CSV (and the target's row digests)");
         let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
-        let (serial, planned) = match target {
-            Some(t)
-                if changed_rows_only
-                    && sync::can_plan_changed_rows(config, options, Some(&layout)) =>
+        let (serial, planned) = match (target, digests) {
+            (Some(t), Some(digests))
+                if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
             {
-                let serial = t.serial().map_err(target_error)?;
-                let planned =
-                    sync::plan_changed_rows(config, options, validated, t).map_err(target_error)?;
+                let (serial, index) = digests.map_err(target_error)?;
+                let planned = sync::plan_changed_rows(config, options, validated, t, index)
+                    .map_err(target_error)?;
                 clock.lap(&format!(
                     "plan the {} changed rows (and their users' rows)",
                     planned.desired.extensions.len()
                 ));
                 (serial, planned)
             }
-            mut target => {
+            (mut target, _) => {
                 // The whole desired state is needed: read the rows again when
                 // they were not kept.
                 let validated = if changed_rows_only {

@@ -207,7 +207,7 @@ pub struct ApplyReport {
 }
 
 /// A store of the current state.
-pub trait Target {
+pub trait Target: Send {
     /// A description for people, e.g. `sqlite:/srv/pbx/.pbxsync/state.db`.
     fn describe(&self) -> String;
     /// The current directory, every list sorted (see `Directory`).
