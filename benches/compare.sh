@@ -17,7 +17,9 @@ cargo build --release --quiet --manifest-path "$here/Cargo.toml"
 bin="$here/target/release/pbxsync"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-wall() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
+# Every timed command starts with no writes of an earlier one pending: the kernel
+# writing back a database copied or applied just before slows whatever runs next.
+wall() { sync; /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
 
 for rows in "${sizes[@]}"; do
   work=${PBXSYNC_BENCH_DIR:-/tmp/pbxsync-bench}/$rows
@@ -35,7 +37,7 @@ for rows in "${sizes[@]}"; do
   # The baseline: parse+validate, then its whole plan+apply.
   base_pv=(); base_total=()
   for _ in 1 2 3; do
-    cp baseline.db run.db; rm -f run.db-wal run.db-shm
+    cp baseline.db run.db; rm -f run.db-wal run.db-shm; sync
     out=$(python3 "$bench/baseline.py" users.csv run.db)
     base_pv+=("$(awk '$2 == "parse_validate" {print $3 / 1000}' <<<"$out")")
     base_total+=("$(awk '$2 == "total" {print $3 / 1000}' <<<"$out")")
@@ -54,7 +56,7 @@ for rows in "${sizes[@]}"; do
   applies=(); hashing=(); writing=()
   for _ in 1 2 3; do
     rm -f run.db*; cp seed.db run.db
-    sed 's/seed.db/run.db/' pbxsync.yaml > run.yaml
+    sed 's/seed.db/run.db/' pbxsync.yaml > run.yaml; sync
     log=$( { /usr/bin/time -f "TOTAL %e" "$bin" --config run.yaml -v apply --file users.csv --auto-approve --quiet --allow-large-change >/dev/null; } 2>&1 )
     applies+=("$(awk '$1 == "TOTAL" {print $2}' <<<"$log")")
     hashing+=("$(awk -F': ' '/^hash / {print $2 / 1000}' <<<"$log" | tr -d ' ms')")
