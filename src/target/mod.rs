@@ -206,7 +206,8 @@ pub struct ApplyReport {
     pub serial: i64,
 }
 
-/// A store of the current state.
+/// A store of the current state. `Send`: a plan reads the target's digests on
+/// another thread while it validates the CSV.
 pub trait Target: Send {
     /// A description for people, e.g. `sqlite:/srv/pbx/.pbxsync/state.db`.
     fn describe(&self) -> String;
