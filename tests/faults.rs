@@ -374,6 +374,13 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
         let status = child.wait().unwrap();
         drop(stderr);
         let export = t.export();
+        // The apply drops pbxsync's triggers inside its transaction: a kill at any
+        // moment leaves them all in place.
+        assert_eq!(
+            t.sql("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"),
+            ["17"],
+            "killed {label}"
+        );
         let state = if export == before {
             assert_eq!(t.sql("SELECT count(*) FROM history"), ["1"], "{label}");
             "before"
