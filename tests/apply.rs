@@ -385,3 +385,18 @@ fn progress_is_plain_lines_off_a_terminal_and_quiet_prints_nothing() {
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""));
     assert!(t.export().contains("wchen"));
 }
+
+#[test]
+fn a_first_apply_whose_plan_has_errors_creates_no_state_file() {
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}1001,Jason,Flynn,jflynn,,,,,,\n"));
+    let out = t.run(["apply", "--auto-approve", "--format", "json"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(codes(&out.json()), ["missing-required"]);
+    assert!(!t.state().exists(), "nothing to apply, so no state file");
+
+    // Once the file is fixed, the apply creates it.
+    t.commit_csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n"));
+    t.ok(["apply", "--auto-approve"]);
+    assert!(t.export().contains("jflynn"));
+}

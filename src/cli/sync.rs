@@ -479,8 +479,24 @@ pub fn apply_cmd(
         );
     }
     // Everything that can fail without the target fails before the state file is
-    // created.
+    // created; so does a first plan with errors.
     let inventory = inventory(&config)?;
+    if let crate::config::TargetUrl::Sqlite(path) = &config.target
+        && !path.exists()
+    {
+        let planned = run_pipeline(
+            ctx,
+            &config,
+            &options,
+            loaded.clone(),
+            inventory.clone(),
+            None,
+        )?;
+        if !planned.plan.errors.is_empty() {
+            show(ctx, &config, &planned, format)?;
+            return Ok(Outcome::Failure);
+        }
+    }
     let mut target = sync::open_target(&config.target, true)
         .map_err(target_error)?
         .ok_or_else(|| CliError::Message("no target".into()))?;
