@@ -412,37 +412,32 @@ impl SqliteTarget {
         Ok((&mut self.conn, reader))
     }
 
-    /// Reads the extensions on the second connection while this one reads the
-    /// rest; `None` when the two read transactions did not see the same state.
-    fn load_in_parallel(&mut self) -> rusqlite::Result<Option<Directory>> {
+    /// Reads users, devices and licenses (`mine`) on this connection while the
+    /// reader reads extensions (`theirs`), each in a read transaction; `None` when
+    /// a write landed between the two. Every write to these tables bumps the
+    /// serial, so equal serials mean both snapshots hold the same directory.
+    fn read_in_parallel(
+        &mut self,
+        mine: impl FnOnce(&Connection) -> rusqlite::Result<(Vec<User>, Vec<Device>, Licenses)>,
+        theirs: impl FnOnce(&Connection) -> rusqlite::Result<Vec<Extension>> + Send,
+    ) -> rusqlite::Result<Option<Directory>> {
         let (conn, reader) = self.connections()?;
-        // Each side sorts its lists as `Directory::sort` would.
         let (mine, theirs) = std::thread::scope(|scope| {
-            let theirs = scope.spawn(move || -> rusqlite::Result<(i64, Vec<Extension>)> {
+            let theirs = scope.spawn(move || -> rusqlite::Result<_> {
                 let tx = reader.transaction()?;
-                let serial = read_serial(&tx)?;
-                let mut extensions = read_extensions(&tx)?;
-                extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
-                Ok((serial, extensions))
+                Ok((read_serial(&tx)?, theirs(&tx)?))
             });
             let mine = (|| -> rusqlite::Result<_> {
                 let tx = conn.transaction()?;
-                let serial = read_serial(&tx)?;
-                let mut users = read_users(&tx)?;
-                users.sort_by(|a, b| a.username.cmp(&b.username));
-                let mut devices = read_devices(&tx)?;
-                devices.sort_by(|a, b| a.id.cmp(&b.id));
-                Ok((serial, users, devices, read_licenses(&tx)?))
+                Ok((read_serial(&tx)?, mine(&tx)?))
             })();
             let theirs = theirs
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (mine, theirs)
         });
-        let (serial, users, devices, licenses) = mine?;
+        let (serial, (users, devices, licenses)) = mine?;
         let (their_serial, extensions) = theirs?;
-        // Every write to these tables bumps the serial, so equal serials mean
-        // both snapshots hold the same directory.
         if serial != their_serial {
             return Ok(None);
         }
@@ -454,38 +449,23 @@ impl SqliteTarget {
         }))
     }
 
-    /// `load_subset` on both connections at once (users and devices on one,
-    /// extensions on the other); `None` when a write landed between them.
-    fn load_subset_in_parallel(
-        &mut self,
-        keys: &super::Keys,
-    ) -> rusqlite::Result<Option<Directory>> {
-        let (conn, reader) = self.connections()?;
-        let (mine, theirs) = std::thread::scope(|scope| {
-            let theirs = scope.spawn(move || {
-                let tx = reader.transaction()?;
-                read_subset_extensions(&tx, keys)
-            });
-            let mine = conn
-                .transaction()
-                .and_then(|tx| read_subset_users(&tx, keys));
-            let theirs = theirs
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (mine, theirs)
-        });
-        let (serial, users, devices, licenses) = mine?;
-        let (their_serial, extensions) = theirs?;
-        // As in `load_in_parallel`.
-        if serial != their_serial {
-            return Ok(None);
-        }
-        Ok(Some(Directory {
-            users,
-            extensions,
-            devices,
-            licenses,
-        }))
+    /// The whole directory, read on both connections at once (each side sorts
+    /// its lists as `Directory::sort` would).
+    fn load_in_parallel(&mut self) -> rusqlite::Result<Option<Directory>> {
+        self.read_in_parallel(
+            |tx| {
+                let mut users = read_users(tx)?;
+                users.sort_by(|a, b| a.username.cmp(&b.username));
+                let mut devices = read_devices(tx)?;
+                devices.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok((users, devices, read_licenses(tx)?))
+            },
+            |tx| {
+                let mut extensions = read_extensions(tx)?;
+                extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+                Ok(extensions)
+            },
+        )
     }
 
     fn ensure_writable(&self) -> Result<(), TargetError> {
@@ -574,7 +554,10 @@ impl Target for SqliteTarget {
         let mut subset = None;
         for _ in 0..3 {
             subset = self
-                .load_subset_in_parallel(keys)
+                .read_in_parallel(
+                    |tx| read_subset_users(tx, keys),
+                    |tx| read_subset_extensions(tx, keys),
+                )
                 .map_err(|e| sqlite_error(context(), e))?;
             if subset.is_some() {
                 break;
@@ -588,16 +571,16 @@ impl Target for SqliteTarget {
                     .conn
                     .unchecked_transaction()
                     .map_err(|e| sqlite_error(context(), e))?;
-                let (_, users, devices, licenses) =
-                    read_subset_users(&tx, keys).map_err(|e| sqlite_error(context(), e))?;
-                let (_, extensions) =
-                    read_subset_extensions(&tx, keys).map_err(|e| sqlite_error(context(), e))?;
-                Directory {
-                    users,
-                    extensions,
-                    devices,
-                    licenses,
-                }
+                let read = || -> rusqlite::Result<Directory> {
+                    let (users, devices, licenses) = read_subset_users(&tx, keys)?;
+                    Ok(Directory {
+                        users,
+                        extensions: read_subset_extensions(&tx, keys)?,
+                        devices,
+                        licenses,
+                    })
+                };
+                read().map_err(|e| sqlite_error(context(), e))?
             }
         };
         dir.sort();
@@ -1545,12 +1528,11 @@ fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     )
 }
 
-/// The serial, the users and devices named by `keys`, and the licenses.
+/// The users and devices named by `keys`, and the licenses.
 fn read_subset_users(
     conn: &Connection,
     keys: &super::Keys,
-) -> rusqlite::Result<(i64, Vec<User>, Vec<Device>, Licenses)> {
-    let serial = read_serial(conn)?;
+) -> rusqlite::Result<(Vec<User>, Vec<Device>, Licenses)> {
     let mut users = Vec::with_capacity(keys.users.len());
     let mut stmt = conn.prepare_cached(
         "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile \
@@ -1558,16 +1540,7 @@ fn read_subset_users(
     )?;
     let mut rows = stmt.query([key_array(&keys.users)])?;
     while let Some(row) = rows.next()? {
-        users.push(User {
-            username: text(row, 0)?,
-            fields: [
-                text(row, 1)?,
-                text(row, 2)?,
-                text(row, 3)?,
-                text(row, 4)?,
-                text(row, 5)?,
-            ],
-        });
+        users.push(user_row(row)?);
     }
     drop(rows);
     let mut devices = Vec::new();
@@ -1580,16 +1553,14 @@ fn read_subset_users(
         });
     }
     drop(rows);
-    Ok((serial, users, devices, read_licenses(conn)?))
+    Ok((users, devices, read_licenses(conn)?))
 }
 
-/// The serial, and the extensions named by `keys` or holding one of its devices,
-/// sorted by number.
+/// The extensions named by `keys` or holding one of its devices, sorted by number.
 fn read_subset_extensions(
     conn: &Connection,
     keys: &super::Keys,
-) -> rusqlite::Result<(i64, Vec<Extension>)> {
-    let serial = read_serial(conn)?;
+) -> rusqlite::Result<Vec<Extension>> {
     let mut extensions = Vec::with_capacity(keys.extensions.len());
     read_extensions_by(conn, "number", &keys.extensions, &mut extensions)?;
     // A device held by an extension just read needs no lookup: it has one holder.
@@ -1607,7 +1578,21 @@ fn read_subset_extensions(
     read_extensions_by(conn, "device", &devices, &mut extensions)?;
     extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
     extensions.dedup_by(|a, b| a.number == b.number);
-    Ok((serial, extensions))
+    Ok(extensions)
+}
+
+/// A user from the columns username, first_name, last_name, email, im, mobile.
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        username: text(row, 0)?,
+        fields: [
+            text(row, 1)?,
+            text(row, 2)?,
+            text(row, 3)?,
+            text(row, 4)?,
+            text(row, 5)?,
+        ],
+    })
 }
 
 fn read_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
@@ -1616,16 +1601,7 @@ fn read_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
         .prepare_cached("SELECT username, first_name, last_name, email, im, mobile FROM users")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        users.push(User {
-            username: text(row, 0)?,
-            fields: [
-                text(row, 1)?,
-                text(row, 2)?,
-                text(row, 3)?,
-                text(row, 4)?,
-                text(row, 5)?,
-            ],
-        });
+        users.push(user_row(row)?);
     }
     Ok(users)
 }
