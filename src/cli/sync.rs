@@ -120,12 +120,11 @@ fn run_pipeline(
     options: &SyncOptions,
     loaded: Loaded,
     inventory: Vec<crate::model::Device>,
-    target: Option<&mut Box<dyn Target>>,
+    mut target: Option<&mut Box<dyn Target>>,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
     let policy = sync::policy(config, options);
     let (serial, planned, layout, delimiter) = {
-        let mut target = target;
         let changed_rows_only =
             target.is_some() && sync::can_plan_changed_rows(config, options, None);
         // The target's digests are read while the CSV is validated: the serial

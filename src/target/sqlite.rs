@@ -1029,34 +1029,24 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
 
         self.phase("adding and updating extensions");
         for (i, planned) in actions.iter().enumerate() {
-            if let Action::AddExtension {
-                username,
-                extension,
-                kind,
-                device,
-                changes,
-            } = &planned.action
-            {
-                self.finish(
-                    i,
-                    self.add_extension(username, extension, *kind, device, changes),
-                )?;
-            }
-        }
-        for (i, planned) in actions.iter().enumerate() {
-            if let Action::UpdateExtension {
-                username,
-                extension,
-                kind,
-                device,
-                changes,
-            } = &planned.action
-            {
-                self.finish(
-                    i,
-                    self.update_extension(username, extension, *kind, device, changes),
-                )?;
-            }
+            let outcome = match &planned.action {
+                Action::AddExtension {
+                    username,
+                    extension,
+                    kind,
+                    device,
+                    changes,
+                } => self.add_extension(username, extension, *kind, device, changes),
+                Action::UpdateExtension {
+                    username,
+                    extension,
+                    kind,
+                    device,
+                    changes,
+                } => self.update_extension(username, extension, *kind, device, changes),
+                _ => continue,
+            };
+            self.finish(i, outcome)?;
         }
         // The side that gives a device up first, then the side that takes it, so
         // an extension that does both ends up holding its new device.
@@ -1338,34 +1328,30 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         let new_device = device
             .as_deref()
             .filter(|_| changes_field(changes, "device"));
-        let sql = format!(
-            "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4{}{} \
-             WHERE number = ?1 AND user_id = ?2",
-            if new_kind.is_some() {
-                ", kind = ?5"
-            } else {
-                ""
-            },
-            if new_device.is_some() {
-                ", device = ?6"
-            } else {
-                ""
-            },
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let sql = match (new_kind.is_some(), new_device.is_some()) {
+            (false, false) => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4 \
+                 WHERE number = ?1 AND user_id = ?2"
+            }
+            (true, false) => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 kind = ?5 WHERE number = ?1 AND user_id = ?2"
+            }
+            (false, true) => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 device = ?5 WHERE number = ?1 AND user_id = ?2"
+            }
+            (true, true) => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 kind = ?5, device = ?6 WHERE number = ?1 AND user_id = ?2"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let description = Change::value_of(changes, "description");
         let digest = self.digest(extension);
         let mut values: Vec<&dyn ToSql> = vec![&extension, &user_id, &description, &digest];
-        if let Some(kind) = &new_kind {
-            values.push(kind);
-        }
-        if let Some(device) = &new_device {
-            // Numbered parameters: ?6 may follow ?4 when the kind stays.
-            if new_kind.is_none() {
-                values.push(&rusqlite::types::Null);
-            }
-            values.push(device);
-        }
+        values.extend(new_kind.as_ref().map(|kind| kind as &dyn ToSql));
+        values.extend(new_device.as_ref().map(|device| device as &dyn ToSql));
         let updated = stmt
             .execute(values.as_slice())
             .map_err(|e| device_reason(e, extension, device))?;
