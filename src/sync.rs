@@ -4,11 +4,12 @@
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
-use crate::plan::{self, Blame, DiffOptions, Plan, checks};
+use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, SourceError, SourceKind};
 use crate::target::sqlite::SqliteTarget;
-use crate::target::{Target, TargetError};
+use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where the desired state is read from.
@@ -213,6 +214,10 @@ pub struct Planned {
     pub desired: crate::model::Desired,
     /// The row digests to store with the apply: rows that will then match.
     pub digests: Vec<(Text, u64)>,
+    /// The target's digest index the plan was made against, and the extension
+    /// counts after the plan: `index_after` makes them the index after an apply.
+    /// `None` when the plan read the whole directory.
+    pub index: Option<(DigestIndex, Usage)>,
 }
 
 /// Whether a plan may read only the rows whose digest changed. Pruning, resetting
@@ -301,6 +306,7 @@ pub fn plan_all(
         plan,
         desired: validated.desired,
         digests,
+        index: None,
     })
 }
 
@@ -353,6 +359,7 @@ pub fn plan_changed_rows(
     let current = target.load_subset(&keys)?;
     let opts = diff_options(config, options, &validated, Vec::new());
     let plan = plan::diff(&desired, &current, &opts);
+    let usage_after = plan::checks::usage_after(&plan, &current, usage);
     let plan = finish_plan(config, options, &validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
@@ -361,7 +368,71 @@ pub fn plan_changed_rows(
         plan,
         desired,
         digests,
+        index: Some((index, usage_after)),
     })
+}
+
+/// The digest index after an apply of `actions`: `before` (read at the plan's
+/// serial) with what the apply wrote. Extensions the actions touch, or whose
+/// digests it `cleared`, are unknown unless `digests` names them; removed ones go.
+/// Unknown is never wrong, only slower: a plan reads such rows again.
+pub fn index_after(
+    before: DigestIndex,
+    actions: &[PlannedAction],
+    digests: &[(Text, u64)],
+    cleared: &[Text],
+) -> DigestIndex {
+    let mut after: HashMap<&str, Option<u64>> = HashMap::new();
+    let mut removed: HashSet<&str> = HashSet::new();
+    for planned in actions {
+        match &planned.action {
+            Action::AddExtension { extension, .. } | Action::UpdateExtension { extension, .. } => {
+                after.insert(extension, None);
+            }
+            Action::ReassignDevice {
+                from_extension,
+                to_extension,
+                ..
+            } => {
+                after.insert(from_extension, None);
+                after.insert(to_extension, None);
+            }
+            Action::RemoveExtension { extension, .. } => {
+                removed.insert(extension);
+            }
+            _ => {}
+        }
+    }
+    after.extend(cleared.iter().map(|n| (n.as_str(), None)));
+    after.extend(digests.iter().map(|(n, d)| (n.as_str(), Some(*d))));
+    let mut kept: DigestIndex = Vec::with_capacity(before.len());
+    for (number, digest) in before {
+        if removed.contains(number.as_str()) {
+            continue;
+        }
+        let digest = after.remove(number.as_str()).unwrap_or(digest);
+        kept.push((number, digest));
+    }
+    // What is left is new: sorted, and merged in.
+    let mut added: DigestIndex = after
+        .into_iter()
+        .filter(|(n, _)| !removed.contains(n))
+        .map(|(n, d)| (Text::from(n), d))
+        .collect();
+    if added.is_empty() {
+        return kept;
+    }
+    added.sort_by(|a, b| cmp_extension(&a.0, &b.0));
+    let mut index = Vec::with_capacity(kept.len() + added.len());
+    let mut added = added.into_iter().peekable();
+    for entry in kept {
+        while let Some(new) = added.next_if(|new| cmp_extension(&new.0, &entry.0).is_lt()) {
+            index.push(new);
+        }
+        index.push(entry);
+    }
+    index.extend(added);
+    index
 }
 
 /// Most actions a plan names the blame of: git blame reads the whole file's
@@ -438,6 +509,71 @@ pub fn local_user() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ExtensionKind;
+
+    #[test]
+    fn the_index_after_an_apply_has_its_writes() {
+        let before: DigestIndex = vec![
+            ("99".into(), Some(1)),
+            ("1001".into(), Some(2)),
+            ("1002".into(), Some(3)),
+            ("1003".into(), Some(4)),
+            ("1004".into(), Some(5)),
+        ];
+        let planned = |action| PlannedAction {
+            action,
+            line: None,
+            blame: None,
+        };
+        let actions = [
+            planned(Action::AddExtension {
+                username: "a".into(),
+                extension: "1000".into(),
+                kind: ExtensionKind::Device,
+                device: Some("0004F2000001".into()),
+                changes: Vec::new(),
+            }),
+            planned(Action::AddExtension {
+                username: "a".into(),
+                extension: "2000".into(),
+                kind: ExtensionKind::Virtual,
+                device: None,
+                changes: Vec::new(),
+            }),
+            planned(Action::UpdateExtension {
+                username: "a".into(),
+                extension: "1001".into(),
+                kind: ExtensionKind::Virtual,
+                device: None,
+                changes: Vec::new(),
+            }),
+            planned(Action::RemoveExtension {
+                username: "a".into(),
+                extension: "1002".into(),
+                device: None,
+            }),
+            planned(Action::ReassignDevice {
+                username: "a".into(),
+                device: "0004F2000001".into(),
+                from_extension: "1003".into(),
+                to_extension: "1000".into(),
+                from_becomes: ExtensionKind::Virtual,
+            }),
+        ];
+        let digests = [(Text::from("1000"), 10), (Text::from("1001"), 11)];
+        let index = index_after(before, &actions, &digests, &["99".into()]);
+        assert_eq!(
+            index,
+            [
+                ("99".into(), None),
+                ("1000".into(), Some(10)),
+                ("1001".into(), Some(11)),
+                ("1003".into(), None),
+                ("1004".into(), Some(5)),
+                ("2000".into(), None),
+            ]
+        );
+    }
 
     #[test]
     fn devices_files_accept_a_header_and_any_mac_spelling() {

@@ -131,3 +131,93 @@ fn a_change_behind_pbxsyncs_back_is_seen() {
     t.apply(&[]);
     assert!(same(&t, "healed")["actions"].as_array().unwrap().is_empty());
 }
+
+/// How many rows a plan read again, from its `-v` report. The working tree (the
+/// committed file) is read, because an unchanged commit plans without any rows.
+fn changed_rows(t: &Test) -> usize {
+    let verbose = t.ok(["-v", "plan", "--working-tree"]);
+    let line = verbose
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("plan the "))
+        .unwrap_or_else(|| panic!("no changed-rows lap in:\n{}", verbose.stderr));
+    line.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_index_kept_after_an_apply_is_the_one_a_plan_reads() {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    // jflynn also has 1009, which later leaves the file (no prune: it stays).
+    t.commit_csv(format!("{}1009,Jason,Flynn,jflynn,,,,,,\n", base()));
+    t.apply(&[]);
+    t.commit_csv(base());
+    let kept = {
+        let mut name = t.state().into_os_string();
+        name.push(".digests");
+        std::path::PathBuf::from(name)
+    };
+    let steps: Vec<(&str, String)> = vec![
+        (
+            "a user with an extension outside the file changes",
+            base().replace("jason@example.com", "jason.flynn@example.com"),
+        ),
+        (
+            "that extension comes back, with a description",
+            format!(
+                "{}1009,Jason,Flynn,jflynn,,Lab,,,,\n",
+                base().replace("jason@example.com", "jason.flynn@example.com")
+            ),
+        ),
+        (
+            "a device moves to a new extension",
+            base()
+                .replace("virtual", DEV_B)
+                .replace(&format!(",,,,,{DEV_B}\n1004"), ",,,,,virtual\n1004"),
+        ),
+        (
+            "a new user",
+            format!("{}1006,Lars,Berg,lberg,Pass_word78,,,,,{DEV_C}\n", base()),
+        ),
+    ];
+    for (step, csv) in steps {
+        t.commit_csv(&csv);
+        same(&t, step);
+        t.apply(&[]);
+        assert!(kept.is_file(), "{step}: no index kept");
+        let after = same(&t, &format!("{step}, applied"));
+        assert!(after["actions"].as_array().unwrap().is_empty(), "{after:#}");
+        assert_eq!(changed_rows(&t), 0, "{step}: every row matches");
+    }
+
+    // A write of another program makes the kept index stale: the plan reads the
+    // table, where the write cleared the digest of mgarcia's row.
+    let db = t.db();
+    db.execute(
+        "UPDATE users SET email = 'changed@example.com' WHERE username = 'mgarcia'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(changed_rows(&t), 1);
+    same(&t, "after a write by another program");
+    t.apply(&[]);
+    assert_eq!(changed_rows(&t), 0);
+
+    // The plan reads the kept index, not the table: digests cleared behind the
+    // serial's back (a test-only trick) go unnoticed while the index is valid...
+    let db = t.db();
+    db.execute_batch(
+        "DROP TRIGGER extensions_update_serial; UPDATE extensions SET row_digest = NULL;",
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(changed_rows(&t), 0);
+    // ...and a damaged one is read past: the table shows every row as unknown.
+    let mut bytes = std::fs::read(&kept).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&kept, bytes).unwrap();
+    assert_eq!(changed_rows(&t), 5, "every row of the file is read again");
+    same(&t, "damaged index");
+}

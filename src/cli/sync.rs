@@ -78,6 +78,8 @@ struct Planned {
     desired: crate::model::Desired,
     /// Row digests to store with the apply.
     digests: Vec<(crate::model::Text, u64)>,
+    /// The digest index the plan was made against, and the counts after it.
+    index: Option<(crate::target::DigestIndex, crate::model::Usage)>,
     layout: crate::csv::Layout,
     delimiter: u8,
 }
@@ -185,6 +187,7 @@ fn run_pipeline(
         mut plan,
         desired,
         digests,
+        index,
     } = planned;
     sync::add_blame(config, &loaded, &mut plan).map_err(source_error)?;
     clock.lap("blame");
@@ -194,6 +197,7 @@ fn run_pipeline(
         serial,
         desired,
         digests,
+        index,
         layout,
         delimiter,
     })
@@ -510,7 +514,7 @@ pub fn apply_cmd(
             return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
         }
     }
-    let planned = run_pipeline(ctx, &config, &options, loaded, inventory, Some(&mut target))?;
+    let mut planned = run_pipeline(ctx, &config, &options, loaded, inventory, Some(&mut target))?;
     if let Some(s) = &saved
         && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
     {
@@ -595,6 +599,21 @@ pub fn apply_cmd(
     clock.lap("write to the target");
     match result {
         Ok(report) => {
+            if let Some((before, usage)) = planned.index.take() {
+                let index = sync::index_after(
+                    before,
+                    &planned.plan.actions,
+                    &planned.digests,
+                    &report.cleared,
+                );
+                // A cache: the apply is done whether it is kept or not.
+                if let Err(e) = target.keep_index(report.serial, &index, usage)
+                    && ctx.verbose
+                {
+                    eprintln!("the digest index was not kept: {e}");
+                }
+                clock.lap("keep the digest index for the next plan");
+            }
             match format {
                 Format::Json => out(&format!(
                     "{}\n",

@@ -26,6 +26,45 @@ pub fn licenses(plan: &mut Plan, current: &Directory, before: Usage) {
     if limits.users.is_none() && limits.voicemail.is_none() {
         return;
     }
+    let after = usage_after(plan, current, before);
+    for (what, limit, after, before) in [
+        (
+            "user",
+            limits.users,
+            after.user_licenses,
+            before.user_licenses,
+        ),
+        (
+            "voicemail",
+            limits.voicemail,
+            after.voicemail_licenses,
+            before.voicemail_licenses,
+        ),
+    ] {
+        if let Some(limit) = limit
+            && after > limit
+        {
+            let needed = after.saturating_sub(before);
+            let left = limit.saturating_sub(before);
+            plan.errors.push(
+                Diagnostic::error(
+                    Code::LicenseExceeded,
+                    format!("not enough {what} licenses: {needed} needed, {left} left (limit {limit}, {after} after this plan)"),
+                )
+                .with_hint(format!(
+                    "raise the limit with `pbxsync licenses set --{} N`, or make fewer {} extensions",
+                    if what == "user" { "users" } else { "voicemail" },
+                    if what == "user" { "device or virtual" } else { "voicemail-only" }
+                )),
+            );
+        }
+    }
+}
+
+/// The extension counts once the plan is applied.
+/// `current` must hold at least the extensions the plan touches; `before` counts the
+/// whole directory.
+pub fn usage_after(plan: &Plan, current: &Directory, before: Usage) -> Usage {
     // Only the extensions the plan touches can change kind: compare their kinds
     // before and after.
     let mut touched: HashMap<&str, Option<ExtensionKind>> = HashMap::new();
@@ -57,40 +96,25 @@ pub fn licenses(plan: &mut Plan, current: &Directory, before: Usage) {
         }
     }
     let (mut users, mut voicemail) = (before.user_licenses, before.voicemail_licenses);
-    let (before_u, before_v) = (users, voicemail);
+    let mut extensions = before.extensions;
     for (ext, after) in &touched {
         if let Some(cur) = current.extension(ext) {
             let (u, v) = usage(std::iter::once(cur.kind));
-            users -= u;
-            voicemail -= v;
+            users = users.saturating_sub(u);
+            voicemail = voicemail.saturating_sub(v);
+            extensions = extensions.saturating_sub(1);
         }
         if let Some(k) = after {
             let (u, v) = usage(std::iter::once(*k));
             users += u;
             voicemail += v;
+            extensions += 1;
         }
     }
-    for (what, limit, after, before) in [
-        ("user", limits.users, users, before_u),
-        ("voicemail", limits.voicemail, voicemail, before_v),
-    ] {
-        if let Some(limit) = limit
-            && after > limit
-        {
-            let needed = after.saturating_sub(before);
-            let left = limit.saturating_sub(before);
-            plan.errors.push(
-                Diagnostic::error(
-                    Code::LicenseExceeded,
-                    format!("not enough {what} licenses: {needed} needed, {left} left (limit {limit}, {after} after this plan)"),
-                )
-                .with_hint(format!(
-                    "raise the limit with `pbxsync licenses set --{} N`, or make fewer {} extensions",
-                    if what == "user" { "users" } else { "voicemail" },
-                    if what == "user" { "device or virtual" } else { "voicemail-only" }
-                )),
-            );
-        }
+    Usage {
+        extensions,
+        user_licenses: users,
+        voicemail_licenses: voicemail,
     }
 }
 

@@ -6,6 +6,7 @@ use crate::plan::PlannedAction;
 use serde::Serialize;
 use std::collections::HashMap;
 
+pub mod snapshot;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +226,9 @@ pub enum Progress {
 pub struct ApplyReport {
     pub history_id: i64,
     pub serial: i64,
+    /// Extensions outside the actions whose stored digest the apply cleared (the
+    /// other extensions of updated users), for `keep_index`.
+    pub cleared: Vec<Text>,
 }
 
 /// A store of the current state. `Send`: a plan reads the target's digests on
@@ -239,6 +243,17 @@ pub trait Target: Send {
     /// Sorted by number (`cmp_extension`).
     /// Counts extensions by kind on the way.
     fn load_index(&mut self) -> Result<(DigestIndex, Usage), TargetError>;
+    /// Keeps the index and usage as they are at `serial` (right after an apply),
+    /// so that `load_index` at that serial need not read every extension. A
+    /// cache: a target may keep nothing, and a failure to keep it loses nothing.
+    fn keep_index(
+        &mut self,
+        _serial: i64,
+        _index: &DigestIndex,
+        _usage: Usage,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
     /// The part of the directory a plan of some rows needs: the named users and
     /// extensions, the named devices that exist and the extensions holding them,
     /// the licenses; every list sorted.

@@ -6,7 +6,7 @@
 
 use super::{
     AppliedRevision, ApplyReport, ApplyRequest, Compression, HistoryRecord, LockGuard, LockHolder,
-    Progress, RecordedCsv, Target, TargetError,
+    Progress, RecordedCsv, Target, TargetError, snapshot,
 };
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
@@ -162,11 +162,55 @@ PRAGMA writable_schema = OFF;
 -- New entries keep the applied CSV zstd-compressed, a quarter of LZ4's size.
 ALTER TABLE history ADD COLUMN csv_zstd BLOB;
 "#,
+    r#"
+-- Extensions keyed by their number (WITHOUT ROWID): a lookup or write by number
+-- searches one B-tree rather than an index and then the table, and there is no
+-- separate index of numbers to keep. A SIP secret is kept as its 16 bytes rather
+-- than 32 hex digits. Together they make an apply's writes a fifth smaller.
+-- The table is rebuilt as SQLite's ALTER TABLE documentation describes; the
+-- trigger on users that refers to it is created again after the rename.
+DROP TRIGGER users_digest_stale;
+CREATE TABLE extensions_new (
+    number TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL CHECK (kind = 'device' OR kind = 'virtual' OR kind = 'voicemail_only'),
+    device TEXT UNIQUE REFERENCES devices (id),
+    description TEXT NOT NULL DEFAULT '',
+    sip_secret BLOB NOT NULL,
+    row_digest INTEGER
+) WITHOUT ROWID;
+INSERT INTO extensions_new
+    SELECT number, user_id, kind, device, description,
+           coalesce(unhex(sip_secret), CAST(sip_secret AS BLOB)), row_digest
+    FROM extensions;
+DROP TABLE extensions;
+ALTER TABLE extensions_new RENAME TO extensions;
+CREATE INDEX extensions_user_id ON extensions (user_id);
+CREATE TRIGGER extensions_insert_serial AFTER INSERT ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_update_serial AFTER UPDATE ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_delete_serial AFTER DELETE ON extensions
+BEGIN UPDATE meta SET value = value + 1 WHERE key = 'serial'; END;
+CREATE TRIGGER extensions_digest_stale
+AFTER UPDATE OF number, user_id, kind, device, description ON extensions
+WHEN NEW.row_digest IS NOT NULL
+BEGIN UPDATE extensions SET row_digest = NULL WHERE number = NEW.number; END;
+CREATE TRIGGER users_digest_stale
+AFTER UPDATE OF username, first_name, last_name, email, im, mobile ON users
+BEGIN UPDATE extensions SET row_digest = NULL WHERE user_id = NEW.id AND row_digest IS NOT NULL; END;
+"#,
+    r#"
+-- A random id of this file and its copies, part of the tag of the digest
+-- snapshot beside it (`SqliteTarget::keep_index`).
+INSERT INTO meta (key, value) VALUES ('file_id', lower(hex(randomblob(16))));
+"#,
 ];
 
-/// The migration after which a file that holds users is compacted (`VACUUM`):
-/// it shortened every user row, which leaves the pages half empty.
-const COMPACTING_MIGRATION: i64 = 4;
+/// The migrations after which a file that holds users is compacted (`VACUUM`):
+/// 4 shortened every user row, which leaves the pages half empty; 7 rebuilt the
+/// extensions, which leaves the old table's pages free.
+const COMPACTING_MIGRATIONS: [i64; 2] = [4, 7];
 
 const HISTORY_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, summary, \
      outcome, csv_redacted, csv_lz4, csv_zstd";
@@ -374,7 +418,7 @@ impl SqliteTarget {
                 return Ok(());
             };
             let next = version + 1;
-            if next == COMPACTING_MIGRATION {
+            if COMPACTING_MIGRATIONS.contains(&next) {
                 compact |= tx
                     .query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| {
                         r.get::<_, bool>(0)
@@ -480,11 +524,49 @@ impl SqliteTarget {
         }
     }
 
-    fn lock_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".lock");
-        PathBuf::from(name)
+    /// The digest snapshot kept beside the state file.
+    fn index_path(&self) -> PathBuf {
+        sidecar(&self.path, ".digests")
     }
+
+    /// The current serial, and the tag a snapshot of the index at that serial
+    /// carries: the file's id, the serial and the last history entry, so that a
+    /// snapshot never passes for another file's, or for a later state.
+    fn index_tag(&self) -> rusqlite::Result<Option<(i64, String)>> {
+        self.conn
+            .query_row(
+                "SELECT s.value, f.value, coalesce(h.value, 0) FROM meta AS s \
+                 JOIN meta AS f ON f.key = 'file_id' \
+                 LEFT JOIN meta AS h ON h.key = 'last_history_id' WHERE s.key = 'serial'",
+                [],
+                |r| {
+                    let serial: i64 = r.get(0)?;
+                    let id: String = r.get(1)?;
+                    let history: i64 = r.get(2)?;
+                    Ok((serial, format!("{id}:{serial}:{history}")))
+                },
+            )
+            .optional()
+    }
+
+    /// The index of the snapshot beside the file, when it was kept at the current
+    /// serial and is intact.
+    fn kept_index(&self) -> Option<(super::DigestIndex, super::Usage)> {
+        let (_, tag) = self.index_tag().ok()??;
+        let bytes = std::fs::read(self.index_path()).ok()?;
+        snapshot::decode(&bytes, &tag)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        sidecar(&self.path, ".lock")
+    }
+}
+
+/// A file beside the state file: its name with `suffix` added.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 impl Target for SqliteTarget {
@@ -524,6 +606,9 @@ impl Target for SqliteTarget {
     }
 
     fn load_index(&mut self) -> Result<(super::DigestIndex, super::Usage), TargetError> {
+        if let Some(kept) = self.kept_index() {
+            return Ok(kept);
+        }
         let read = || -> rusqlite::Result<(super::DigestIndex, super::Usage)> {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT number, row_digest, kind = 'voicemail_only' FROM extensions",
@@ -550,6 +635,42 @@ impl Target for SqliteTarget {
             index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
         }
         Ok((index, usage))
+    }
+
+    /// Writes the snapshot beside the state file, whole or not at all (a new
+    /// file renamed over the old one). Not synced: a snapshot lost in a crash
+    /// only costs the next plan a full read.
+    fn keep_index(
+        &mut self,
+        serial: i64,
+        index: &super::DigestIndex,
+        usage: super::Usage,
+    ) -> Result<(), TargetError> {
+        self.ensure_writable()?;
+        let tag = self
+            .index_tag()
+            .map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
+        // Something wrote after the apply: the index is not the current one.
+        let Some((_, tag)) = tag.filter(|(current, _)| *current == serial) else {
+            return Ok(());
+        };
+        let bytes = snapshot::encode(&tag, index, usage);
+        let path = self.index_path();
+        let partial = sidecar(&self.path, ".digests.partial");
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)?;
+            file.write_all(&bytes)?;
+            std::fs::rename(&partial, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            io_error(format!("cannot write {}", path.display()), e)
+        })
     }
 
     fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, TargetError> {
@@ -807,25 +928,29 @@ fn apply_in_transaction(
         total: request.actions.len(),
     });
     let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
-    Applier::new(&tx, &request, progress).run()?;
+    let cleared = Applier::new(&tx, &request, progress).run()?;
     // What the serial triggers do for every written row, once.
     tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])
         .and_then(|_| triggers.restore(&tx))
         .map_err(|e| sqlite_error(context(), e))?;
     progress(Progress::Committing);
     let record = (request.record)();
-    let finish = || -> rusqlite::Result<ApplyReport> {
+    let finish = || -> rusqlite::Result<(i64, i64)> {
         let serial = read_serial(&tx)?;
         let history_id = insert_history(&tx, &record)?;
         set_meta(&tx, "last_commit", &record.commit)?;
         set_meta(&tx, "last_blob", &record.blob)?;
         set_meta(&tx, "last_serial", &serial)?;
         set_meta(&tx, "last_history_id", &history_id)?;
-        Ok(ApplyReport { history_id, serial })
+        Ok((history_id, serial))
     };
-    let report = finish().map_err(|e| sqlite_error(context(), e))?;
+    let (history_id, serial) = finish().map_err(|e| sqlite_error(context(), e))?;
     tx.commit().map_err(|e| sqlite_error(context(), e))?;
-    Ok(report)
+    Ok(ApplyReport {
+        history_id,
+        serial,
+        cleared,
+    })
 }
 
 /// The triggers of pbxsync's schema. They keep the serial and the row digests
@@ -935,6 +1060,8 @@ struct Applier<'a, 'r, 'p> {
     /// User ids by username, as created or looked up.
     user_ids: RefCell<HashMap<Text, i64>>,
     secrets: RefCell<Secrets>,
+    /// Extensions outside the actions whose digest `clear_digests_of` cleared.
+    cleared: Vec<Text>,
 }
 
 /// Why an action failed, for people.
@@ -975,10 +1102,12 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             written: RefCell::default(),
             user_ids: RefCell::default(),
             secrets: RefCell::default(),
+            cleared: Vec::new(),
         }
     }
 
-    fn run(&mut self) -> Result<(), TargetError> {
+    /// Returns the extensions outside the actions whose digests it cleared.
+    fn run(mut self) -> Result<Vec<Text>, TargetError> {
         let actions = self.request.actions;
 
         self.phase("creating devices and users");
@@ -1096,7 +1225,8 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             step: "recording row digests".into(),
         });
         self.record_other_digests()
-            .map_err(|e| sqlite_error("cannot record the row digests", e))
+            .map_err(|e| sqlite_error("cannot record the row digests", e))?;
+        Ok(self.cleared)
     }
 
     fn phase(&mut self, step: &str) {
@@ -1142,7 +1272,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     /// describe it (what the users_digest_stale trigger does, for all at once).
     /// Extensions that the request gives a digest are left alone: a later
     /// statement writes it.
-    fn clear_digests_of(&self, mut user_ids: Vec<i64>) -> rusqlite::Result<()> {
+    fn clear_digests_of(&mut self, mut user_ids: Vec<i64>) -> rusqlite::Result<()> {
         if user_ids.is_empty() {
             return Ok(());
         }
@@ -1170,7 +1300,8 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             .conn
             .prepare_cached("UPDATE extensions SET row_digest = NULL WHERE number = ?1")?;
         for number in stale {
-            clear.execute([number])?;
+            clear.execute([&number])?;
+            self.cleared.push(Text::from(number));
         }
         Ok(())
     }
@@ -1312,7 +1443,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         check_kind(kind, device)?;
         let user_id = self.user_id(username)?;
         let description = Change::value_of(changes, "description").unwrap_or("");
-        let secret = self.secrets.borrow_mut().next()?;
+        let secret: [u8; 16] = self.secrets.borrow_mut().next()?;
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO extensions \
              (number, user_id, kind, device, description, sip_secret, row_digest) \
@@ -1492,29 +1623,25 @@ fn device_reason(e: rusqlite::Error, extension: &str, device: &Option<Text>) -> 
     }
 }
 
-/// Fresh SIP secrets (16 random bytes as hex), drawn from the system's random
-/// source a batch at a time: one call for 256 secrets rather than one each.
+/// Fresh SIP secrets (16 random bytes), drawn from the system's random source a
+/// batch at a time: one call for 256 secrets rather than one each.
 #[derive(Default)]
 struct Secrets {
-    random: Vec<u8>,
+    random: Vec<[u8; 16]>,
 }
 
 impl Secrets {
-    const BATCH: usize = 256 * 16;
+    const BATCH: usize = 256;
 
-    fn next(&mut self) -> Result<String, Reason> {
-        if self.random.len() < 16 {
-            self.random.resize(Self::BATCH, 0);
-            getrandom::fill(&mut self.random)
+    fn next(&mut self) -> Result<[u8; 16], Reason> {
+        if self.random.is_empty() {
+            self.random.resize(Self::BATCH, [0; 16]);
+            getrandom::fill(self.random.as_flattened_mut())
                 .map_err(|e| Reason(format!("cannot generate a SIP secret: {e}")))?;
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut secret = String::with_capacity(32);
-        for b in self.random.drain(self.random.len() - 16..) {
-            secret.push(HEX[usize::from(b >> 4)] as char);
-            secret.push(HEX[usize::from(b & 15)] as char);
-        }
-        Ok(secret)
+        self.random
+            .pop()
+            .ok_or_else(|| Reason("cannot generate a SIP secret".into()))
     }
 }
 
@@ -2158,7 +2285,7 @@ mod tests {
         assert_eq!(order, ["99", "1002", "1003"]);
 
         // Secrets are stored, but only in the database.
-        let secret: String = target
+        let secret: Vec<u8> = target
             .conn
             .query_row(
                 "SELECT sip_secret FROM extensions WHERE number = '99'",
@@ -2166,10 +2293,10 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(secret.len(), 32);
-        assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(secret.len(), 16);
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let history = serde_json::to_string(&target.history().unwrap()).unwrap();
-        assert!(!history.contains("argon2") && !history.contains(&secret));
+        assert!(!history.contains("argon2") && !history.contains(&hex));
 
         let last = target.last_applied().unwrap().unwrap();
         assert_eq!(last.commit.as_deref(), Some("abc"));
@@ -2754,6 +2881,15 @@ mod tests {
         assert_eq!(lz4.csv.text(), "Extension\n1002\n");
         let (index, _) = target.load_index().unwrap();
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn sip_secrets_are_distinct_across_batches() {
+        let mut secrets = Secrets::default();
+        let drawn: HashSet<[u8; 16]> = (0..3 * Secrets::BATCH + 1)
+            .map(|_| secrets.next().ok().unwrap())
+            .collect();
+        assert_eq!(drawn.len(), 3 * Secrets::BATCH + 1);
     }
 
     #[test]
