@@ -55,7 +55,8 @@ for rows in "${sizes[@]}"; do
   # apply: on a copy of the seeded target each time; hashing reported apart (-v).
   applies=(); hashing=(); writing=()
   for _ in 1 2 3; do
-    rm -f run.db*; cp seed.db run.db
+    # The target as the last apply left it: the state file and its digest index.
+    rm -f run.db*; cp seed.db run.db; [ ! -f seed.db.digests ] || cp seed.db.digests run.db.digests
     sed 's/seed.db/run.db/' pbxsync.yaml > run.yaml; sync
     log=$( { /usr/bin/time -f "TOTAL %e" "$bin" --config run.yaml -v apply --file users.csv --auto-approve --quiet --allow-large-change >/dev/null; } 2>&1 )
     applies+=("$(awk '$1 == "TOTAL" {print $2}' <<<"$log")")

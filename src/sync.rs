@@ -9,7 +9,6 @@ use crate::source::{self, Loaded, SourceError, SourceKind};
 use crate::target::sqlite::SqliteTarget;
 use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where the desired state is read from.
@@ -320,9 +319,12 @@ pub fn plan_changed_rows(
     validated: Validated<'_>,
     target: &mut Box<dyn Target>,
     (index, usage): (crate::target::DigestIndex, crate::target::Usage),
+    keep_index: bool,
 ) -> Result<Planned, TargetError> {
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
+    // Kept for an apply (see `index_after`); a plan lets it go now.
+    let index = keep_index.then_some(index);
     let rows = || validated.index.iter().zip(stale.iter().copied());
     let users: UserSet = rows()
         .filter_map(|(r, stale)| stale.then_some(r.user))
@@ -359,7 +361,9 @@ pub fn plan_changed_rows(
     let current = target.load_subset(&keys)?;
     let opts = diff_options(config, options, &validated, Vec::new());
     let plan = plan::diff(&desired, &current, &opts);
-    let usage_after = plan::checks::usage_after(&plan, &current, usage);
+    let usage_after = index
+        .is_some()
+        .then(|| plan::checks::usage_after(&plan, &current, usage));
     let plan = finish_plan(config, options, &validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
@@ -368,7 +372,7 @@ pub fn plan_changed_rows(
         plan,
         desired,
         digests,
-        index: Some((index, usage_after)),
+        index: index.zip(usage_after),
     })
 }
 
@@ -382,56 +386,53 @@ pub fn index_after(
     digests: &[(Text, u64)],
     cleared: &[Text],
 ) -> DigestIndex {
-    let mut after: HashMap<&str, Option<u64>> = HashMap::new();
-    let mut removed: HashSet<&str> = HashSet::new();
+    // What the apply did to each extension it wrote, the last word last: touched
+    // (unknown), then the digests it stored, then removals. Each part comes in
+    // sorted runs, which a stable sort merges in linear time.
+    let mut writes: Vec<(&str, Option<Option<u64>>)> = Vec::new();
+    let mut removed = Vec::new();
     for planned in actions {
         match &planned.action {
             Action::AddExtension { extension, .. } | Action::UpdateExtension { extension, .. } => {
-                after.insert(extension, None);
+                writes.push((extension, Some(None)))
             }
             Action::ReassignDevice {
                 from_extension,
                 to_extension,
                 ..
             } => {
-                after.insert(from_extension, None);
-                after.insert(to_extension, None);
+                writes.push((from_extension, Some(None)));
+                writes.push((to_extension, Some(None)));
             }
-            Action::RemoveExtension { extension, .. } => {
-                removed.insert(extension);
-            }
+            Action::RemoveExtension { extension, .. } => removed.push((extension.as_str(), None)),
             _ => {}
         }
     }
-    after.extend(cleared.iter().map(|n| (n.as_str(), None)));
-    after.extend(digests.iter().map(|(n, d)| (n.as_str(), Some(*d))));
-    let mut kept: DigestIndex = Vec::with_capacity(before.len());
+    writes.extend(cleared.iter().map(|n| (n.as_str(), Some(None))));
+    writes.extend(digests.iter().map(|(n, d)| (n.as_str(), Some(Some(*d)))));
+    writes.extend(removed);
+    writes.sort_by(|a, b| cmp_extension(a.0, b.0));
+    // `None` removes; `Some(digest)` sets.
+    let mut last: Vec<(&str, Option<Option<u64>>)> = Vec::with_capacity(writes.len());
+    for write in writes {
+        match last.last_mut() {
+            Some(prev) if prev.0 == write.0 => *prev = write,
+            _ => last.push(write),
+        }
+    }
+
+    let mut index = Vec::with_capacity(before.len() + last.len());
+    let mut writes = last.into_iter().peekable();
     for (number, digest) in before {
-        if removed.contains(number.as_str()) {
-            continue;
+        while let Some((new, write)) = writes.next_if(|(n, _)| cmp_extension(n, &number).is_lt()) {
+            index.extend(write.map(|d| (Text::from(new), d)));
         }
-        let digest = after.remove(number.as_str()).unwrap_or(digest);
-        kept.push((number, digest));
-    }
-    // What is left is new: sorted, and merged in.
-    let mut added: DigestIndex = after
-        .into_iter()
-        .filter(|(n, _)| !removed.contains(n))
-        .map(|(n, d)| (Text::from(n), d))
-        .collect();
-    if added.is_empty() {
-        return kept;
-    }
-    added.sort_by(|a, b| cmp_extension(&a.0, &b.0));
-    let mut index = Vec::with_capacity(kept.len() + added.len());
-    let mut added = added.into_iter().peekable();
-    for entry in kept {
-        while let Some(new) = added.next_if(|new| cmp_extension(&new.0, &entry.0).is_lt()) {
-            index.push(new);
+        match writes.next_if(|(n, _)| *n == number.as_str()) {
+            Some((_, write)) => index.extend(write.map(|d| (number, d))),
+            None => index.push((number, digest)),
         }
-        index.push(entry);
     }
-    index.extend(added);
+    index.extend(writes.filter_map(|(n, write)| write.map(|d| (Text::from(n), d))));
     index
 }
 

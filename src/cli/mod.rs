@@ -231,6 +231,20 @@ pub fn out(s: &str) -> Result<(), CliError> {
 }
 
 /// Prints a value as pretty JSON on stdout, streamed.
+/// Prints a JSON document that `write` writes (see `out_json`).
+pub fn out_with(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
+) -> Result<(), CliError> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    write(&mut w)
+        .and_then(|()| w.write_all(b"\n"))
+        .and_then(|()| w.flush())
+        .map_err(|source| CliError::Write {
+            path: "standard output".into(),
+            source,
+        })
+}
+
 pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     let stdout = std::io::stdout().lock();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout);

@@ -123,6 +123,7 @@ fn run_pipeline(
     loaded: Loaded,
     inventory: Vec<crate::model::Device>,
     mut target: Option<&mut Box<dyn Target>>,
+    keep_index: bool,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
     let policy = sync::policy(config, options);
@@ -152,8 +153,9 @@ fn run_pipeline(
                 if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
             {
                 let (serial, index) = digests.map_err(target_error)?;
-                let planned = sync::plan_changed_rows(config, options, validated, t, index)
-                    .map_err(target_error)?;
+                let planned =
+                    sync::plan_changed_rows(config, options, validated, t, index, keep_index)
+                        .map_err(target_error)?;
                 clock.lap(&format!(
                     "plan the {} changed rows (and their users' rows)",
                     planned.desired.extensions.len()
@@ -222,7 +224,7 @@ fn source_name(config: &Config, loaded: &Loaded) -> String {
 fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Result<(), CliError> {
     let v = view(config, planned);
     match format {
-        Format::Json => super::out_json(&render_plan::json(&v)),
+        Format::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
         Format::Markdown => out(&render_plan::markdown(&v)),
         Format::Text => {
             if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
@@ -324,7 +326,15 @@ pub fn plan_cmd(
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     clock.lap("read the source");
     let inventory = inventory(&config)?;
-    let planned = run_pipeline(ctx, &config, &options, loaded, inventory, target.as_mut())?;
+    let planned = run_pipeline(
+        ctx,
+        &config,
+        &options,
+        loaded,
+        inventory,
+        target.as_mut(),
+        false,
+    )?;
     let clock = ctx.clock();
     show(ctx, &config, &planned, format)?;
     clock.lap("show the plan");
@@ -337,7 +347,9 @@ pub fn plan_cmd(
             options: Some(options),
             ..render_plan::json(&v)
         };
-        let text = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        let mut text = Vec::new();
+        doc.write_pretty_json(&mut text)
+            .map_err(|e| CliError::Message(format!("cannot render the plan: {e}")))?;
         super::write_atomically(path, &text)?;
         if !ctx.quiet {
             eprintln!(
@@ -494,6 +506,7 @@ pub fn apply_cmd(
             loaded.clone(),
             inventory.clone(),
             None,
+            false,
         )?;
         if !planned.plan.errors.is_empty() {
             show(ctx, &config, &planned, format)?;
@@ -514,7 +527,15 @@ pub fn apply_cmd(
             return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
         }
     }
-    let mut planned = run_pipeline(ctx, &config, &options, loaded, inventory, Some(&mut target))?;
+    let mut planned = run_pipeline(
+        ctx,
+        &config,
+        &options,
+        loaded,
+        inventory,
+        Some(&mut target),
+        true,
+    )?;
     if let Some(s) = &saved
         && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
     {

@@ -3,8 +3,8 @@
 use super::{Action, Plan};
 use crate::config::Safety;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{Directory, ExtensionKind, Usage};
-use std::collections::{BTreeSet, HashMap};
+use crate::model::{Directory, ExtensionKind, SortedCursor, Usage, cmp_extension};
+use std::collections::BTreeSet;
 
 /// License use: (user licenses, voicemail licenses).
 fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {
@@ -66,8 +66,9 @@ pub fn licenses(plan: &mut Plan, current: &Directory, before: Usage) {
 /// whole directory.
 pub fn usage_after(plan: &Plan, current: &Directory, before: Usage) -> Usage {
     // Only the extensions the plan touches can change kind: compare their kinds
-    // before and after.
-    let mut touched: HashMap<&str, Option<ExtensionKind>> = HashMap::new();
+    // before and after (the last action on an extension decides). Actions come in
+    // sorted runs, which a stable sort merges in linear time.
+    let mut touched: Vec<(&str, Option<ExtensionKind>)> = Vec::new();
     for a in &plan.actions {
         match &a.action {
             Action::AddExtension {
@@ -75,9 +76,7 @@ pub fn usage_after(plan: &Plan, current: &Directory, before: Usage) -> Usage {
             }
             | Action::UpdateExtension {
                 extension, kind, ..
-            } => {
-                touched.insert(extension, Some(*kind));
-            }
+            } => touched.push((extension, Some(*kind))),
             Action::ReassignDevice {
                 from_extension,
                 to_extension,
@@ -85,20 +84,23 @@ pub fn usage_after(plan: &Plan, current: &Directory, before: Usage) -> Usage {
                 ..
             } => {
                 if *from_becomes != ExtensionKind::Device {
-                    touched.insert(from_extension, Some(*from_becomes));
+                    touched.push((from_extension, Some(*from_becomes)));
                 }
-                touched.insert(to_extension, Some(ExtensionKind::Device));
+                touched.push((to_extension, Some(ExtensionKind::Device)));
             }
-            Action::RemoveExtension { extension, .. } => {
-                touched.insert(extension, None);
-            }
+            Action::RemoveExtension { extension, .. } => touched.push((extension, None)),
             _ => {}
         }
     }
+    touched.sort_by(|a, b| cmp_extension(a.0, b.0));
     let (mut users, mut voicemail) = (before.user_licenses, before.voicemail_licenses);
     let mut extensions = before.extensions;
-    for (ext, after) in &touched {
-        if let Some(cur) = current.extension(ext) {
+    let mut existing = SortedCursor::new(&current.extensions);
+    for (i, (ext, after)) in touched.iter().enumerate() {
+        if touched.get(i + 1).is_some_and(|next| next.0 == *ext) {
+            continue;
+        }
+        if let Some(cur) = existing.find(|e| cmp_extension(&e.number, ext)) {
             let (u, v) = usage(std::iter::once(cur.kind));
             users = users.saturating_sub(u);
             voicemail = voicemail.saturating_sub(v);

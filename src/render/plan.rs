@@ -226,6 +226,64 @@ pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {
     }
 }
 
+impl PlanDoc<'_> {
+    /// Writes the document as `serde_json::to_writer_pretty` does, with the
+    /// actions rendered on every core: they are most of a large plan's text.
+    /// Rendered a batch at a time, so memory stays flat however long the plan.
+    pub fn write_pretty_json(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1024;
+        if self.actions.len() < CHUNK {
+            return serde_json::to_writer_pretty(w, self).map_err(std::io::Error::other);
+        }
+        // The document without actions, to splice them into.
+        let head = serde_json::to_vec_pretty(&PlanDoc {
+            actions: &[],
+            ..*self
+        })?;
+        const EMPTY: &[u8] = b"\n  \"actions\": [],\n";
+        let at = head
+            .windows(EMPTY.len())
+            .position(|w| w == EMPTY)
+            .ok_or_else(|| std::io::Error::other("no actions in the plan document"))?
+            + EMPTY.len()
+            - 3;
+        w.write_all(&head[..at])?;
+        // Each action as the pretty printer writes an element of a list that is
+        // a field of the document: on a new line, four spaces in.
+        let render = |chunk: &[PlannedAction]| -> serde_json::Result<Vec<u8>> {
+            let mut part = Vec::with_capacity(chunk.len() * 640);
+            for action in chunk {
+                part.extend_from_slice(b",\n    ");
+                for (j, line) in serde_json::to_vec_pretty(action)?
+                    .split(|b| *b == b'\n')
+                    .enumerate()
+                {
+                    if j > 0 {
+                        part.extend_from_slice(b"\n    ");
+                    }
+                    part.extend_from_slice(line);
+                }
+            }
+            Ok(part)
+        };
+        let mut first = true;
+        for batch in self.actions.chunks(CHUNK * 16) {
+            let parts = batch
+                .par_chunks(CHUNK)
+                .map(render)
+                .collect::<serde_json::Result<Vec<Vec<u8>>>>()?;
+            for part in &parts {
+                // The first action has no comma before it.
+                w.write_all(if first { &part[1..] } else { part })?;
+                first = false;
+            }
+        }
+        w.write_all(b"\n  ]")?;
+        w.write_all(&head[at + 1..])
+    }
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -296,4 +354,73 @@ pub fn markdown(view: &PlanView<'_>) -> String {
     }
     out.push_str("\n</details>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::{Code, Diagnostic};
+    use crate::model::ExtensionKind;
+
+    #[test]
+    fn a_large_plan_renders_as_serde_json_would() {
+        let mut plan = Plan::default();
+        for i in 0..2500 {
+            let username = format!("user{i}");
+            plan.actions.push(PlannedAction {
+                action: if i % 2 == 0 {
+                    Action::CreateUser {
+                        username: username.as_str().into(),
+                        changes: vec![
+                            Change::new("first_name", None, "Zoë \"Z\"\n"),
+                            Change::password(),
+                        ],
+                    }
+                } else {
+                    Action::AddExtension {
+                        username: username.as_str().into(),
+                        extension: format!("{}", 1000 + i).as_str().into(),
+                        kind: ExtensionKind::Virtual,
+                        device: None,
+                        changes: vec![Change::new("description", Some("old"), "new")],
+                    }
+                },
+                line: Some(i + 2),
+                blame: None,
+            });
+        }
+        plan.warnings
+            .push(Diagnostic::warning(Code::TooLargeChange, "careful"));
+        let source = serde_json::json!({"kind": "file", "path": "\"actions\": [],"});
+        let base = Base {
+            target: "sqlite:state.db".into(),
+            serial: 7,
+        };
+        let view = PlanView {
+            plan: &plan,
+            source: source.clone(),
+            base: Base {
+                target: base.target.clone(),
+                serial: base.serial,
+            },
+        };
+        for doc in [
+            json(&view),
+            PlanDoc {
+                actions: &plan.actions[..3],
+                ..json(&view)
+            },
+            PlanDoc {
+                actions: &[],
+                ..json(&view)
+            },
+        ] {
+            let mut written = Vec::new();
+            doc.write_pretty_json(&mut written).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string_pretty(&doc).unwrap()
+            );
+        }
+    }
 }
