@@ -244,6 +244,7 @@ impl SqliteTarget {
     /// when missing and bringing its schema up to date. A file without write
     /// permission is opened read-only: reads work, writes fail with a clear error.
     pub fn open(path: &Path) -> Result<SqliteTarget, TargetError> {
+        configure_library();
         create_private_file(path)?;
         let read_only = is_read_only(path)?;
         if !read_only {
@@ -259,6 +260,7 @@ impl SqliteTarget {
     /// Opens an existing state file for reading only; `None` when there is none
     /// yet (or it was never initialised), which reads as an empty directory.
     pub fn open_read_only(path: &Path) -> Result<Option<SqliteTarget>, TargetError> {
+        configure_library();
         match std::fs::metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -560,6 +562,24 @@ impl SqliteTarget {
     fn lock_path(&self) -> PathBuf {
         sidecar(&self.path, ".lock")
     }
+}
+
+/// Settings of the SQLite library itself, made once before its first
+/// connection: no memory statistics, which take a global mutex on every
+/// allocation. Too late (another connection came first) changes nothing.
+fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called before any other SQLite call of this
+        // process, with the documented argument of SQLITE_CONFIG_MEMSTATUS (an
+        // int); afterwards it only returns SQLITE_MISUSE.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            );
+        }
+    });
 }
 
 /// A file beside the state file: its name with `suffix` added.
