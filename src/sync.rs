@@ -316,7 +316,7 @@ pub fn plan_all(
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
-    validated: Validated<'_>,
+    validated: &Validated<'_>,
     target: &mut Box<dyn Target>,
     (index, usage): (crate::target::DigestIndex, crate::target::Usage),
     keep_index: bool,
@@ -359,12 +359,12 @@ pub fn plan_changed_rows(
         devices,
     };
     let current = target.load_subset(&keys)?;
-    let opts = diff_options(config, options, &validated, Vec::new());
+    let opts = diff_options(config, options, validated, Vec::new());
     let plan = plan::diff(&desired, &current, &opts);
     let usage_after = index
         .is_some()
         .then(|| plan::checks::usage_after(&plan, &current, usage));
-    let plan = finish_plan(config, options, &validated, &current, usage, plan);
+    let plan = finish_plan(config, options, validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
     let digests = digests_of(user_rows.iter().map(|(r, _)| *r));

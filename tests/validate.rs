@@ -138,6 +138,13 @@ fn with_a_target_devices_and_ownership_are_checked() {
         out.codes(),
         ["extension-owned-by-other-user", "device-not-found"]
     );
+    // Only the changed rows meet the target, with the diagnostics of all of them.
+    let full = crate::support::run(
+        t.cmd()
+            .env("PBXSYNC_FULL_PLAN", "1")
+            .args(["validate", "--format", "json"]),
+    );
+    assert_eq!(out.stdout, full.stdout);
 }
 
 #[test]

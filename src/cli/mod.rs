@@ -330,17 +330,46 @@ fn validate_cmd(
             }
             None => Vec::new(),
         };
-        let current = match target {
-            Some(mut t) => t.load().map_err(|e| CliError::Message(e.to_string()))?,
-            None => Default::default(),
-        };
-        let mut v = validate::validate(&bytes, &policy);
         let options = crate::sync::SyncOptions {
             allow_empty,
             allow_large_change: true,
             ..Default::default()
         };
-        let plan = crate::sync::make_plan(&config, &options, &v, &current, inventory);
+        let target_error = |e: crate::target::TargetError| CliError::Message(e.to_string());
+        let (mut v, plan) = match target {
+            // Like a plan: only the rows whose digest changed meet the target.
+            Some(mut t) if crate::sync::can_plan_changed_rows(&config, &options, None) => {
+                let (v, index) = std::thread::scope(|s| {
+                    let index = s.spawn(|| t.load_index());
+                    let v = validate::index(&bytes, &policy);
+                    let index = index
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (v, index)
+                });
+                let index = index.map_err(target_error)?;
+                let plan = if crate::sync::can_plan_changed_rows(&config, &options, Some(&v.layout))
+                {
+                    crate::sync::plan_changed_rows(&config, &options, &v, &mut t, index, false)
+                        .map_err(target_error)?
+                        .plan
+                } else {
+                    let v = validate::validate(&bytes, &policy);
+                    let current = t.load().map_err(target_error)?;
+                    crate::sync::make_plan(&config, &options, &v, &current, inventory)
+                };
+                (v, plan)
+            }
+            target => {
+                let current = match target {
+                    Some(mut t) => t.load().map_err(target_error)?,
+                    None => Default::default(),
+                };
+                let v = validate::validate(&bytes, &policy);
+                let plan = crate::sync::make_plan(&config, &options, &v, &current, inventory);
+                (v, plan)
+            }
+        };
         v.diagnostics = plan.errors;
         v.diagnostics.extend(plan.warnings);
         crate::diagnostic::sort(&mut v.diagnostics);

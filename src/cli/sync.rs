@@ -154,7 +154,7 @@ fn run_pipeline(
             {
                 let (serial, index) = digests.map_err(target_error)?;
                 let planned =
-                    sync::plan_changed_rows(config, options, validated, t, index, keep_index)
+                    sync::plan_changed_rows(config, options, &validated, t, index, keep_index)
                         .map_err(target_error)?;
                 clock.lap(&format!(
                     "plan the {} changed rows (and their users' rows)",
