@@ -1694,7 +1694,7 @@ fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     )
 }
 
-/// The users and devices named by `keys`, and the licenses.
+/// The users and the existing devices named by `keys`, and the licenses.
 fn read_subset_users(
     conn: &Connection,
     keys: &super::Keys,
@@ -1709,17 +1709,28 @@ fn read_subset_users(
         users.push(user_row(row)?);
     }
     drop(rows);
-    let mut devices = Vec::new();
-    let mut stmt = conn.prepare_cached("SELECT id, model FROM devices WHERE id IN rarray(?1)")?;
-    let mut rows = stmt.query([key_array(&keys.devices)])?;
+    Ok((
+        users,
+        read_devices_by_id(conn, &keys.devices)?,
+        read_licenses(conn)?,
+    ))
+}
+
+/// The devices of `ids` that exist, one indexed lookup per id (the ids drive
+/// the join: `IN` would first build a temporary index of them).
+fn read_devices_by_id(conn: &Connection, ids: &[Text]) -> rusqlite::Result<Vec<Device>> {
+    let mut devices = Vec::with_capacity(ids.len());
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.model FROM rarray(?1) AS k CROSS JOIN devices AS d ON d.id = k.value",
+    )?;
+    let mut rows = stmt.query([key_array(ids)])?;
     while let Some(row) = rows.next()? {
         devices.push(Device {
             id: text(row, 0)?,
             model: text(row, 1)?,
         });
     }
-    drop(rows);
-    Ok((users, devices, read_licenses(conn)?))
+    Ok(devices)
 }
 
 /// The extensions named by `keys` or holding one of its devices, sorted by number.
