@@ -4,7 +4,6 @@ use super::{Action, Plan};
 use crate::config::Safety;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Directory, ExtensionKind, SortedCursor, Usage, cmp_extension};
-use std::collections::BTreeSet;
 
 /// License use: (user licenses, voicemail licenses).
 fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {
@@ -135,27 +134,29 @@ pub fn safety(
     if allow_large_change || existing < safety.min_existing.max(1) {
         return;
     }
-    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    // Actions come in sorted runs, which a stable sort merges in linear time.
+    let mut changed: Vec<&str> = Vec::new();
     for a in &plan.actions {
         match &a.action {
             Action::UpdateExtension { extension, .. }
-            | Action::RemoveExtension { extension, .. } => {
-                changed.insert(extension);
-            }
+            | Action::RemoveExtension { extension, .. } => changed.push(extension),
             Action::ReassignDevice {
                 from_extension,
                 to_extension,
                 ..
             } => {
-                changed.insert(from_extension);
-                changed.insert(to_extension);
+                changed.push(from_extension);
+                changed.push(to_extension);
             }
             _ => {}
         }
     }
+    changed.sort_by(|a, b| cmp_extension(a, b));
+    changed.dedup();
+    let mut existing_ext = SortedCursor::new(&current.extensions);
     let changed = changed
         .iter()
-        .filter(|e| current.extension(e).is_some())
+        .filter(|e| existing_ext.find(|x| cmp_extension(&x.number, e)).is_some())
         .count() as u64;
     if changed * 100 > existing * u64::from(safety.max_change_percent) {
         plan.errors.push(
