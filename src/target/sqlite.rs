@@ -1303,10 +1303,11 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
                 .map(rusqlite::types::Value::Integer)
                 .collect(),
         );
+        // The index of extensions by user holds their numbers: no row is read.
         let mut stale = Vec::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT number FROM extensions \
-             WHERE user_id IN rarray(?1) AND row_digest IS NOT NULL",
+            "SELECT e.number FROM rarray(?1) AS k \
+             CROSS JOIN extensions AS e ON e.user_id = k.value",
         )?;
         let mut rows = stmt.query([ids])?;
         while let Some(row) = rows.next()? {
@@ -1316,12 +1317,13 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             }
         }
         drop(rows);
-        let mut clear = self
-            .conn
-            .prepare_cached("UPDATE extensions SET row_digest = NULL WHERE number = ?1")?;
+        let mut clear = self.conn.prepare_cached(
+            "UPDATE extensions SET row_digest = NULL WHERE number = ?1 AND row_digest IS NOT NULL",
+        )?;
         for number in stale {
-            clear.execute([&number])?;
-            self.cleared.push(Text::from(number));
+            if clear.execute([&number])? > 0 {
+                self.cleared.push(Text::from(number));
+            }
         }
         Ok(())
     }
