@@ -42,6 +42,10 @@ impl Default for DiffOptions {
 
 /// A device id with O read as zero and I or L as one, when that changes it.
 pub fn slip_fixed(id: &str) -> Option<String> {
+    // Most ids have no such letter: nothing to build.
+    if !id.contains(['O', 'I', 'L']) {
+        return None;
+    }
     let fixed: String = id
         .chars()
         .map(|c| match c {
@@ -194,12 +198,15 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         };
         match existing {
             None => {
-                let mut changes: Vec<Change> = USER_COLUMNS
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, c)| managed.contains(**c) && !user.fields[*k].is_empty())
-                    .map(|(k, c)| Change::new(c.field(), None, &user.fields[k]))
-                    .collect();
+                // One allocation: every field and the password.
+                let mut changes = Vec::with_capacity(USER_COLUMNS.len() + 1);
+                changes.extend(
+                    USER_COLUMNS
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, c)| managed.contains(**c) && !user.fields[*k].is_empty())
+                        .map(|(k, c)| Change::new(c.field(), None, &user.fields[k])),
+                );
                 if set_password(false) {
                     changes.push(Change::password());
                 } else {
@@ -388,6 +395,15 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         _ => std::cmp::Ordering::Equal,
     });
     let mut actions = create_devices;
+    actions.reserve(
+        create_users.len()
+            + update_users.len()
+            + add_extensions.len()
+            + update_extensions.len()
+            + reassigns.len()
+            + remove_extensions.len()
+            + remove_users.len(),
+    );
     for group in [
         create_users,
         update_users,
