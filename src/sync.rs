@@ -233,16 +233,28 @@ pub fn can_plan_changed_rows(
 }
 
 /// Whether each row's digest is not the one the target stored for its extension.
-fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<bool> {
+fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<RowState> {
     let mut stored = crate::model::SortedCursor::new(index);
     rows.iter()
-        .map(|row| {
-            stored
-                .find(|(n, _)| cmp_extension(n, &row.number))
-                .and_then(|(_, d)| *d)
-                != Some(row.digest)
-        })
+        .map(
+            |row| match stored.find(|(n, _)| cmp_extension(n, &row.number)) {
+                None => RowState::New,
+                Some((_, digest)) if *digest == Some(row.digest) => RowState::Unchanged,
+                Some(_) => RowState::Changed,
+            },
+        )
         .collect()
+}
+
+/// A row of the file against the target's digest index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowState {
+    /// Its digest is the one stored for its extension.
+    Unchanged,
+    /// Its extension exists, with another digest or none.
+    Changed,
+    /// Its extension is not in the target.
+    New,
 }
 
 /// A set of `RowRef::user`, which is an xxh3 hash already: hashing it again with
@@ -296,7 +308,7 @@ pub fn plan_all(
                 .index
                 .iter()
                 .zip(stale)
-                .filter_map(|(r, stale)| stale.then_some(r)),
+                .filter_map(|(r, stale)| (stale != RowState::Unchanged).then_some(r)),
         )
     } else {
         Vec::new()
@@ -325,7 +337,12 @@ pub fn plan_changed_rows(
     let stale = stale(&validated.index, &index);
     // Kept for an apply (see `index_after`); a plan lets it go now.
     let index = keep_index.then_some(index);
-    let rows = || validated.index.iter().zip(stale.iter().copied());
+    let rows = || {
+        validated
+            .index
+            .iter()
+            .zip(stale.iter().map(|s| *s != RowState::Unchanged))
+    };
     let users: UserSet = rows()
         .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
@@ -351,10 +368,14 @@ pub fn plan_changed_rows(
     devices.dedup();
     let keys = crate::target::Keys {
         users: desired.users.iter().map(|u| u.username.clone()).collect(),
-        extensions: desired
-            .extensions
+        // An extension the index does not hold is not in the target: only the
+        // others are looked up (the rows are sorted by number).
+        extensions: validated
+            .index
             .iter()
-            .map(|e| e.number.clone())
+            .zip(&stale)
+            .filter(|(_, s)| **s == RowState::Changed)
+            .map(|(r, _)| r.number.clone())
             .collect(),
         devices,
     };
