@@ -478,11 +478,11 @@ pub fn add_blame(config: &Config, loaded: &Loaded, plan: &mut Plan) -> Result<()
             .line
             .and_then(|l| lines.get((l as usize).wrapping_sub(1)))
         {
-            action.blame = Some(Blame {
+            action.blame = Some(Box::new(Blame {
                 commit: b.commit.clone(),
                 author: b.author.clone(),
                 date: b.date.clone(),
-            });
+            }));
         }
     }
     Ok(())

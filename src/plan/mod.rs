@@ -149,8 +149,10 @@ pub struct PlannedAction {
     pub action: Action,
     /// The CSV line the action comes from; `None` for removals and inventory devices.
     pub line: Option<u32>,
+    /// Boxed: most plans have none, and a plan of a million rows holds a million
+    /// actions.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub blame: Option<Blame>,
+    pub blame: Option<Box<Blame>>,
 }
 
 /// Counts of actions by type (SPEC section 9, `summary`).
