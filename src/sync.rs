@@ -232,7 +232,31 @@ pub fn can_plan_changed_rows(
         && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
 }
 
-/// Whether each row's digest is not the one the target stored for its extension.
+/// The target's serial, then its digest index and extension counts.
+pub type TargetDigests = (i64, (DigestIndex, Usage));
+
+/// Validates the CSV for a plan of its changed rows (`validate::index`) while
+/// another thread reads the target's serial and digest index: the serial first,
+/// so that a write after it makes the plan stale.
+pub fn validate_with_index<'t>(
+    bytes: &'t [u8],
+    policy: &Policy,
+    target: &mut Box<dyn Target>,
+) -> (Validated<'t>, Result<TargetDigests, TargetError>) {
+    std::thread::scope(|s| {
+        let digests = s.spawn(|| -> Result<_, TargetError> {
+            let serial = target.serial()?;
+            Ok((serial, target.load_index()?))
+        });
+        let validated = crate::validate::index(bytes, policy);
+        let digests = digests
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (validated, digests)
+    })
+}
+
+/// How each row stands against the digests the target stored.
 fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<RowState> {
     let mut stored = crate::model::SortedCursor::new(index);
     rows.iter()

@@ -230,8 +230,7 @@ pub fn out(s: &str) -> Result<(), CliError> {
         })
 }
 
-/// Prints a value as pretty JSON on stdout, streamed.
-/// Prints a JSON document that `write` writes (see `out_json`).
+/// Prints what `write` writes on stdout, buffered, with a final line break.
 pub fn out_with(
     write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
 ) -> Result<(), CliError> {
@@ -245,18 +244,10 @@ pub fn out_with(
         })
 }
 
+/// Prints a value as pretty JSON on stdout, streamed.
 pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    let stdout = std::io::stdout().lock();
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    let err = |source| CliError::Write {
-        path: "standard output".into(),
-        source,
-    };
-    serde_json::to_writer_pretty(&mut w, value).map_err(|e| match e.io_error_kind() {
-        Some(kind) => err(std::io::Error::from(kind)),
-        None => err(std::io::Error::other(e)),
-    })?;
-    w.write_all(b"\n").and_then(|_| w.flush()).map_err(err)
+    // serde_json's error keeps the kind of the I/O error it wraps (a closed pipe).
+    out_with(|w| serde_json::to_writer_pretty(w, value).map_err(std::io::Error::from))
 }
 
 /// Shows a file's diagnostics as text on stderr.
@@ -339,24 +330,19 @@ fn validate_cmd(
         let (mut v, plan) = match target {
             // Like a plan: only the rows whose digest changed meet the target.
             Some(mut t) if crate::sync::can_plan_changed_rows(&config, &options, None) => {
-                let (v, index) = std::thread::scope(|s| {
-                    let index = s.spawn(|| t.load_index());
-                    let v = validate::index(&bytes, &policy);
-                    let index = index
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (v, index)
-                });
-                let index = index.map_err(target_error)?;
+                let (v, digests) = crate::sync::validate_with_index(&bytes, &policy, &mut t);
+                let (_, index) = digests.map_err(target_error)?;
                 let plan = if crate::sync::can_plan_changed_rows(&config, &options, Some(&v.layout))
                 {
                     crate::sync::plan_changed_rows(&config, &options, &v, &mut t, index, false)
                         .map_err(target_error)?
                         .plan
                 } else {
-                    let v = validate::validate(&bytes, &policy);
+                    // A file that leaves columns out is planned whole: its rows
+                    // are read again (`v` has their diagnostics already).
+                    let whole = validate::validate(&bytes, &policy);
                     let current = t.load().map_err(target_error)?;
-                    crate::sync::make_plan(&config, &options, &v, &current, inventory)
+                    crate::sync::make_plan(&config, &options, &whole, &current, inventory)
                 };
                 (v, plan)
             }

@@ -130,20 +130,11 @@ fn run_pipeline(
     let (serial, planned, layout, delimiter) = {
         let changed_rows_only =
             target.is_some() && sync::can_plan_changed_rows(config, options, None);
-        // The target's digests are read while the CSV is validated: the serial
-        // first, so that a write after it makes the plan stale.
         let (validated, digests) = match target.as_deref_mut() {
-            Some(t) if changed_rows_only => std::thread::scope(|s| {
-                let digests = s.spawn(|| -> Result<_, TargetError> {
-                    let serial = t.serial()?;
-                    Ok((serial, t.load_index()?))
-                });
-                let validated = validate::index(&loaded.bytes, &policy);
-                let digests = digests
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Some(t) if changed_rows_only => {
+                let (validated, digests) = sync::validate_with_index(&loaded.bytes, &policy, t);
                 (validated, Some(digests))
-            }),
+            }
             _ => (validate::validate(&loaded.bytes, &policy), None),
         };
         clock.lap("read and validate the CSV (and the target's row digests)");

@@ -234,7 +234,7 @@ impl PlanDoc<'_> {
         use rayon::prelude::*;
         const CHUNK: usize = 1024;
         if self.actions.len() < CHUNK {
-            return serde_json::to_writer_pretty(w, self).map_err(std::io::Error::other);
+            return serde_json::to_writer_pretty(w, self).map_err(std::io::Error::from);
         }
         // The document without actions, to splice them into.
         let head = serde_json::to_vec_pretty(&PlanDoc {

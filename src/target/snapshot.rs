@@ -10,8 +10,14 @@ use crate::model::{Text, Usage};
 
 const MAGIC: &[u8; 8] = b"PBXSDIG1";
 
-/// The snapshot of `index` and `usage`, valid for `tag` only.
-pub fn encode(tag: &str, index: &DigestIndex, usage: Usage) -> Vec<u8> {
+/// The snapshot of `index` and `usage`, valid for `tag` only; `None` when an
+/// extension number is too long for it (over 255 bytes): a plan takes an
+/// extension missing from the index for a new one, so the index is whole or not
+/// kept.
+pub fn encode(tag: &str, index: &DigestIndex, usage: Usage) -> Option<Vec<u8>> {
+    if index.iter().any(|(n, _)| n.len() > usize::from(u8::MAX)) {
+        return None;
+    }
     let mut out = Vec::with_capacity(64 + tag.len() + index.len() * 17);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(tag.len() as u32).to_le_bytes());
@@ -23,9 +29,8 @@ pub fn encode(tag: &str, index: &DigestIndex, usage: Usage) -> Vec<u8> {
     ] {
         out.extend_from_slice(&n.to_le_bytes());
     }
-    let entries: Vec<_> = index.iter().filter(|(n, _)| n.len() <= 255).collect();
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for (number, digest) in entries {
+    out.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    for (number, digest) in index {
         out.push(number.len() as u8);
         out.extend_from_slice(number.as_bytes());
         match digest {
@@ -38,7 +43,7 @@ pub fn encode(tag: &str, index: &DigestIndex, usage: Usage) -> Vec<u8> {
     }
     let sum = xxhash_rust::xxh3::xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
-    out
+    Some(out)
 }
 
 /// The index and usage of a snapshot made for `tag`; `None` for another tag, or
@@ -113,18 +118,25 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_back_for_its_tag_only() {
-        let bytes = encode("id:5:2", &index(), usage());
+        let bytes = encode("id:5:2", &index(), usage()).unwrap();
         assert_eq!(decode(&bytes, "id:5:2"), Some((index(), usage())));
         assert_eq!(decode(&bytes, "id:6:2"), None);
         assert_eq!(
-            decode(&encode("t", &Vec::new(), Usage::default()), "t"),
+            decode(&encode("t", &Vec::new(), Usage::default()).unwrap(), "t"),
             Some((Vec::new(), Usage::default()))
         );
     }
 
     #[test]
+    fn an_index_with_a_number_too_long_is_not_kept_at_all() {
+        let mut index = index();
+        index.push(("1".repeat(256).as_str().into(), Some(1)));
+        assert_eq!(encode("t", &index, usage()), None);
+    }
+
+    #[test]
     fn damaged_or_cut_snapshots_are_refused() {
-        let bytes = encode("t", &index(), usage());
+        let bytes = encode("t", &index(), usage()).unwrap();
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut], "t"), None, "cut at {cut}");
         }

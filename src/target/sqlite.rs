@@ -675,7 +675,10 @@ impl Target for SqliteTarget {
         let Some((_, tag)) = tag.filter(|(current, _)| *current == serial) else {
             return Ok(());
         };
-        let bytes = snapshot::encode(&tag, index, usage);
+        let Some(bytes) = snapshot::encode(&tag, index, usage) else {
+            // Not kept: the tag of the one there no longer matches.
+            return Ok(());
+        };
         let path = self.index_path();
         let partial = sidecar(&self.path, ".digests.partial");
         let write = || -> std::io::Result<()> {
@@ -704,24 +707,23 @@ impl Target for SqliteTarget {
             (keys.users.len(), keys.extensions.len(), keys.devices.len());
         let mine = ((extensions + devices * 3 / 2).saturating_sub(users) / 2).min(devices);
         let (mine, theirs) = keys.devices.split_at(mine);
+        let read_mine = |tx: &Connection| {
+            Ok((
+                read_subset_users(tx, keys)?,
+                read_devices_by_id(tx, mine)?,
+                read_licenses(tx)?,
+            ))
+        };
+        let read_theirs = |tx: &Connection| {
+            Ok((
+                read_subset_extensions(tx, keys)?,
+                read_devices_by_id(tx, theirs)?,
+            ))
+        };
         let mut subset = None;
         for _ in 0..3 {
             subset = self
-                .read_in_parallel(
-                    |tx| {
-                        Ok((
-                            read_subset_users(tx, keys)?,
-                            read_devices_by_id(tx, mine)?,
-                            read_licenses(tx)?,
-                        ))
-                    },
-                    |tx| {
-                        Ok((
-                            read_subset_extensions(tx, keys)?,
-                            read_devices_by_id(tx, theirs)?,
-                        ))
-                    },
-                )
+                .read_in_parallel(read_mine, read_theirs)
                 .map_err(|e| sqlite_error(context(), e))?;
             if subset.is_some() {
                 break;
@@ -736,11 +738,14 @@ impl Target for SqliteTarget {
                     .unchecked_transaction()
                     .map_err(|e| sqlite_error(context(), e))?;
                 let read = || -> rusqlite::Result<Directory> {
+                    let (users, mut devices, licenses) = read_mine(&tx)?;
+                    let (extensions, their_devices) = read_theirs(&tx)?;
+                    devices.extend(their_devices);
                     Ok(Directory {
-                        users: read_subset_users(&tx, keys)?,
-                        extensions: read_subset_extensions(&tx, keys)?,
-                        devices: read_devices_by_id(&tx, &keys.devices)?,
-                        licenses: read_licenses(&tx)?,
+                        users,
+                        extensions,
+                        devices,
+                        licenses,
                     })
                 };
                 read().map_err(|e| sqlite_error(context(), e))?
