@@ -14,9 +14,10 @@ use crate::model::{
 use crate::plan::{Action, Change, PlannedAction};
 use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Statement, TransactionBehavior,
+    params,
 };
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -1096,16 +1097,144 @@ struct Applier<'a, 'r, 'p> {
     request: &'a ApplyRequest<'r>,
     progress: &'p mut dyn FnMut(Progress),
     done: usize,
-    /// The digest each extension of the request ends up with.
-    digests: HashMap<&'r str, u64>,
-    /// Extensions whose digest a statement wrote.
-    written: RefCell<HashSet<Text>>,
+    statements: Statements<'a>,
+    /// The position of each extension in the request's digests.
+    digests: FastMap<&'r str, usize>,
+    /// Whether a statement wrote each of the request's digests.
+    written: RefCell<Vec<bool>>,
     /// User ids by username, as created or looked up.
-    user_ids: RefCell<HashMap<Text, i64>>,
+    user_ids: RefCell<FastMap<Text, i64>>,
     secrets: RefCell<Secrets>,
     /// Extensions outside the actions whose digest `clear_digests_of` cleared.
     cleared: Vec<Text>,
 }
+
+/// The statements of an apply. `Statements` prepares each once, on first use, and
+/// keeps it for the transaction: a statement cache finds its statement by hashing
+/// the SQL text at every use and resets it on the way back, a sixth of an apply's
+/// work at 100,000 rows.
+#[derive(Clone, Copy)]
+enum Sql {
+    StaleDigests,
+    ClearDigest,
+    SetDigest,
+    InsertDevice,
+    InsertUser,
+    InsertPassword,
+    UpsertPassword,
+    UpdateUser,
+    UserId,
+    Release,
+    DeleteExtension,
+    InsertExtension,
+    UpdateExtension,
+    UpdateExtensionKind,
+    UpdateExtensionDevice,
+    UpdateExtensionKindDevice,
+    GiveUpDevice,
+    TakeDevice,
+    DeleteUser,
+}
+
+impl Sql {
+    const COUNT: usize = Sql::DeleteUser as usize + 1;
+
+    fn text(self) -> &'static str {
+        match self {
+            // The index of extensions by user holds their numbers: no row is read.
+            Sql::StaleDigests => {
+                "SELECT e.number FROM rarray(?1) AS k \
+                 CROSS JOIN extensions AS e ON e.user_id = k.value"
+            }
+            Sql::ClearDigest => {
+                "UPDATE extensions SET row_digest = NULL WHERE number = ?1 AND row_digest IS NOT NULL"
+            }
+            Sql::SetDigest => "UPDATE extensions SET row_digest = ?2 WHERE number = ?1",
+            Sql::InsertDevice => "INSERT INTO devices (id, model) VALUES (?1, ?2)",
+            Sql::InsertUser => {
+                "INSERT INTO users (username, first_name, last_name, email, im, mobile) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            }
+            Sql::InsertPassword => "INSERT INTO passwords (user_id, hash) VALUES (?1, ?2)",
+            Sql::UpsertPassword => {
+                "INSERT INTO passwords (user_id, hash) VALUES (?1, ?2) \
+                 ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash"
+            }
+            // NULL keeps a field as it is, so one statement serves every set of changes.
+            Sql::UpdateUser => {
+                "UPDATE users SET first_name = coalesce(?2, first_name), \
+                 last_name = coalesce(?3, last_name), email = coalesce(?4, email), \
+                 im = coalesce(?5, im), mobile = coalesce(?6, mobile) WHERE id = ?1"
+            }
+            Sql::UserId => "SELECT id FROM users WHERE username = ?1",
+            // Only rows that hold a device, so unaffected rows are left alone.
+            Sql::Release => {
+                "UPDATE extensions SET device = NULL, row_digest = NULL \
+                 WHERE number = ?1 AND device IS NOT NULL"
+            }
+            Sql::DeleteExtension => "DELETE FROM extensions WHERE number = ?1",
+            Sql::InsertExtension => {
+                "INSERT INTO extensions \
+                 (number, user_id, kind, device, description, sip_secret, row_digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            }
+            Sql::UpdateExtension => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4 \
+                 WHERE number = ?1 AND user_id = ?2"
+            }
+            Sql::UpdateExtensionKind => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 kind = ?5 WHERE number = ?1 AND user_id = ?2"
+            }
+            Sql::UpdateExtensionDevice => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 device = ?5 WHERE number = ?1 AND user_id = ?2"
+            }
+            Sql::UpdateExtensionKindDevice => {
+                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
+                 kind = ?5, device = ?6 WHERE number = ?1 AND user_id = ?2"
+            }
+            Sql::GiveUpDevice => {
+                "UPDATE extensions SET kind = ?2, device = NULL, row_digest = ?3 WHERE number = ?1"
+            }
+            Sql::TakeDevice => {
+                "UPDATE extensions SET kind = 'device', device = ?2, row_digest = ?3 \
+                 WHERE number = ?1"
+            }
+            Sql::DeleteUser => "DELETE FROM users WHERE username = ?1",
+        }
+    }
+}
+
+/// The prepared statements of an apply, by `Sql`.
+struct Statements<'c> {
+    conn: &'c Connection,
+    prepared: [RefCell<Option<Statement<'c>>>; Sql::COUNT],
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Statements<'c> {
+        Statements {
+            conn,
+            prepared: std::array::from_fn(|_| RefCell::new(None)),
+        }
+    }
+
+    /// Statement `sql`, prepared on first use.
+    fn get(&self, sql: Sql) -> rusqlite::Result<RefMut<'_, Statement<'c>>> {
+        let mut slot = self.prepared[sql as usize].borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.conn.prepare(sql.text())?);
+        }
+        Ok(RefMut::map(slot, |slot| {
+            slot.as_mut().expect("prepared just above")
+        }))
+    }
+}
+
+/// Maps keyed by names and numbers on an apply's hot path: foldhash rather than
+/// SipHash, whose resistance to chosen keys an administrator's own CSV does not need.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Why an action failed, for people.
 struct Reason(String);
@@ -1137,12 +1266,14 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             request,
             progress,
             done: 0,
+            statements: Statements::new(conn),
             digests: request
                 .digests
                 .iter()
-                .map(|(number, digest)| (number.as_str(), *digest))
+                .enumerate()
+                .map(|(i, (number, _))| (number.as_str(), i))
                 .collect(),
-            written: RefCell::default(),
+            written: RefCell::new(vec![false; request.digests.len()]),
             user_ids: RefCell::default(),
             secrets: RefCell::default(),
             cleared: Vec::new(),
@@ -1306,9 +1437,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     /// The digest a statement writing `extension` stores (as the bits of a u64),
     /// noting that it was written.
     fn digest(&self, extension: &str) -> Option<i64> {
-        let digest = self.digests.get(extension)?;
-        self.written.borrow_mut().insert(Text::from(extension));
-        Some(*digest as i64)
+        let &i = self.digests.get(extension)?;
+        self.written.borrow_mut()[i] = true;
+        Some(self.request.digests[i].1 as i64)
     }
 
     /// The rows last applied to the extensions of an updated user no longer
@@ -1326,12 +1457,8 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
                 .map(rusqlite::types::Value::Integer)
                 .collect(),
         );
-        // The index of extensions by user holds their numbers: no row is read.
         let mut stale = Vec::new();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.number FROM rarray(?1) AS k \
-             CROSS JOIN extensions AS e ON e.user_id = k.value",
-        )?;
+        let mut stmt = self.statements.get(Sql::StaleDigests)?;
         let mut rows = stmt.query([ids])?;
         while let Some(row) = rows.next()? {
             let number = row.get_ref(0)?.as_str()?;
@@ -1340,9 +1467,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             }
         }
         drop(rows);
-        let mut clear = self.conn.prepare_cached(
-            "UPDATE extensions SET row_digest = NULL WHERE number = ?1 AND row_digest IS NOT NULL",
-        )?;
+        let mut clear = self.statements.get(Sql::ClearDigest)?;
         for number in stale {
             if clear.execute([&number])? > 0 {
                 self.cleared.push(Text::from(number));
@@ -1355,21 +1480,21 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     /// did not change, of users that did.
     fn record_other_digests(&self) -> rusqlite::Result<()> {
         let written = self.written.borrow();
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE extensions SET row_digest = ?2 WHERE number = ?1")?;
-        for (number, digest) in self.request.digests {
-            if !written.contains(number) {
-                stmt.execute(params![number.as_str(), *digest as i64])?;
-            }
+        let mut stmt = self.statements.get(Sql::SetDigest)?;
+        for ((number, digest), _) in self
+            .request
+            .digests
+            .iter()
+            .zip(written.iter())
+            .filter(|(_, written)| !**written)
+        {
+            stmt.execute(params![number.as_str(), *digest as i64])?;
         }
         Ok(())
     }
 
     fn create_device(&self, device: &str, model: &str) -> Outcome {
-        let mut stmt = self
-            .conn
-            .prepare_cached("INSERT INTO devices (id, model) VALUES (?1, ?2)")?;
+        let mut stmt = self.statements.get(Sql::InsertDevice)?;
         stmt.execute([device, model])
             .map_err(|e| unique_reason(e, || format!("device {device} already exists")))?;
         Ok(())
@@ -1377,19 +1502,14 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
 
     fn create_user(&self, username: &Text, changes: &[Change]) -> Outcome {
         let (fields, password) = self.user_changes(username, changes)?;
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO users (username, first_name, last_name, email, im, mobile) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let mut stmt = self.statements.get(Sql::InsertUser)?;
         let [first, last, email, im, mobile] = fields.map(|f| f.unwrap_or(""));
         stmt.execute(params![username.as_str(), first, last, email, im, mobile])
             .map_err(|e| unique_reason(e, || format!("user {username} already exists")))?;
         let id = self.conn.last_insert_rowid();
         self.user_ids.borrow_mut().insert(username.clone(), id);
         if let Some(hash) = password {
-            let mut stmt = self
-                .conn
-                .prepare_cached("INSERT INTO passwords (user_id, hash) VALUES (?1, ?2)")?;
+            let mut stmt = self.statements.get(Sql::InsertPassword)?;
             stmt.execute(params![id, hash])?;
         }
         Ok(())
@@ -1400,19 +1520,11 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         let (fields, password) = self.user_changes(username, changes)?;
         let user_id = self.user_id(username)?;
         if let Some(hash) = password {
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO passwords (user_id, hash) VALUES (?1, ?2) \
-                 ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash",
-            )?;
+            let mut stmt = self.statements.get(Sql::UpsertPassword)?;
             stmt.execute(params![user_id, hash])?;
         }
         if fields.iter().any(Option::is_some) {
-            // NULL keeps a field as it is, so one statement serves every set of changes.
-            let mut stmt = self.conn.prepare_cached(
-                "UPDATE users SET first_name = coalesce(?2, first_name), \
-                 last_name = coalesce(?3, last_name), email = coalesce(?4, email), \
-                 im = coalesce(?5, im), mobile = coalesce(?6, mobile) WHERE id = ?1",
-            )?;
+            let mut stmt = self.statements.get(Sql::UpdateUser)?;
             let [first, last, email, im, mobile] = fields;
             stmt.execute(params![user_id, first, last, email, im, mobile])?;
         }
@@ -1446,9 +1558,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         if let Some(id) = self.user_ids.borrow().get(username) {
             return Ok(*id);
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM users WHERE username = ?1")?;
+        let mut stmt = self.statements.get(Sql::UserId)?;
         let id = stmt
             .query_row([username.as_str()], |r| r.get(0))
             .optional()?
@@ -1458,19 +1568,13 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     fn release(&self, extension: &str) -> Outcome {
-        // Only rows that hold a device, so unaffected rows are left alone.
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET device = NULL, row_digest = NULL \
-             WHERE number = ?1 AND device IS NOT NULL",
-        )?;
+        let mut stmt = self.statements.get(Sql::Release)?;
         stmt.execute([extension])?;
         Ok(())
     }
 
     fn remove_extension(&self, extension: &str) -> Outcome {
-        let mut stmt = self
-            .conn
-            .prepare_cached("DELETE FROM extensions WHERE number = ?1")?;
+        let mut stmt = self.statements.get(Sql::DeleteExtension)?;
         match stmt.execute([extension])? {
             0 => Err(Reason(format!("extension {extension} does not exist"))),
             _ => Ok(()),
@@ -1489,11 +1593,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         let user_id = self.user_id(username)?;
         let description = Change::value_of(changes, "description").unwrap_or("");
         let secret: [u8; 16] = self.secrets.borrow_mut().next()?;
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO extensions \
-             (number, user_id, kind, device, description, sip_secret, row_digest) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut stmt = self.statements.get(Sql::InsertExtension)?;
         stmt.execute(params![
             extension,
             user_id,
@@ -1526,24 +1626,12 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             .as_deref()
             .filter(|_| changes_field(changes, "device"));
         let sql = match (new_kind.is_some(), new_device.is_some()) {
-            (false, false) => {
-                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4 \
-                 WHERE number = ?1 AND user_id = ?2"
-            }
-            (true, false) => {
-                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
-                 kind = ?5 WHERE number = ?1 AND user_id = ?2"
-            }
-            (false, true) => {
-                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
-                 device = ?5 WHERE number = ?1 AND user_id = ?2"
-            }
-            (true, true) => {
-                "UPDATE extensions SET description = coalesce(?3, description), row_digest = ?4, \
-                 kind = ?5, device = ?6 WHERE number = ?1 AND user_id = ?2"
-            }
+            (false, false) => Sql::UpdateExtension,
+            (true, false) => Sql::UpdateExtensionKind,
+            (false, true) => Sql::UpdateExtensionDevice,
+            (true, true) => Sql::UpdateExtensionKindDevice,
         };
-        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut stmt = self.statements.get(sql)?;
         let description = Change::value_of(changes, "description");
         let digest = self.digest(extension);
         let mut values: Vec<&dyn ToSql> = vec![&extension, &user_id, &description, &digest];
@@ -1561,9 +1649,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     fn give_up_device(&self, extension: &str, becomes: ExtensionKind) -> Outcome {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET kind = ?2, device = NULL, row_digest = ?3 WHERE number = ?1",
-        )?;
+        let mut stmt = self.statements.get(Sql::GiveUpDevice)?;
         let digest = self.digest(extension);
         match stmt.execute(params![extension, becomes.as_str(), digest])? {
             0 => Err(Reason(format!("extension {extension} does not exist"))),
@@ -1572,10 +1658,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     fn take_device(&self, extension: &str, device: &Text) -> Outcome {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE extensions SET kind = 'device', device = ?2, row_digest = ?3 \
-             WHERE number = ?1",
-        )?;
+        let mut stmt = self.statements.get(Sql::TakeDevice)?;
         let digest = self.digest(extension);
         let updated = stmt
             .execute(params![extension, device.as_str(), digest])
@@ -1587,9 +1670,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     fn remove_user(&self, username: &str) -> Outcome {
-        let mut stmt = self
-            .conn
-            .prepare_cached("DELETE FROM users WHERE username = ?1")?;
+        let mut stmt = self.statements.get(Sql::DeleteUser)?;
         let removed = stmt.execute([username]).map_err(|e| {
             if is_constraint(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
                 Reason(format!("user {username} still has extensions"))
