@@ -85,11 +85,8 @@ impl<'a> Builder<'a> {
     }
 
     fn error(&mut self, line: u32, column: Column, code: Code, message: String, hint: String) {
-        let mut d = Diagnostic::error(code, message)
-            .at_line(line)
-            .with_hint(hint);
-        d.column = self.opts.columns[column.index()];
-        self.errors.push(d);
+        self.errors
+            .push(error_at(self.opts, line, column, code, message, hint));
     }
 
     fn device_known(&self, id: &str) -> bool {
@@ -147,44 +144,154 @@ impl<'a> Builder<'a> {
             _ => self.opts.reassigned_becomes,
         }
     }
+
+    /// The extensions to add and to update, and the devices to reassign.
+    fn plan_extensions(&mut self) -> ExtensionActions {
+        let mut out = ExtensionActions::default();
+        let mut extensions = SortedCursor::new(&self.current.extensions);
+        for row in &self.desired.extensions {
+            let current_ext = extensions.find(|e| cmp_extension(&e.number, &row.number));
+            if let Some(cur) = current_ext
+                && cur.username != row.username
+            {
+                self.error(
+                    row.line,
+                    Column::Extension,
+                    Code::ExtensionOwnedByOtherUser,
+                    format!(
+                        "extension {} belongs to user {}, not {}; an extension never moves from one user to another",
+                        row.number, cur.username, row.username
+                    ),
+                    format!(
+                        "give {} another extension, or remove {} from {} first",
+                        row.username, row.number, cur.username
+                    ),
+                );
+                continue;
+            }
+            let (kind, device) = self.target_of(row, current_ext);
+            // The device moves from the extension that holds it now.
+            let moving_from = match (&device, current_ext) {
+                (Some(d), Some(cur)) if cur.device.as_ref() == Some(d) => None,
+                (Some(d), _) => self.holder(d).filter(|holder| holder.number != row.number),
+                (None, _) => None,
+            };
+            let reassign = moving_from
+                .filter(|holder| {
+                    !self.opts.prune || self.desired.extension(&holder.number).is_some()
+                })
+                .map(|holder| PlannedAction {
+                    action: Action::ReassignDevice {
+                        username: row.username.clone(),
+                        device: device.clone().unwrap_or_default(),
+                        from_extension: holder.number.clone(),
+                        to_extension: row.number.clone(),
+                        from_becomes: self.becomes_when_released(holder),
+                    },
+                    line: Some(row.line),
+                    blame: None,
+                });
+            let description_managed = self.desired.managed.contains(Column::Description);
+            match current_ext {
+                None => {
+                    let mut changes = Vec::new();
+                    if description_managed && !row.description.is_empty() {
+                        changes.push(Change::new("description", None, &row.description));
+                    }
+                    out.add.push(PlannedAction {
+                        action: Action::AddExtension {
+                            username: row.username.clone(),
+                            extension: row.number.clone(),
+                            kind,
+                            device,
+                            changes,
+                        },
+                        line: Some(row.line),
+                        blame: None,
+                    });
+                }
+                Some(cur) => {
+                    let mut changes = Vec::new();
+                    if description_managed && row.description != cur.description {
+                        changes.push(Change::new(
+                            "description",
+                            Some(&cur.description),
+                            &row.description,
+                        ));
+                    }
+                    // A device that arrives by reassignment is shown by that action.
+                    if reassign.is_none() {
+                        if kind != cur.kind {
+                            changes.push(Change::new(
+                                "kind",
+                                Some(cur.kind.as_str()),
+                                kind.as_str(),
+                            ));
+                        }
+                        if device != cur.device {
+                            changes.push(Change::new(
+                                "device",
+                                Some(cur.device.as_deref().unwrap_or("")),
+                                device.as_deref().unwrap_or(""),
+                            ));
+                        }
+                    }
+                    if !changes.is_empty() {
+                        out.update.push(PlannedAction {
+                            action: Action::UpdateExtension {
+                                username: row.username.clone(),
+                                extension: row.number.clone(),
+                                kind,
+                                device,
+                                changes,
+                            },
+                            line: Some(row.line),
+                            blame: None,
+                        });
+                    }
+                }
+            }
+            out.reassign.extend(reassign);
+        }
+        out
+    }
 }
 
-/// Computes the plan that turns `current` into `desired`.
-pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan {
-    let new_devices: Vec<_> = opts
-        .inventory
-        .iter()
-        .filter(|d| current.device(&d.id).is_none())
-        .collect();
-    let mut b = Builder {
-        desired,
-        current,
-        opts,
-        errors: Vec::new(),
-        new_devices,
-        holders: None,
-    };
+/// The extensions to add and to update, and the devices to reassign.
+#[derive(Default)]
+struct ExtensionActions {
+    add: Vec<PlannedAction>,
+    update: Vec<PlannedAction>,
+    reassign: Vec<PlannedAction>,
+}
+
+/// The error `message` at a cell, with its hint.
+fn error_at(
+    opts: &DiffOptions,
+    line: u32,
+    column: Column,
+    code: Code,
+    message: String,
+    hint: String,
+) -> Diagnostic {
+    let mut d = Diagnostic::error(code, message)
+        .at_line(line)
+        .with_hint(hint);
+    d.column = opts.columns[column.index()];
+    d
+}
+
+/// The users to create and to update, and the errors of new users without a
+/// password.
+fn plan_users(
+    desired: &Desired,
+    current: &Directory,
+    opts: &DiffOptions,
+) -> (Vec<PlannedAction>, Vec<PlannedAction>, Vec<Diagnostic>) {
     let managed = desired.managed;
-    let mut create_devices = Vec::new();
     let mut create_users = Vec::new();
     let mut update_users = Vec::new();
-    let mut add_extensions = Vec::new();
-    let mut update_extensions = Vec::new();
-    let mut reassigns = Vec::new();
-    let mut remove_extensions = Vec::new();
-    let mut remove_users = Vec::new();
-
-    for d in &b.new_devices {
-        create_devices.push(PlannedAction {
-            action: Action::CreateDevice {
-                device: d.id.clone(),
-                model: d.model.clone(),
-            },
-            line: None,
-            blame: None,
-        });
-    }
-
+    let mut errors = Vec::new();
     // Both sides are sorted by the same key: walk them together (a merge join)
     // instead of searching one for every entry of the other.
     let mut users = SortedCursor::new(&current.users);
@@ -210,13 +317,14 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
                 if set_password(false) {
                     changes.push(Change::password());
                 } else {
-                    b.error(
+                    errors.push(error_at(
+                        opts,
                         user.line,
                         Column::Password,
                         Code::MissingRequired,
                         format!("{} is a new user and needs a password", user.username),
                         "fill in the Password cell of one of the user's rows".into(),
-                    );
+                    ));
                 }
                 create_users.push(PlannedAction {
                     action: Action::CreateUser {
@@ -251,105 +359,45 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         }
     }
 
-    let mut extensions = SortedCursor::new(&current.extensions);
-    for row in &desired.extensions {
-        let current_ext = extensions.find(|e| cmp_extension(&e.number, &row.number));
-        if let Some(cur) = current_ext
-            && cur.username != row.username
-        {
-            b.error(
-                row.line,
-                Column::Extension,
-                Code::ExtensionOwnedByOtherUser,
-                format!(
-                    "extension {} belongs to user {}, not {}; an extension never moves from one user to another",
-                    row.number, cur.username, row.username
-                ),
-                format!(
-                    "give {} another extension, or remove {} from {} first",
-                    row.username, row.number, cur.username
-                ),
-            );
-            continue;
-        }
-        let (kind, device) = b.target_of(row, current_ext);
-        // The device moves from the extension that holds it now.
-        let moving_from = match (&device, current_ext) {
-            (Some(d), Some(cur)) if cur.device.as_ref() == Some(d) => None,
-            (Some(d), _) => b.holder(d).filter(|holder| holder.number != row.number),
-            (None, _) => None,
-        };
-        let reassign = moving_from
-            .filter(|holder| !opts.prune || desired.extension(&holder.number).is_some())
-            .map(|holder| PlannedAction {
-                action: Action::ReassignDevice {
-                    username: row.username.clone(),
-                    device: device.clone().unwrap_or_default(),
-                    from_extension: holder.number.clone(),
-                    to_extension: row.number.clone(),
-                    from_becomes: b.becomes_when_released(holder),
-                },
-                line: Some(row.line),
-                blame: None,
-            });
-        let description_managed = managed.contains(Column::Description);
-        match current_ext {
-            None => {
-                let mut changes = Vec::new();
-                if description_managed && !row.description.is_empty() {
-                    changes.push(Change::new("description", None, &row.description));
-                }
-                add_extensions.push(PlannedAction {
-                    action: Action::AddExtension {
-                        username: row.username.clone(),
-                        extension: row.number.clone(),
-                        kind,
-                        device,
-                        changes,
-                    },
-                    line: Some(row.line),
-                    blame: None,
-                });
-            }
-            Some(cur) => {
-                let mut changes = Vec::new();
-                if description_managed && row.description != cur.description {
-                    changes.push(Change::new(
-                        "description",
-                        Some(&cur.description),
-                        &row.description,
-                    ));
-                }
-                // A device that arrives by reassignment is shown by that action.
-                if reassign.is_none() {
-                    if kind != cur.kind {
-                        changes.push(Change::new("kind", Some(cur.kind.as_str()), kind.as_str()));
-                    }
-                    if device != cur.device {
-                        changes.push(Change::new(
-                            "device",
-                            Some(cur.device.as_deref().unwrap_or("")),
-                            device.as_deref().unwrap_or(""),
-                        ));
-                    }
-                }
-                if !changes.is_empty() {
-                    update_extensions.push(PlannedAction {
-                        action: Action::UpdateExtension {
-                            username: row.username.clone(),
-                            extension: row.number.clone(),
-                            kind,
-                            device,
-                            changes,
-                        },
-                        line: Some(row.line),
-                        blame: None,
-                    });
-                }
-            }
-        }
-        reassigns.extend(reassign);
+    (create_users, update_users, errors)
+}
+
+/// Computes the plan that turns `current` into `desired`.
+pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan {
+    let new_devices: Vec<_> = opts
+        .inventory
+        .iter()
+        .filter(|d| current.device(&d.id).is_none())
+        .collect();
+    let mut b = Builder {
+        desired,
+        current,
+        opts,
+        errors: Vec::new(),
+        new_devices,
+        holders: None,
+    };
+    let mut create_devices = Vec::new();
+    let mut remove_extensions = Vec::new();
+    let mut remove_users = Vec::new();
+
+    for d in &b.new_devices {
+        create_devices.push(PlannedAction {
+            action: Action::CreateDevice {
+                device: d.id.clone(),
+                model: d.model.clone(),
+            },
+            line: None,
+            blame: None,
+        });
     }
+
+    // Users and extensions are planned at once, on two cores.
+    let ((create_users, update_users, user_errors), extensions) = rayon::join(
+        || plan_users(desired, current, opts),
+        || b.plan_extensions(),
+    );
+    b.errors.extend(user_errors);
 
     if opts.prune {
         let mut wanted = SortedCursor::new(&desired.extensions);
@@ -383,6 +431,11 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         }
     }
 
+    let ExtensionActions {
+        add: add_extensions,
+        update: update_extensions,
+        reassign: mut reassigns,
+    } = extensions;
     reassigns.sort_by(|a, b| match (&a.action, &b.action) {
         (
             Action::ReassignDevice {
