@@ -238,6 +238,15 @@ pub struct SqliteTarget {
     reader: Option<Connection>,
     conn: Connection,
     read_only: bool,
+    /// The ids of the users the last `load_subset` read, with the serial they were
+    /// read at: an apply at that serial finds them here instead of looking each up.
+    user_ids: Option<UserIds>,
+}
+
+/// User ids by username, as read at a serial.
+struct UserIds {
+    serial: i64,
+    ids: FastMap<Text, i64>,
 }
 
 impl SqliteTarget {
@@ -295,6 +304,7 @@ impl SqliteTarget {
             reader: None,
             conn,
             read_only,
+            user_ids: None,
         };
         target.configure()?;
         Ok(target)
@@ -708,12 +718,14 @@ impl Target for SqliteTarget {
             (keys.users.len(), keys.extensions.len(), keys.devices.len());
         let mine = ((extensions + devices * 3 / 2).saturating_sub(users) / 2).min(devices);
         let (mine, theirs) = keys.devices.split_at(mine);
+        let user_ids = RefCell::new(None);
         let read_mine = |tx: &Connection| {
-            Ok((
-                read_subset_users(tx, keys)?,
-                read_devices_by_id(tx, mine)?,
-                read_licenses(tx)?,
-            ))
+            let (users, ids) = read_subset_users(tx, keys)?;
+            *user_ids.borrow_mut() = Some(UserIds {
+                serial: read_serial(tx)?,
+                ids,
+            });
+            Ok((users, read_devices_by_id(tx, mine)?, read_licenses(tx)?))
         };
         let read_theirs = |tx: &Connection| {
             Ok((
@@ -753,6 +765,7 @@ impl Target for SqliteTarget {
             }
         };
         dir.sort();
+        self.user_ids = user_ids.into_inner();
         Ok(dir)
     }
 
@@ -831,7 +844,8 @@ impl Target for SqliteTarget {
         self.conn
             .pragma_update(None, "cache_size", APPLY_CACHE_KIB)
             .map_err(|e| sqlite_error(context(), e))?;
-        let result = apply_in_transaction(&mut self.conn, request, progress, &context);
+        let user_ids = self.user_ids.take();
+        let result = apply_in_transaction(&mut self.conn, request, user_ids, progress, &context);
         // Back to the cache of readers; a failure here changes no data.
         let _ = tune(&self.conn);
         result
@@ -953,6 +967,7 @@ impl Drop for SqliteLock {
 fn apply_in_transaction(
     conn: &mut Connection,
     request: ApplyRequest<'_>,
+    user_ids: Option<UserIds>,
     progress: &mut dyn FnMut(Progress),
     context: &dyn Fn() -> String,
 ) -> Result<ApplyReport, TargetError> {
@@ -972,7 +987,12 @@ fn apply_in_transaction(
         total: request.actions.len(),
     });
     let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
-    let cleared = Applier::new(&tx, &request, progress).run()?;
+    // Ids read at this serial are still the users' ids: nothing has written since.
+    let user_ids = user_ids
+        .filter(|read| read.serial == current)
+        .map(|read| read.ids)
+        .unwrap_or_default();
+    let cleared = Applier::new(&tx, &request, user_ids, progress).run()?;
     // What the serial triggers do for every written row, once.
     tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])
         .and_then(|_| triggers.restore(&tx))
@@ -1102,7 +1122,7 @@ struct Applier<'a, 'r, 'p> {
     digests: FastMap<&'r str, usize>,
     /// Whether a statement wrote each of the request's digests.
     written: RefCell<Vec<bool>>,
-    /// User ids by username, as created or looked up.
+    /// User ids by username: as the plan read them, created, or looked up.
     user_ids: RefCell<FastMap<Text, i64>>,
     secrets: RefCell<Secrets>,
     /// Extensions outside the actions whose digest `clear_digests_of` cleared.
@@ -1259,6 +1279,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn new(
         conn: &'a Connection,
         request: &'a ApplyRequest<'r>,
+        user_ids: FastMap<Text, i64>,
         progress: &'p mut dyn FnMut(Progress),
     ) -> Applier<'a, 'r, 'p> {
         Applier {
@@ -1274,7 +1295,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
                 .map(|(i, (number, _))| (number.as_str(), i))
                 .collect(),
             written: RefCell::new(vec![false; request.digests.len()]),
-            user_ids: RefCell::default(),
+            user_ids: RefCell::new(user_ids),
             secrets: RefCell::default(),
             cleared: Vec::new(),
         }
@@ -1800,19 +1821,25 @@ fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     )
 }
 
-/// The users named by `keys`.
-fn read_subset_users(conn: &Connection, keys: &super::Keys) -> rusqlite::Result<Vec<User>> {
+/// The users named by `keys`, and their ids.
+fn read_subset_users(
+    conn: &Connection,
+    keys: &super::Keys,
+) -> rusqlite::Result<(Vec<User>, FastMap<Text, i64>)> {
     let mut users = Vec::with_capacity(keys.users.len());
+    let mut ids = FastMap::with_capacity_and_hasher(keys.users.len(), Default::default());
     let mut stmt = conn.prepare_cached(
-        "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile \
+        "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile, u.id \
          FROM rarray(?1) AS k JOIN users AS u ON u.username = k.value",
     )?;
     let mut rows = stmt.query([key_array(&keys.users)])?;
     while let Some(row) = rows.next()? {
-        users.push(user_row(row)?);
+        let user = user_row(row)?;
+        ids.insert(user.username.clone(), row.get(6)?);
+        users.push(user);
     }
     drop(rows);
-    Ok(users)
+    Ok((users, ids))
 }
 
 /// The devices of `ids` that exist, one indexed lookup per id (the ids drive
@@ -2639,6 +2666,58 @@ mod tests {
         // Writing history and meta does not count as a change.
         target.record_failure(&record(&[])).unwrap();
         assert_eq!(target.serial().unwrap(), now);
+    }
+
+    #[test]
+    fn a_plan_keeps_the_ids_of_the_users_it_read_for_its_apply() {
+        let (dir, mut target) = seeded();
+        let keys = crate::target::Keys {
+            users: vec![t("bob"), t("nobody")],
+            ..Default::default()
+        };
+        target.load_subset(&keys).unwrap();
+        let serial = target.serial().unwrap();
+        let read = target.user_ids.as_ref().unwrap();
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        let bob: i64 = other
+            .query_row("SELECT id FROM users WHERE username = 'bob'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(read.serial, serial);
+        assert_eq!(read.ids.len(), 1);
+        assert_eq!(read.ids.get("bob"), Some(&bob));
+
+        // Another program gives bob a new id: the ids read before are stale, and
+        // the apply looks bob up again.
+        other
+            .execute_batch(
+                "DELETE FROM extensions WHERE number = '1002';
+                 DELETE FROM users WHERE username = 'bob';
+                 INSERT INTO users (id, username, first_name) VALUES (42, 'bob', 'Bob');",
+            )
+            .unwrap();
+        apply(
+            &mut target,
+            vec![
+                Action::UpdateUser {
+                    username: t("bob"),
+                    changes: vec![Change::new("first_name", Some("Bob"), "Robert")],
+                },
+                add_extension("bob", "1002", Some("D2")),
+            ],
+        )
+        .unwrap();
+        let (first_name, extension_owner): (String, i64) = other
+            .query_row(
+                "SELECT u.first_name, e.user_id FROM users AS u \
+                 JOIN extensions AS e ON e.number = '1002' WHERE u.username = 'bob'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((first_name.as_str(), extension_owner), ("Robert", 42));
+        assert!(target.user_ids.is_none(), "an apply uses the ids once");
     }
 
     #[test]
