@@ -33,6 +33,8 @@ for rows in "${sizes[@]}"; do
     "$bin" devices import devices.csv >/dev/null
     "$bin" apply --file state.csv --auto-approve --quiet --allow-large-change
   fi
+  # A target seeded by an older pbxsync is upgraded here, once, not in a timed run.
+  "$bin" status >/dev/null
 
   # The baseline: parse+validate, then its whole plan+apply.
   base_pv=(); base_total=()
