@@ -422,14 +422,15 @@ pub fn plan_changed_rows(
 }
 
 /// The digest index after an apply of `actions`: `before` (read at the plan's
-/// serial) with what the apply wrote. Extensions the actions touch, or whose
-/// digests it `cleared`, are unknown unless `digests` names them; removed ones go.
-/// Unknown is never wrong, only slower: a plan reads such rows again.
+/// serial) with what the apply wrote. Extensions the actions touch are unknown
+/// unless `digests` names them; removed ones go. Unknown is never wrong, only
+/// slower: a plan reads such rows again. It needs nothing the apply reports, so it
+/// is worked out while the target writes; `forget` then takes the digests the
+/// apply cleared.
 pub fn index_after(
     before: DigestIndex,
     actions: &[PlannedAction],
     digests: &[(Text, u64)],
-    cleared: &[Text],
 ) -> DigestIndex {
     // What the apply did to each extension it wrote, the last word last: touched
     // (unknown), then the digests it stored, then removals. Each part comes in
@@ -453,7 +454,6 @@ pub fn index_after(
             _ => {}
         }
     }
-    writes.extend(cleared.iter().map(|n| (n.as_str(), Some(None))));
     writes.extend(digests.iter().map(|(n, d)| (n.as_str(), Some(Some(*d)))));
     writes.extend(removed);
     writes.sort_by(|a, b| cmp_extension(a.0, b.0));
@@ -479,6 +479,16 @@ pub fn index_after(
     }
     index.extend(writes.filter_map(|(n, write)| write.map(|d| (Text::from(n), d))));
     index
+}
+
+/// Makes the digests of `cleared` unknown in `index` (sorted by number), where it
+/// holds them.
+pub fn forget(index: &mut DigestIndex, cleared: &[Text]) {
+    for number in cleared {
+        if let Ok(i) = index.binary_search_by(|(n, _)| cmp_extension(n, number)) {
+            index[i].1 = None;
+        }
+    }
 }
 
 /// Most actions a plan names the blame of: git blame reads the whole file's
@@ -607,7 +617,9 @@ mod tests {
             }),
         ];
         let digests = [(Text::from("1000"), 10), (Text::from("1001"), 11)];
-        let index = index_after(before, &actions, &digests, &["99".into()]);
+        let mut index = index_after(before, &actions, &digests);
+        // The apply cleared the digest of 99; 1002 is gone, and stays gone.
+        forget(&mut index, &["99".into(), "1002".into()]);
         assert_eq!(
             index,
             [

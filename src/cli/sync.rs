@@ -592,32 +592,40 @@ pub fn apply_cmd(
         )),
         Err(_) => RecordedCsv::default(),
     };
-    // The target writes on one core; the history's CSV is made on another.
-    let result = std::thread::scope(|s| {
-        let csv = s.spawn(recorded_csv);
+    // The target writes on one core. The other makes the history's CSV, which the
+    // commit needs, and then the digest index after the apply (one thread, so the
+    // writing thread keeps its core).
+    let index = planned.index.take();
+    let (actions, digests) = (&planned.plan.actions, &planned.digests);
+    let (result, index) = std::thread::scope(|s| {
+        let (csv_sender, csv) = std::sync::mpsc::sync_channel(1);
+        let side = s.spawn(move || {
+            // The apply may have failed and gone already: nobody to tell.
+            let _ = csv_sender.send(recorded_csv());
+            index.map(|(before, usage)| (sync::index_after(before, actions, digests), usage))
+        });
         let request = ApplyRequest {
-            actions: &planned.plan.actions,
-            digests: &planned.digests,
+            actions,
+            digests,
             expected_serial: planned.serial,
             password_hashes: &hashes,
             record: Box::new(|| HistoryRecord {
-                csv: csv.join().unwrap_or_default(),
+                csv: csv.recv().unwrap_or_default(),
                 ..record.clone()
             }),
         };
-        target.apply(request, &mut |p| draw.event(p))
+        let result = target.apply(request, &mut |p| draw.event(p));
+        let index = side
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (result, index)
     });
     draw.finish();
     clock.lap("write to the target");
     match result {
         Ok(report) => {
-            if let Some((before, usage)) = planned.index.take() {
-                let index = sync::index_after(
-                    before,
-                    &planned.plan.actions,
-                    &planned.digests,
-                    &report.cleared,
-                );
+            if let Some((mut index, usage)) = index {
+                sync::forget(&mut index, &report.cleared);
                 // A cache: the apply is done whether it is kept or not.
                 if let Err(e) = target.keep_index(report.serial, &index, usage)
                     && ctx.verbose
