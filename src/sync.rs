@@ -5,7 +5,7 @@ use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
-use crate::source::{self, Loaded, SourceError, SourceKind};
+use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
 use crate::target::sqlite::SqliteTarget;
 use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
@@ -31,12 +31,15 @@ pub struct SyncOptions {
     pub allow_large_change: bool,
 }
 
-/// Reads the desired CSV.
-pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Loaded, SourceError> {
+/// Reads the desired CSV; the blob id of a file on disk is computed later
+/// (`Pending::alongside`).
+pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Pending, SourceError> {
     match choice {
-        SourceChoice::Git { rev } => source::read_git(&config.base_dir, &config.source_path, rev),
-        SourceChoice::WorkingTree => source::read_working_tree(&config.source_path),
-        SourceChoice::File(path) => source::read_file(path),
+        SourceChoice::Git { rev } => {
+            source::read_git(&config.base_dir, &config.source_path, rev).map(Pending::from)
+        }
+        SourceChoice::WorkingTree => source::read_working_tree_pending(&config.source_path),
+        SourceChoice::File(path) => source::read_file_pending(path),
     }
 }
 

@@ -158,6 +158,34 @@ fn a_saved_plan_applies_without_asking() {
 }
 
 #[test]
+fn a_file_source_is_named_by_its_git_blob_id_in_plans_saved_plans_and_history() {
+    let t = committed();
+    t.write("other.csv", csv());
+    let blob = t.git(&["hash-object", "other.csv"]);
+    let blob = blob.trim();
+    let plan = t.plan_json(&["--file", "other.csv"]);
+    assert_eq!(plan["source"]["kind"], "file");
+    assert_eq!(plan["source"]["blob"], blob);
+    t.ok(["plan", "--file", "other.csv", "--out", "p.json"]);
+    let saved: serde_json::Value = serde_json::from_str(&t.read("p.json")).unwrap();
+    assert_eq!(saved["source"]["blob"], blob);
+
+    // The file changed since the plan was saved: refused, nothing written.
+    t.write(
+        "other.csv",
+        format!("{}1003,Wei,Chen,wchen,Wei_pass12,,,,,\n", csv()),
+    );
+    let out = t.run(["apply", "p.json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("stale-plan"), "{}", out.stderr);
+    assert!(!t.state().exists(), "refused before the state file is made");
+
+    t.write("other.csv", csv());
+    t.ok(["apply", "p.json"]);
+    assert_eq!(t.sql("SELECT blob FROM history"), [blob]);
+}
+
+#[test]
 fn a_saved_plan_reads_the_committed_revision_it_names() {
     let t = committed();
     t.ok(["plan", "--out", "p.json"]);

@@ -88,7 +88,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             Some(p) => sync::read_devices(p).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
-        let v = crate::validate::validate(&loaded.bytes, &sync::policy(&config, &options));
+        let v = crate::validate::validate(loaded.bytes(), &sync::policy(&config, &options));
         Ok(sync::make_plan(&config, &options, &v, &dir, inventory))
     });
     let drift = last.as_ref().and_then(|l| {

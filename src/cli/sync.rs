@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::diagnostic::Diagnostic;
 use crate::plan::Plan;
 use crate::render::plan::{self as render_plan, Base, PlanView};
-use crate::source::{Loaded, SourceKind};
+use crate::source::{Loaded, Pending, SourceKind};
 use crate::sync::{self, SourceChoice, SyncOptions};
 use crate::target::{ApplyRequest, HistoryRecord, Progress, RecordedCsv, Target, TargetError};
 use crate::validate;
@@ -120,22 +120,23 @@ fn run_pipeline(
     ctx: &Context,
     config: &Config,
     options: &SyncOptions,
-    loaded: Loaded,
+    source: Pending,
     inventory: Vec<crate::model::Device>,
     mut target: Option<&mut Box<dyn Target>>,
     keep_index: bool,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
     let policy = sync::policy(config, options);
-    let (serial, planned, layout, delimiter) = {
+    // A file's blob id is computed on another thread meanwhile.
+    let (loaded, planned) = source.alongside(|bytes| -> Result<_, CliError> {
         let changed_rows_only =
             target.is_some() && sync::can_plan_changed_rows(config, options, None);
         let (validated, digests) = match target.as_deref_mut() {
             Some(t) if changed_rows_only => {
-                let (validated, digests) = sync::validate_with_index(&loaded.bytes, &policy, t);
+                let (validated, digests) = sync::validate_with_index(bytes, &policy, t);
                 (validated, Some(digests))
             }
-            _ => (validate::validate(&loaded.bytes, &policy), None),
+            _ => (validate::validate(bytes, &policy), None),
         };
         clock.lap("read and validate the CSV (and the target's row digests)");
         let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
@@ -158,7 +159,7 @@ fn run_pipeline(
                 // they were not kept.
                 let validated = if changed_rows_only {
                     drop(validated);
-                    validate::validate(&loaded.bytes, &policy)
+                    validate::validate(bytes, &policy)
                 } else {
                     validated
                 };
@@ -174,8 +175,9 @@ fn run_pipeline(
             }
         };
         clock.lap("read the target, diff and checks");
-        (serial, planned, layout, delimiter)
-    };
+        Ok((serial, planned, layout, delimiter))
+    });
+    let (serial, planned, layout, delimiter) = planned?;
     let sync::Planned {
         mut plan,
         desired,
@@ -470,19 +472,21 @@ pub fn apply_cmd(
         ),
         None => (options(flags), choice(&config, &flags.source)),
     };
-    let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
-    if let Some(s) = &saved
-        && loaded.revision.blob != s.source.blob
-    {
-        return refuse(
-            ctx,
-            format,
-            Diagnostic::error(
-                crate::diagnostic::Code::StalePlan,
-                "the CSV changed since this plan was made".to_string(),
-            )
-            .with_hint("run `pbxsync plan` again and review the new plan"),
-        );
+    let mut loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    if let Some(s) = &saved {
+        let hashed = loaded.hashed();
+        if hashed.revision.blob != s.source.blob {
+            return refuse(
+                ctx,
+                format,
+                Diagnostic::error(
+                    crate::diagnostic::Code::StalePlan,
+                    "the CSV changed since this plan was made".to_string(),
+                )
+                .with_hint("run `pbxsync plan` again and review the new plan"),
+            );
+        }
+        loaded = Pending::from(hashed);
     }
     // Everything that can fail without the target fails before the state file is
     // created; so does a first plan with errors.

@@ -121,7 +121,7 @@ pub enum SourceError {
 
 /// Read a plain file; git plays no part (kind [`SourceKind::File`]).
 pub fn read_file(path: &Path) -> Result<Loaded, SourceError> {
-    read_from_disk(path, SourceKind::File)
+    read_file_pending(path).map(Pending::hashed)
 }
 
 /// Read the CSV as it is on disk, committed or not (kind
@@ -129,11 +129,21 @@ pub fn read_file(path: &Path) -> Result<Loaded, SourceError> {
 /// `git hash-object` would print, so it compares equal to the committed blob
 /// when the file is unchanged.
 pub fn read_working_tree(path: &Path) -> Result<Loaded, SourceError> {
+    read_working_tree_pending(path).map(Pending::hashed)
+}
+
+/// `read_file`, with the blob id still to compute.
+pub fn read_file_pending(path: &Path) -> Result<Pending, SourceError> {
+    read_from_disk(path, SourceKind::File)
+}
+
+/// `read_working_tree`, with the blob id still to compute.
+pub fn read_working_tree_pending(path: &Path) -> Result<Pending, SourceError> {
     read_from_disk(path, SourceKind::WorkingTree)
 }
 
-fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Loaded, SourceError> {
-    let (bytes, blob) = read_hashed(path).map_err(|source| SourceError::Io {
+fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Pending, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -141,76 +151,68 @@ fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Loaded, SourceError> 
         kind,
         path: path.display().to_string(),
         commit: None,
-        blob,
+        blob: String::new(),
         author: None,
         summary: None,
     };
-    Ok(Loaded { bytes, revision })
+    Ok(Pending {
+        loaded: Loaded { bytes, revision },
+        hashed: false,
+    })
 }
 
-/// Pieces of a file that one thread reads while another hashes the previous one.
-const PIECE: usize = 1 << 20;
+/// A source whose blob id may still have to be computed: read from disk, it has
+/// none yet (git gives it with the content). SHA-1 of a hundred megabytes takes
+/// about as long as validating them on one core, so a plan computes it
+/// `alongside` the validation instead of before.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    loaded: Loaded,
+    hashed: bool,
+}
 
-/// Reads a file and computes its blob id. A regular file of more than one piece
-/// is hashed on another thread, piece by piece as it is read: SHA-1 of a hundred
-/// megabytes takes about as long as reading them, and now takes no time of its
-/// own.
-fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let metadata = file.metadata()?;
-    let size = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
-    if metadata.is_file()
-        && size > PIECE
-        && let Some(read) = read_sized_hashed(&mut file, size)?
-    {
-        return Ok(read);
+impl From<Loaded> for Pending {
+    /// A source whose blob id is known.
+    fn from(loaded: Loaded) -> Pending {
+        Pending {
+            loaded,
+            hashed: true,
+        }
     }
-    // A pipe, a small file, or a file whose size changed while it was read.
-    let bytes = std::fs::read(path)?;
-    let blob = blob_id(&bytes);
-    Ok((bytes, blob))
 }
 
-/// Reads `size` bytes of `file` and hashes them alongside; `None` when the file
-/// turns out not to have exactly `size` bytes.
-fn read_sized_hashed(
-    file: &mut std::fs::File,
-    size: usize,
-) -> std::io::Result<Option<(Vec<u8>, String)>> {
-    use std::io::Read;
-    let mut bytes = vec![0; size];
-    let hasher = std::thread::scope(|s| {
-        let (pieces, received) = std::sync::mpsc::channel::<&[u8]>();
-        let hashing = s.spawn(move || {
-            let mut hasher = blob_hasher(size);
-            for piece in received {
-                sha1::Digest::update(&mut hasher, piece);
-            }
-            hasher
+impl Pending {
+    pub fn bytes(&self) -> &[u8] {
+        &self.loaded.bytes
+    }
+
+    /// The source, its blob id computed now.
+    pub fn hashed(mut self) -> Loaded {
+        if !self.hashed {
+            self.loaded.revision.blob = blob_id(&self.loaded.bytes);
+        }
+        self.loaded
+    }
+
+    /// Runs `work` on the bytes while another thread computes the blob id; the
+    /// source with its blob id, and what `work` returned.
+    pub fn alongside<R>(mut self, work: impl FnOnce(&[u8]) -> R) -> (Loaded, R) {
+        if self.hashed {
+            let result = work(&self.loaded.bytes);
+            return (self.loaded, result);
+        }
+        let bytes = &self.loaded.bytes;
+        let (blob, result) = std::thread::scope(|s| {
+            let blob = s.spawn(|| blob_id(bytes));
+            let result = work(bytes);
+            let blob = blob
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (blob, result)
         });
-        for piece in bytes.chunks_mut(PIECE) {
-            match file.read_exact(piece) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e),
-            }
-            // The hashing thread ends only on a panic, which join reports.
-            let _ = pieces.send(piece);
-        }
-        drop(pieces);
-        match hashing.join() {
-            Ok(hasher) => Ok(Some(hasher)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })?;
-    let Some(hasher) = hasher else {
-        return Ok(None);
-    };
-    // A file that grew while it was read is read again.
-    if file.read(&mut [0])? != 0 {
-        return Ok(None);
+        self.loaded.revision.blob = blob;
+        (self.loaded, result)
     }
-    Ok(Some((bytes, hex(&sha1::Digest::finalize(hasher)))))
 }
 
 /// SHA-1, with the SHA extensions of the CPU where it has them: several times
@@ -270,14 +272,27 @@ mod tests {
     }
 
     #[test]
-    fn a_file_of_several_pieces_is_hashed_as_it_is_read() {
+    fn a_file_is_hashed_alongside_work_on_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.csv");
-        let content: Vec<u8> = (0..PIECE * 2 + 123).map(|i| (i % 251) as u8).collect();
+        let content: Vec<u8> = (0..3_000_123).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let loaded = read_file(&path).unwrap();
+        let pending = read_file_pending(&path).unwrap();
+        let (loaded, length) = pending.clone().alongside(<[u8]>::len);
+        assert_eq!(length, content.len());
         assert_eq!(loaded.bytes, content);
         assert_eq!(loaded.revision.blob, blob_id(&content));
+        assert_eq!(loaded, pending.hashed());
+        // A source that came with its blob id keeps it.
+        let known = Loaded {
+            bytes: b"hello\n".to_vec(),
+            revision: SourceRevision {
+                blob: "from git".into(),
+                ..loaded.revision
+            },
+        };
+        let (same, ()) = Pending::from(known.clone()).alongside(|_| ());
+        assert_eq!(same, known);
     }
 
     #[test]
