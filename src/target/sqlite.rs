@@ -1513,15 +1513,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             return Ok(());
         }
         user_ids.sort_unstable();
-        let ids: rusqlite::vtab::array::Array = std::rc::Rc::new(
-            user_ids
-                .into_iter()
-                .map(rusqlite::types::Value::Integer)
-                .collect(),
-        );
         let mut stale = Vec::new();
         let mut stmt = self.statements.get(Sql::StaleDigests)?;
-        let mut rows = stmt.query([ids])?;
+        let mut rows = stmt.query([id_array(user_ids)])?;
         while let Some(row) = rows.next()? {
             let number = row.get_ref(0)?.as_str()?;
             if !self.digests.contains_key(number) {
@@ -1853,11 +1847,60 @@ fn read_extensions_by(
     Ok(())
 }
 
+/// The extensions of `numbers`. Their owners are read apart, by id in order (see
+/// `rowids_by`).
+fn read_extensions_by_number(
+    conn: &Connection,
+    numbers: &[Text],
+) -> rusqlite::Result<Vec<Extension>> {
+    let mut owned = Vec::with_capacity(numbers.len());
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.number, e.user_id, e.kind, e.device, e.description \
+         FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.number = k.value",
+    )?;
+    let mut rows = stmt.query([key_array(numbers)])?;
+    while let Some(row) = rows.next()? {
+        owned.push((row.get::<_, i64>(1)?, extension_of(row, Text::default())?));
+    }
+    drop(rows);
+    let mut ids: Vec<i64> = owned.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut names = FastMap::with_capacity_and_hasher(ids.len(), Default::default());
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.username FROM rarray(?1) AS k CROSS JOIN users AS u ON u.id = k.value",
+    )?;
+    let mut rows = stmt.query([id_array(ids)])?;
+    while let Some(row) = rows.next()? {
+        names.insert(row.get::<_, i64>(0)?, text(row, 1)?);
+    }
+    owned
+        .into_iter()
+        .map(|(id, mut extension)| {
+            // A foreign key makes the owner exist.
+            extension.username = names
+                .get(&id)
+                .cloned()
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            Ok(extension)
+        })
+        .collect()
+}
+
+/// A list of row ids as an `rarray` parameter.
+fn id_array(ids: Vec<i64>) -> rusqlite::vtab::array::Array {
+    std::rc::Rc::new(
+        ids.into_iter()
+            .map(rusqlite::types::Value::Integer)
+            .collect(),
+    )
+}
+
 /// A list of keys as an `rarray` parameter.
 fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     std::rc::Rc::new(
         list.iter()
-            .map(|k| rusqlite::types::Value::Text(k.to_string()))
+            .map(|k| rusqlite::types::Value::Text(k.as_str().to_owned()))
             .collect(),
     )
 }
@@ -1871,9 +1914,10 @@ fn read_subset_users(
     let mut ids = FastMap::with_capacity_and_hasher(keys.users.len(), Default::default());
     let mut stmt = conn.prepare_cached(
         "SELECT u.username, u.first_name, u.last_name, u.email, u.im, u.mobile, u.id \
-         FROM rarray(?1) AS k JOIN users AS u ON u.username = k.value",
+         FROM rarray(?1) AS k CROSS JOIN users AS u ON u.id = k.value",
     )?;
-    let mut rows = stmt.query([key_array(&keys.users)])?;
+    let rowids = rowids_by(conn, "users", "username", &keys.users)?;
+    let mut rows = stmt.query([id_array(rowids)])?;
     while let Some(row) = rows.next()? {
         let user = user_row(row)?;
         ids.insert(user.username.clone(), row.get(6)?);
@@ -1883,14 +1927,14 @@ fn read_subset_users(
     Ok((users, ids))
 }
 
-/// The devices of `ids` that exist, one indexed lookup per id (the ids drive
-/// the join: `IN` would first build a temporary index of them).
+/// The devices of `ids` that exist.
 fn read_devices_by_id(conn: &Connection, ids: &[Text]) -> rusqlite::Result<Vec<Device>> {
     let mut devices = Vec::with_capacity(ids.len());
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.model FROM rarray(?1) AS k CROSS JOIN devices AS d ON d.id = k.value",
+        "SELECT d.id, d.model FROM rarray(?1) AS k CROSS JOIN devices AS d ON d.rowid = k.value",
     )?;
-    let mut rows = stmt.query([key_array(ids)])?;
+    let rowids = rowids_by(conn, "devices", "id", ids)?;
+    let mut rows = stmt.query([id_array(rowids)])?;
     while let Some(row) = rows.next()? {
         devices.push(Device {
             id: text(row, 0)?,
@@ -1900,15 +1944,35 @@ fn read_devices_by_id(conn: &Connection, ids: &[Text]) -> rusqlite::Result<Vec<D
     Ok(devices)
 }
 
+/// The row ids of the rows of `table` whose `column` is one of `keys`, sorted,
+/// found in the table's index on `column` alone. The keys drive the join (`IN`
+/// would first build a temporary index of them), and rows then fetched by these
+/// ids are read in the table's order, each page once: fetched in the order of the
+/// keys, rows added over the years make a read of a page each.
+fn rowids_by(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    keys: &[Text],
+) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT t.rowid FROM rarray(?1) AS k CROSS JOIN {table} AS t ON t.{column} = k.value"
+    ))?;
+    let mut rowids = stmt
+        .query_map([key_array(keys)], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    rowids.sort_unstable();
+    Ok(rowids)
+}
+
 /// The extensions named by `keys` or holding one of its devices, sorted by number.
 fn read_subset_extensions(
     conn: &Connection,
     keys: &super::Keys,
 ) -> rusqlite::Result<Vec<Extension>> {
-    let mut extensions = Vec::with_capacity(keys.extensions.len());
-    read_extensions_by(conn, "number", &keys.extensions, &mut extensions)?;
+    let mut extensions = read_extensions_by_number(conn, &keys.extensions)?;
     // A device held by an extension just read needs no lookup: it has one holder.
-    let held: HashSet<&str> = extensions
+    let held: HashSet<&str, foldhash::fast::RandomState> = extensions
         .iter()
         .filter_map(|e| e.device.as_deref())
         .collect();
@@ -1967,6 +2031,11 @@ fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
 
 /// An extension from `number, username, kind, device, description`.
 fn extension_row(row: &Row<'_>) -> rusqlite::Result<Extension> {
+    extension_of(row, text(row, 1)?)
+}
+
+/// An extension from the columns number, (its owner), kind, device, description.
+fn extension_of(row: &Row<'_>, username: Text) -> rusqlite::Result<Extension> {
     let kind = row.get_ref(2)?.as_str()?;
     let kind = ExtensionKind::parse(kind).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -1977,7 +2046,7 @@ fn extension_row(row: &Row<'_>) -> rusqlite::Result<Extension> {
     })?;
     Ok(Extension {
         number: text(row, 0)?,
-        username: text(row, 1)?,
+        username,
         kind,
         device: row.get_ref(3)?.as_str_or_null()?.map(Text::from),
         description: text(row, 4)?,
