@@ -1347,7 +1347,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         let actions = self.request.actions;
 
         self.phase("creating devices and users");
-        let mut updated_users = Vec::new();
+        let mut updates = Vec::new();
         for (i, planned) in actions.iter().enumerate() {
             match &planned.action {
                 Action::CreateDevice { device, model } => {
@@ -1356,16 +1356,22 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
                 Action::CreateUser { username, changes } => {
                     self.finish(i, self.create_user(username, changes))?
                 }
-                Action::UpdateUser { username, changes } => {
-                    let outcome = self.update_user(username, changes).map(|id| {
-                        updated_users.push(id);
-                    });
-                    self.finish(i, outcome)?
+                Action::UpdateUser { username, .. } => {
+                    updates.push((self.check(i, self.user_id(username))?, i));
                 }
                 _ => {}
             }
         }
-        self.clear_digests_of(updated_users)
+        // Users are updated in the order of their ids, the order of the table:
+        // users added over the years are far from the order of their names, and
+        // updated by name they would be written all over the table.
+        updates.sort_unstable();
+        for &(id, i) in &updates {
+            if let Action::UpdateUser { username, changes } = &actions[i].action {
+                self.finish(i, self.update_user(id, username, changes))?;
+            }
+        }
+        self.clear_digests_of(updates.into_iter().map(|(id, _)| id).collect())
             .map_err(|e| sqlite_error("cannot clear the row digests of updated users", e))?;
 
         // Removed extensions are deleted before any device is handed out, so they
@@ -1474,7 +1480,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     /// Reports a failed step of action `index`.
-    fn check(&self, index: usize, outcome: Outcome) -> Result<(), TargetError> {
+    fn check<T>(&self, index: usize, outcome: Result<T, Reason>) -> Result<T, TargetError> {
         outcome.map_err(|Reason(reason)| TargetError::ActionFailed {
             index,
             action: label(&self.request.actions[index]),
@@ -1571,10 +1577,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         Ok(())
     }
 
-    /// Updates a user; its id.
-    fn update_user(&self, username: &Text, changes: &[Change]) -> Result<i64, Reason> {
+    /// Updates user `user_id`, named `username`.
+    fn update_user(&self, user_id: i64, username: &Text, changes: &[Change]) -> Outcome {
         let (fields, password) = self.user_changes(username, changes)?;
-        let user_id = self.user_id(username)?;
         if let Some(hash) = password {
             let mut stmt = self.statements.get(Sql::UpsertPassword)?;
             stmt.execute(params![user_id, hash])?;
@@ -1584,7 +1589,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             let [first, last, email, im, mobile] = fields;
             stmt.execute(params![user_id, first, last, email, im, mobile])?;
         }
-        Ok(user_id)
+        Ok(())
     }
 
     /// The user fields that `changes` sets (by `USER_COLUMNS`), and the password
