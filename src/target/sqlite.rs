@@ -253,15 +253,20 @@ pub struct SqliteTarget {
     reader: Option<Connection>,
     conn: Connection,
     read_only: bool,
-    /// The ids of the users the last `load_subset` read, with the serial they were
-    /// read at: an apply at that serial finds them here instead of looking each up.
-    user_ids: Option<UserIds>,
+    /// The ids of the users the last `load_subset` read and the numbers of their
+    /// extensions, with the serial they were read at: an apply at that serial
+    /// finds them here instead of looking each up.
+    read_users: Option<ReadUsers>,
 }
 
-/// User ids by username, as read at a serial.
-struct UserIds {
+/// What a plan read of its users besides their rows, at a serial.
+#[derive(Default)]
+struct ReadUsers {
     serial: i64,
+    /// Ids by username.
     ids: FastMap<Text, i64>,
+    /// The numbers of their extensions, by user id, sorted.
+    extensions: Vec<(i64, Text)>,
 }
 
 impl SqliteTarget {
@@ -319,7 +324,7 @@ impl SqliteTarget {
             reader: None,
             conn,
             read_only,
-            user_ids: None,
+            read_users: None,
         };
         target.configure()?;
         Ok(target)
@@ -759,13 +764,10 @@ impl Target for SqliteTarget {
             (keys.users.len(), keys.extensions.len(), keys.devices.len());
         let mine = ((extensions + devices * 3 / 2).saturating_sub(users) / 2).min(devices);
         let (mine, theirs) = keys.devices.split_at(mine);
-        let user_ids = RefCell::new(None);
+        let read_users = RefCell::new(None);
         let read_mine = |tx: &Connection| {
-            let (users, ids) = read_subset_users(tx, keys)?;
-            *user_ids.borrow_mut() = Some(UserIds {
-                serial: read_serial(tx)?,
-                ids,
-            });
+            let (users, read) = read_subset_users(tx, keys)?;
+            *read_users.borrow_mut() = Some(read);
             Ok((users, read_devices_by_id(tx, mine)?, read_licenses(tx)?))
         };
         let read_theirs = |tx: &Connection| {
@@ -806,7 +808,7 @@ impl Target for SqliteTarget {
             }
         };
         dir.sort();
-        self.user_ids = user_ids.into_inner();
+        self.read_users = read_users.into_inner();
         Ok(dir)
     }
 
@@ -885,8 +887,8 @@ impl Target for SqliteTarget {
         self.conn
             .pragma_update(None, "cache_size", APPLY_CACHE_KIB)
             .map_err(|e| sqlite_error(context(), e))?;
-        let user_ids = self.user_ids.take();
-        let result = apply_in_transaction(&mut self.conn, request, user_ids, progress, &context);
+        let read_users = self.read_users.take();
+        let result = apply_in_transaction(&mut self.conn, request, read_users, progress, &context);
         // Back to the cache of readers; a failure here changes no data.
         let _ = tune(&self.conn);
         result
@@ -1008,7 +1010,7 @@ impl Drop for SqliteLock {
 fn apply_in_transaction(
     conn: &mut Connection,
     request: ApplyRequest<'_>,
-    user_ids: Option<UserIds>,
+    read_users: Option<ReadUsers>,
     progress: &mut dyn FnMut(Progress),
     context: &dyn Fn() -> String,
 ) -> Result<ApplyReport, TargetError> {
@@ -1028,12 +1030,11 @@ fn apply_in_transaction(
         total: request.actions.len(),
     });
     let triggers = SuspendedTriggers::drop_in(&tx).map_err(|e| sqlite_error(context(), e))?;
-    // Ids read at this serial are still the users' ids: nothing has written since.
-    let user_ids = user_ids
+    // What was read at this serial still holds: nothing has written since.
+    let read_users = read_users
         .filter(|read| read.serial == current)
-        .map(|read| read.ids)
         .unwrap_or_default();
-    let cleared = Applier::new(&tx, &request, user_ids, progress).run()?;
+    let cleared = Applier::new(&tx, &request, read_users, progress).run()?;
     // What the serial triggers do for every written row, once.
     tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'serial'", [])
         .and_then(|_| triggers.restore(&tx))
@@ -1165,6 +1166,10 @@ struct Applier<'a, 'r, 'p> {
     written: RefCell<Vec<bool>>,
     /// User ids by username: as the plan read them, created, or looked up.
     user_ids: RefCell<FastMap<Text, i64>>,
+    /// The users whose extensions the plan read (their ids, sorted), and those
+    /// extensions (`ReadUsers::extensions`).
+    read_ids: Vec<i64>,
+    read_extensions: Vec<(i64, Text)>,
     secrets: RefCell<Secrets>,
     /// Extensions outside the actions whose digest `clear_digests_of` cleared.
     cleared: Vec<Text>,
@@ -1320,9 +1325,11 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn new(
         conn: &'a Connection,
         request: &'a ApplyRequest<'r>,
-        user_ids: FastMap<Text, i64>,
+        read_users: ReadUsers,
         progress: &'p mut dyn FnMut(Progress),
     ) -> Applier<'a, 'r, 'p> {
+        let mut read_ids: Vec<i64> = read_users.ids.values().copied().collect();
+        read_ids.sort_unstable();
         Applier {
             conn,
             request,
@@ -1336,7 +1343,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
                 .map(|(i, (number, _))| (number.as_str(), i))
                 .collect(),
             written: RefCell::new(vec![false; request.digests.len()]),
-            user_ids: RefCell::new(user_ids),
+            user_ids: RefCell::new(read_users.ids),
+            read_ids,
+            read_extensions: read_users.extensions,
             secrets: RefCell::default(),
             cleared: Vec::new(),
         }
@@ -1520,15 +1529,34 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         }
         user_ids.sort_unstable();
         let mut stale = Vec::new();
-        let mut stmt = self.statements.get(Sql::StaleDigests)?;
-        let mut rows = stmt.query([id_array(user_ids)])?;
-        while let Some(row) = rows.next()? {
-            let number = row.get_ref(0)?.as_str()?;
-            if !self.digests.contains_key(number) {
-                stale.push(number.to_owned());
+        // The extensions of the users the plan read are known; the others are
+        // looked up.
+        let (read, unread): (Vec<i64>, Vec<i64>) = user_ids
+            .into_iter()
+            .partition(|id| self.read_ids.binary_search(id).is_ok());
+        for id in read {
+            let from = self
+                .read_extensions
+                .partition_point(|(owner, _)| *owner < id);
+            for (_, number) in self.read_extensions[from..]
+                .iter()
+                .take_while(|(owner, _)| *owner == id)
+            {
+                if !self.digests.contains_key(number.as_str()) {
+                    stale.push(number.to_string());
+                }
             }
         }
-        drop(rows);
+        if !unread.is_empty() {
+            let mut stmt = self.statements.get(Sql::StaleDigests)?;
+            let mut rows = stmt.query([id_array(unread)])?;
+            while let Some(row) = rows.next()? {
+                let number = row.get_ref(0)?.as_str()?;
+                if !self.digests.contains_key(number) {
+                    stale.push(number.to_owned());
+                }
+            }
+        }
         let mut clear = self.statements.get(Sql::ClearDigest)?;
         for number in stale {
             if clear.execute([&number])? > 0 {
@@ -1910,11 +1938,12 @@ fn key_array(list: &[Text]) -> rusqlite::vtab::array::Array {
     )
 }
 
-/// The users named by `keys`, and their ids.
+/// The users named by `keys`; their ids, and the numbers of their extensions
+/// (from the index of extensions by user alone), for an apply.
 fn read_subset_users(
     conn: &Connection,
     keys: &super::Keys,
-) -> rusqlite::Result<(Vec<User>, FastMap<Text, i64>)> {
+) -> rusqlite::Result<(Vec<User>, ReadUsers)> {
     let mut users = Vec::with_capacity(keys.users.len());
     let mut ids = FastMap::with_capacity_and_hasher(keys.users.len(), Default::default());
     let mut stmt = conn.prepare_cached(
@@ -1922,14 +1951,26 @@ fn read_subset_users(
          FROM rarray(?1) AS k CROSS JOIN users AS u ON u.id = k.value",
     )?;
     let rowids = rowids_by(conn, "users", "username", &keys.users)?;
-    let mut rows = stmt.query([id_array(rowids)])?;
+    let mut rows = stmt.query([id_array(rowids.clone())])?;
     while let Some(row) = rows.next()? {
         let user = user_row(row)?;
         ids.insert(user.username.clone(), row.get(6)?);
         users.push(user);
     }
     drop(rows);
-    Ok((users, ids))
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.user_id, e.number FROM rarray(?1) AS k \
+         CROSS JOIN extensions AS e ON e.user_id = k.value",
+    )?;
+    let extensions = stmt
+        .query_map([id_array(rowids)], |row| Ok((row.get(0)?, text(row, 1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, Text)>>>()?;
+    let read = ReadUsers {
+        serial: read_serial(conn)?,
+        ids,
+        extensions,
+    };
+    Ok((users, read))
 }
 
 /// The devices of `ids` that exist.
@@ -2797,7 +2838,7 @@ mod tests {
         };
         target.load_subset(&keys).unwrap();
         let serial = target.serial().unwrap();
-        let read = target.user_ids.as_ref().unwrap();
+        let read = target.read_users.as_ref().unwrap();
         let other = Connection::open(dir.path().join("state.db")).unwrap();
         let bob: i64 = other
             .query_row("SELECT id FROM users WHERE username = 'bob'", [], |r| {
@@ -2807,6 +2848,7 @@ mod tests {
         assert_eq!(read.serial, serial);
         assert_eq!(read.ids.len(), 1);
         assert_eq!(read.ids.get("bob"), Some(&bob));
+        assert_eq!(read.extensions, [(bob, t("1002"))]);
 
         // Another program gives bob a new id: the ids read before are stale, and
         // the apply looks bob up again.
@@ -2837,7 +2879,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((first_name.as_str(), extension_owner), ("Robert", 42));
-        assert!(target.user_ids.is_none(), "an apply uses the ids once");
+        assert!(target.read_users.is_none(), "an apply uses the ids once");
     }
 
     #[test]
@@ -2902,56 +2944,70 @@ mod tests {
 
     #[test]
     fn writes_of_an_apply_make_the_digests_they_touch_stale() {
-        let (dir, mut target) = seeded();
-        let conn = Connection::open(dir.path().join("state.db")).unwrap();
-        let digests = [(t("1001"), 1u64), (t("1002"), 2u64), (t("1003"), 3u64)];
-        let serial = target.serial().unwrap();
-        let request = ApplyRequest {
-            digests: &digests,
-            actions: &[],
-            expected_serial: serial,
-            password_hashes: &HashMap::new(),
-            record: Box::new(|| record(&[])),
-        };
-        target.apply(request, &mut |_| {}).unwrap();
-        // Alice changes (a user field), bob's extension changes, carol's row stays.
-        let actions = vec![
-            planned(Action::UpdateUser {
-                username: t("alice"),
-                changes: vec![Change::new("email", None, "alice@example.com")],
-            }),
-            planned(Action::UpdateExtension {
-                username: t("bob"),
-                extension: t("1002"),
-                kind: ExtensionKind::Virtual,
-                device: None,
-                changes: vec![],
-            }),
-        ];
-        let serial = target.serial().unwrap();
-        let request = ApplyRequest {
-            digests: &[],
-            actions: &actions,
-            expected_serial: serial,
-            password_hashes: &HashMap::new(),
-            record: Box::new(|| record(&actions)),
-        };
-        target.apply(request, &mut |_| {}).unwrap();
-        let stored: Vec<(String, Option<i64>)> = conn
-            .prepare("SELECT number, row_digest FROM extensions ORDER BY number")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(
-            stored,
-            [
-                ("1001".to_string(), None),
-                ("1002".to_string(), None),
-                ("1003".to_string(), Some(3))
-            ]
-        );
+        // The extensions of updated users are found by a query, or among those a
+        // plan read.
+        for plan_read_the_users in [false, true] {
+            let (dir, mut target) = seeded();
+            let conn = Connection::open(dir.path().join("state.db")).unwrap();
+            let digests = [(t("1001"), 1u64), (t("1002"), 2u64), (t("1003"), 3u64)];
+            let serial = target.serial().unwrap();
+            let request = ApplyRequest {
+                digests: &digests,
+                actions: &[],
+                expected_serial: serial,
+                password_hashes: &HashMap::new(),
+                record: Box::new(|| record(&[])),
+            };
+            target.apply(request, &mut |_| {}).unwrap();
+            if plan_read_the_users {
+                let keys = crate::target::Keys {
+                    users: vec![t("alice"), t("bob")],
+                    ..Default::default()
+                };
+                target.load_subset(&keys).unwrap();
+                let read = target.read_users.as_ref().unwrap();
+                assert_eq!(read.extensions.len(), 2);
+            }
+            // Alice changes (a user field), bob's extension changes, carol's row stays.
+            let actions = vec![
+                planned(Action::UpdateUser {
+                    username: t("alice"),
+                    changes: vec![Change::new("email", None, "alice@example.com")],
+                }),
+                planned(Action::UpdateExtension {
+                    username: t("bob"),
+                    extension: t("1002"),
+                    kind: ExtensionKind::Virtual,
+                    device: None,
+                    changes: vec![],
+                }),
+            ];
+            let serial = target.serial().unwrap();
+            let request = ApplyRequest {
+                digests: &[],
+                actions: &actions,
+                expected_serial: serial,
+                password_hashes: &HashMap::new(),
+                record: Box::new(|| record(&actions)),
+            };
+            let report = target.apply(request, &mut |_| {}).unwrap();
+            assert_eq!(report.cleared, [t("1001")]);
+            let stored: Vec<(String, Option<i64>)> = conn
+                .prepare("SELECT number, row_digest FROM extensions ORDER BY number")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                stored,
+                [
+                    ("1001".to_string(), None),
+                    ("1002".to_string(), None),
+                    ("1003".to_string(), Some(3))
+                ]
+            );
+        }
     }
 
     #[test]
