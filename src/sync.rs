@@ -259,17 +259,28 @@ pub fn validate_with_index<'t>(
     })
 }
 
-/// How each row stands against the digests the target stored.
+/// How each row stands against the digests the target stored: both lists sorted
+/// by number, merged in parts on every core.
 fn stale(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<RowState> {
-    let mut stored = crate::model::SortedCursor::new(index);
-    rows.iter()
-        .map(
-            |row| match stored.find(|(n, _)| cmp_extension(n, &row.number)) {
-                None => RowState::New,
-                Some((_, digest)) if *digest == Some(row.digest) => RowState::Unchanged,
-                Some(_) => RowState::Changed,
-            },
-        )
+    use rayon::prelude::*;
+    const PART: usize = 1 << 16;
+    rows.par_chunks(PART)
+        .flat_map_iter(|part| {
+            // The part's first number is the least: the index is merged from there.
+            let from = part.first().map_or(0, |first| {
+                index.partition_point(|(n, _)| cmp_extension(n, &first.number).is_lt())
+            });
+            let mut stored = crate::model::SortedCursor::new(&index[from..]);
+            part.iter()
+                .map(
+                    move |row| match stored.find(|(n, _)| cmp_extension(n, &row.number)) {
+                        None => RowState::New,
+                        Some((_, digest)) if *digest == Some(row.digest) => RowState::Unchanged,
+                        Some(_) => RowState::Changed,
+                    },
+                )
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -374,7 +385,16 @@ pub fn plan_changed_rows(
         .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
     // Each with whether it changed: the extensions of the changed rows are planned.
-    let user_rows: Vec<(&RowRef, bool)> = rows().filter(|(r, _)| users.contains(&r.user)).collect();
+    let user_rows: Vec<(&RowRef, bool)> = {
+        use rayon::prelude::*;
+        validated
+            .index
+            .par_iter()
+            .zip(stale.par_iter())
+            .map(|(r, s)| (r, *s != RowState::Unchanged))
+            .filter(|(r, _)| users.contains(&r.user))
+            .collect()
+    };
     let desired = validated.subset(&user_rows);
     let mut devices: Vec<Text> = desired
         .extensions
@@ -569,6 +589,49 @@ pub fn local_user() -> String {
 mod tests {
     use super::*;
     use crate::model::ExtensionKind;
+
+    #[test]
+    fn rows_stand_against_the_index_across_the_parts_of_the_merge() {
+        // Several parts of the parallel merge, numbers of several lengths; every
+        // third row is new, every fifth has another digest, every seventh is
+        // stored without one, and the index holds numbers no row names (ten times
+        // a number 5 modulo 7 never is one).
+        let numbers: Vec<String> = (0..200_000u32).map(|i| (i * 7 + 5).to_string()).collect();
+        let mut numbers_sorted = numbers.clone();
+        numbers_sorted.sort_by(|a, b| cmp_extension(a, b));
+        let rows: Vec<RowRef> = numbers_sorted
+            .iter()
+            .enumerate()
+            .map(|(i, n)| RowRef {
+                number: n.as_str().into(),
+                digest: i as u64,
+                user: 0,
+                line: 0,
+                start: 0,
+            })
+            .collect();
+        let mut index: DigestIndex = Vec::new();
+        let mut expected = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            index.push((format!("{}0", row.number).into(), Some(1)));
+            let state = if i % 3 == 0 {
+                RowState::New
+            } else if i % 5 == 0 {
+                index.push((row.number.clone(), Some(u64::MAX)));
+                RowState::Changed
+            } else if i % 7 == 0 {
+                index.push((row.number.clone(), None));
+                RowState::Changed
+            } else {
+                index.push((row.number.clone(), Some(row.digest)));
+                RowState::Unchanged
+            };
+            expected.push(state);
+        }
+        index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
+        index.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(stale(&rows, &index), expected);
+    }
 
     #[test]
     fn the_index_after_an_apply_has_its_writes() {
