@@ -38,8 +38,8 @@ pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Pending, So
         SourceChoice::Git { rev } => {
             source::read_git(&config.base_dir, &config.source_path, rev).map(Pending::from)
         }
-        SourceChoice::WorkingTree => source::read_working_tree_pending(&config.source_path),
-        SourceChoice::File(path) => source::read_file_pending(path),
+        SourceChoice::WorkingTree => source::read_working_tree(&config.source_path),
+        SourceChoice::File(path) => source::read_file(path),
     }
 }
 

@@ -528,7 +528,7 @@ mod tests {
         let (repo, _, _) = two_commits();
         repo.write("users.csv", "uncommitted edit\n");
         let path = repo.path().join("users.csv");
-        let loaded = read_working_tree(&path).unwrap();
+        let loaded = read_working_tree(&path).unwrap().hashed();
         assert_eq!(loaded.bytes, b"uncommitted edit\n");
         assert_eq!(loaded.revision.kind, SourceKind::WorkingTree);
         assert_eq!(loaded.revision.commit, None);
@@ -540,7 +540,9 @@ mod tests {
     #[test]
     fn unchanged_working_tree_has_the_committed_blob_id() {
         let (repo, _, _) = two_commits();
-        let on_disk = read_working_tree(&repo.path().join("users.csv")).unwrap();
+        let on_disk = read_working_tree(&repo.path().join("users.csv"))
+            .unwrap()
+            .hashed();
         let (_, blob) = peek(repo.path(), csv(), "HEAD").unwrap();
         assert_eq!(on_disk.revision.blob, blob);
     }

@@ -119,26 +119,17 @@ pub enum SourceError {
     },
 }
 
-/// Read a plain file; git plays no part (kind [`SourceKind::File`]).
-pub fn read_file(path: &Path) -> Result<Loaded, SourceError> {
-    read_file_pending(path).map(Pending::hashed)
+/// Read a plain file; git plays no part (kind [`SourceKind::File`]). Its blob id
+/// is computed on demand (`Pending`).
+pub fn read_file(path: &Path) -> Result<Pending, SourceError> {
+    read_from_disk(path, SourceKind::File)
 }
 
 /// Read the CSV as it is on disk, committed or not (kind
 /// [`SourceKind::WorkingTree`]). No repository is needed; the blob id is what
 /// `git hash-object` would print, so it compares equal to the committed blob
 /// when the file is unchanged.
-pub fn read_working_tree(path: &Path) -> Result<Loaded, SourceError> {
-    read_working_tree_pending(path).map(Pending::hashed)
-}
-
-/// `read_file`, with the blob id still to compute.
-pub fn read_file_pending(path: &Path) -> Result<Pending, SourceError> {
-    read_from_disk(path, SourceKind::File)
-}
-
-/// `read_working_tree`, with the blob id still to compute.
-pub fn read_working_tree_pending(path: &Path) -> Result<Pending, SourceError> {
+pub fn read_working_tree(path: &Path) -> Result<Pending, SourceError> {
     read_from_disk(path, SourceKind::WorkingTree)
 }
 
@@ -215,26 +206,19 @@ impl Pending {
     }
 }
 
-/// SHA-1, with the SHA extensions of the CPU where it has them: several times
-/// faster than libgit2's collision-detecting SHA-1 on a file of a hundred
-/// megabytes. It starts with git's blob header.
-fn blob_hasher(len: usize) -> sha1::Sha1 {
-    use sha1::Digest;
-    let mut hasher = sha1::Sha1::new();
-    hasher.update(format!("blob {len}\0").as_bytes());
-    hasher
-}
-
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The git blob id (hex) of `bytes`, as `git hash-object` prints it. No
-/// repository is needed.
+/// repository is needed. SHA-1, with the SHA extensions of the CPU where it has
+/// them: several times faster than libgit2's collision-detecting SHA-1 on a file
+/// of a hundred megabytes.
 pub fn blob_id(bytes: &[u8]) -> String {
     // SHA-1 of `blob <len>\0<content>`, like git.
     use sha1::Digest;
-    let mut hasher = blob_hasher(bytes.len());
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()).as_bytes());
     hasher.update(bytes);
     hex(&hasher.finalize())
 }
@@ -259,7 +243,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.csv");
         std::fs::write(&path, b"hello\n").unwrap();
-        let loaded = read_file(&path).unwrap();
+        let loaded = read_file(&path).unwrap().hashed();
         assert_eq!(loaded.bytes, b"hello\n");
         assert_eq!(loaded.revision.kind, SourceKind::File);
         assert_eq!(loaded.revision.path, path.display().to_string());
@@ -277,7 +261,7 @@ mod tests {
         let path = dir.path().join("users.csv");
         let content: Vec<u8> = (0..3_000_123).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let pending = read_file_pending(&path).unwrap();
+        let pending = read_file(&path).unwrap();
         let (loaded, length) = pending.clone().alongside(<[u8]>::len);
         assert_eq!(length, content.len());
         assert_eq!(loaded.bytes, content);

@@ -1860,20 +1860,19 @@ impl Secrets {
     }
 }
 
-/// Adds the extensions whose `column` is one of `keys`, one indexed lookup per key
-/// (the keys drive the join).
-fn read_extensions_by(
+/// Adds the extensions that hold one of `devices`, one indexed lookup per device
+/// (the devices drive the join).
+fn read_extensions_by_device(
     conn: &Connection,
-    column: &str,
-    keys: &[Text],
+    devices: &[Text],
     extensions: &mut Vec<Extension>,
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut stmt = conn.prepare_cached(
         "SELECT e.number, u.username, e.kind, e.device, e.description \
-         FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.{column} = k.value \
-         JOIN users AS u ON u.id = e.user_id"
-    ))?;
-    let mut rows = stmt.query([key_array(keys)])?;
+         FROM rarray(?1) AS k CROSS JOIN extensions AS e ON e.device = k.value \
+         JOIN users AS u ON u.id = e.user_id",
+    )?;
+    let mut rows = stmt.query([key_array(devices)])?;
     while let Some(row) = rows.next()? {
         extensions.push(extension_row(row)?);
     }
@@ -1951,7 +1950,8 @@ fn read_subset_users(
          FROM rarray(?1) AS k CROSS JOIN users AS u ON u.id = k.value",
     )?;
     let rowids = rowids_by(conn, "users", "username", &keys.users)?;
-    let mut rows = stmt.query([id_array(rowids.clone())])?;
+    let rowids = id_array(rowids);
+    let mut rows = stmt.query([rowids.clone()])?;
     while let Some(row) = rows.next()? {
         let user = user_row(row)?;
         ids.insert(user.username.clone(), row.get(6)?);
@@ -1963,7 +1963,7 @@ fn read_subset_users(
          CROSS JOIN extensions AS e ON e.user_id = k.value",
     )?;
     let extensions = stmt
-        .query_map([id_array(rowids)], |row| Ok((row.get(0)?, text(row, 1)?)))?
+        .query_map([rowids], |row| Ok((row.get(0)?, text(row, 1)?)))?
         .collect::<rusqlite::Result<Vec<(i64, Text)>>>()?;
     let read = ReadUsers {
         serial: read_serial(conn)?,
@@ -2029,7 +2029,7 @@ fn read_subset_extensions(
         .cloned()
         .collect();
     drop(held);
-    read_extensions_by(conn, "device", &devices, &mut extensions)?;
+    read_extensions_by_device(conn, &devices, &mut extensions)?;
     extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
     extensions.dedup_by(|a, b| a.number == b.number);
     Ok(extensions)
