@@ -185,37 +185,11 @@ pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
 
 /// A file's bytes, mapped rather than copied when it is large: `validate` of a
 /// hundred-megabyte file then starts at once instead of copying it first.
-pub enum FileBytes {
-    Read(Vec<u8>),
-    Mapped(memmap2::Mmap),
-}
-
-impl std::ops::Deref for FileBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            FileBytes::Read(v) => v,
-            FileBytes::Mapped(m) => m,
-        }
-    }
-}
-
-pub fn read_mapped(path: &Path) -> Result<FileBytes, CliError> {
-    const MAP_FROM: u64 = 4 << 20;
-    let err = |source| CliError::Read {
+pub fn read_mapped(path: &Path) -> Result<crate::source::Bytes, CliError> {
+    crate::source::Bytes::read(path).map_err(|source| CliError::Read {
         path: path.display().to_string(),
         source,
-    };
-    let file = std::fs::File::open(path).map_err(err)?;
-    if file.metadata().map_err(err)?.len() >= MAP_FROM {
-        // SAFETY: the map is only read. Another program truncating the file while
-        // pbxsync reads it could end the process (as it would for `grep` or `rg`,
-        // which map files the same way); it cannot make pbxsync write anything.
-        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-            return Ok(FileBytes::Mapped(map));
-        }
-    }
-    read(path).map(FileBytes::Read)
+    })
 }
 
 /// Prints to stdout; a closed pipe (`pbxsync … | head`) ends quietly.

@@ -36,7 +36,7 @@ pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded,
         .map(|s| String::from_utf8_lossy(s).into_owned());
 
     Ok(Loaded {
-        bytes: blob.content().to_vec(),
+        bytes: blob.content().to_vec().into(),
         revision: SourceRevision {
             kind: SourceKind::Git,
             path: located.path,

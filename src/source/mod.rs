@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod git;
 
@@ -45,8 +46,75 @@ pub struct SourceRevision {
 /// The CSV's bytes and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     pub revision: SourceRevision,
+}
+
+/// A file's bytes: in memory (from git, or a small file), or mapped from the file
+/// when it is large. A mapped file is read straight from the page cache: a
+/// hundred-megabyte CSV is neither copied nor given fresh memory, which the
+/// kernel would first have to clear.
+#[derive(Clone)]
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(Arc<memmap2::Mmap>),
+}
+
+impl Bytes {
+    /// Files from this size on are mapped.
+    const MAP_FROM: u64 = 4 << 20;
+
+    /// The bytes of the file at `path`.
+    pub fn read(path: &Path) -> std::io::Result<Bytes> {
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() >= Bytes::MAP_FROM {
+            // SAFETY: the map is only read. Another program truncating the file
+            // while pbxsync reads it could end the process (as it would for `grep`
+            // or `rg`, which map files the same way); it cannot make pbxsync write
+            // anything.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                return Ok(Bytes::Mapped(Arc::new(map)));
+            }
+        }
+        std::fs::read(path).map(Bytes::Owned)
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(bytes: Vec<u8>) -> Bytes {
+        Bytes::Owned(bytes)
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl<T: AsRef<[u8]>> PartialEq<T> for Bytes {
+    fn eq(&self, other: &T) -> bool {
+        **self == *other.as_ref()
+    }
+}
+
+impl Eq for Bytes {}
+
+/// The length only: the content may be a hundred megabytes.
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.len())
+    }
 }
 
 /// Who last changed one line of the CSV.
@@ -134,7 +202,7 @@ pub fn read_working_tree(path: &Path) -> Result<Pending, SourceError> {
 }
 
 fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Pending, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+    let bytes = Bytes::read(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -245,6 +313,10 @@ mod tests {
         std::fs::write(&path, b"hello\n").unwrap();
         let loaded = read_file(&path).unwrap().hashed();
         assert_eq!(loaded.bytes, b"hello\n");
+        assert!(
+            matches!(loaded.bytes, Bytes::Owned(_)),
+            "small files are read"
+        );
         assert_eq!(loaded.revision.kind, SourceKind::File);
         assert_eq!(loaded.revision.path, path.display().to_string());
         assert_eq!(
@@ -259,9 +331,11 @@ mod tests {
     fn a_file_is_hashed_alongside_work_on_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.csv");
-        let content: Vec<u8> = (0..3_000_123).map(|i| (i % 251) as u8).collect();
+        // Large enough to be mapped rather than read.
+        let content: Vec<u8> = (0..5_000_123).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
         let pending = read_file(&path).unwrap();
+        assert!(matches!(pending.loaded.bytes, Bytes::Mapped(_)));
         let (loaded, length) = pending.clone().alongside(<[u8]>::len);
         assert_eq!(length, content.len());
         assert_eq!(loaded.bytes, content);
@@ -269,7 +343,7 @@ mod tests {
         assert_eq!(loaded, pending.hashed());
         // A source that came with its blob id keeps it.
         let known = Loaded {
-            bytes: b"hello\n".to_vec(),
+            bytes: b"hello\n".to_vec().into(),
             revision: SourceRevision {
                 blob: "from git".into(),
                 ..loaded.revision
