@@ -593,6 +593,16 @@ impl Pass<'_, '_> {
     }
 }
 
+/// A part of the data rows that one thread reads.
+struct Part {
+    range: Range<usize>,
+    /// The line the part begins on.
+    line: u32,
+    /// Its line breaks: at most one record fewer than it holds, so the part's
+    /// vectors are sized once instead of growing (and copying) as rows come.
+    breaks: usize,
+}
+
 /// Splits the data rows (from `start`, on line `line`) into parts that can be read
 /// on separate threads, each beginning where a record begins, with its first line.
 ///
@@ -600,7 +610,7 @@ impl Pass<'_, '_> {
 /// any quoted field, as long as every quote opens or closes a quoted field. A quote
 /// inside a value (escaped, or in an unquoted field) breaks that rule, so the
 /// reader reports one and the caller reads the rows again in one piece.
-fn split(text: &str, start: usize, line: u32) -> Vec<(Range<usize>, u32)> {
+fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
     const PART: usize = 1 << 20;
     let bytes = text.as_bytes();
     let threads = rayon::current_num_threads().max(1);
@@ -654,10 +664,14 @@ fn split(text: &str, start: usize, line: u32) -> Vec<(Range<usize>, u32)> {
     ranges
         .into_iter()
         .zip(breaks)
-        .map(|(r, n)| {
-            let at = u32::try_from(first).unwrap_or(u32::MAX);
-            first += n as u64;
-            (r, at)
+        .map(|(range, breaks)| {
+            let line = u32::try_from(first).unwrap_or(u32::MAX);
+            first += breaks as u64;
+            Part {
+                range,
+                line,
+                breaks,
+            }
         })
         .collect()
 }
@@ -742,9 +756,17 @@ struct BatchOutput {
 
 impl Pass<'_, '_> {
     /// Reads and checks the records of one part of the text.
-    fn chunk(&self, range: Range<usize>, line: u32, watch_quotes: bool) -> BatchOutput {
-        let mut out = BatchOutput::default();
-        let mut records = Records::within(self.text, range, self.delimiter, line);
+    fn chunk(&self, part: &Part, watch_quotes: bool) -> BatchOutput {
+        let rows = part.breaks + 1;
+        let keep = |kept: bool| if kept { rows } else { 0 };
+        let mut out = BatchOutput {
+            index: Vec::with_capacity(keep(self.mode != Mode::Check)),
+            keys: Vec::with_capacity(rows),
+            extensions: Vec::with_capacity(keep(self.mode == Mode::Build)),
+            users: Vec::with_capacity(keep(self.mode == Mode::Build)),
+            ..BatchOutput::default()
+        };
+        let mut records = Records::within(self.text, part.range.clone(), self.delimiter, part.line);
         while let Some(rec) = records.next() {
             out.rows += 1;
             if watch_quotes && rec.has_quote_in_value() {
@@ -857,14 +879,17 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
             let has_quotes = text.text.as_bytes()[start..].contains(&b'"');
             outputs = chunks
                 .par_iter()
-                .map(|(range, line)| {
-                    pass.chunk(range.clone(), *line, has_quotes && chunks.len() > 1)
-                })
+                .map(|part| pass.chunk(part, has_quotes && chunks.len() > 1))
                 .collect();
             if outputs.iter().any(|o| o.quote_in_value) {
                 // A quote inside a value may have misled the split (see `split`):
                 // read the rows again in one piece, which is always right.
-                outputs = vec![pass.chunk(start..text.text.len(), line, false)];
+                let whole = Part {
+                    range: start..text.text.len(),
+                    line,
+                    breaks: chunks.iter().map(|p| p.breaks).sum(),
+                };
+                outputs = vec![pass.chunk(&whole, false)];
             }
         }
         // Sized once, so the vectors never move while growing.
