@@ -61,18 +61,24 @@ pub fn hash_passwords(
         .collect()
 }
 
-/// The CSV as recorded in history: the Password column blanked, nothing else changed.
-pub fn redact(text: &str, delimiter: u8, layout: &crate::csv::Layout) -> String {
+/// The CSV as recorded in history, the Password column blanked and nothing else
+/// changed, written to `out` as it goes: the history's CSV is compressed on the
+/// way instead of being held whole.
+pub fn redact_into(
+    text: &str,
+    delimiter: u8,
+    layout: &crate::csv::Layout,
+    mut out: impl std::io::Write,
+) -> std::io::Result<()> {
     let Some(password) = layout.position(Column::Password) else {
-        return text.to_string();
+        return out.write_all(text.as_bytes());
     };
     let mut writer = csv::WriterBuilder::new()
         .delimiter(delimiter)
         .terminator(csv::Terminator::Any(b'\n'))
         .flexible(true)
-        .from_writer(Vec::with_capacity(text.len()));
+        .from_writer(out);
     let mut records = crate::csv::Records::new(text, delimiter);
-    let mut ok = true;
     while let Some(rec) = records.next() {
         let mut cells: Vec<&str> = rec.iter().collect();
         if layout.header_line != Some(rec.line)
@@ -80,12 +86,9 @@ pub fn redact(text: &str, delimiter: u8, layout: &crate::csv::Layout) -> String 
         {
             *p = "";
         }
-        ok &= writer.write_record(&cells).is_ok();
+        writer.write_record(&cells)?;
     }
-    match writer.into_inner() {
-        Ok(bytes) if ok => String::from_utf8(bytes).unwrap_or_default(),
-        _ => String::new(),
-    }
+    writer.flush()
 }
 
 #[cfg(test)]
@@ -130,8 +133,10 @@ mod tests {
     fn redaction_blanks_the_password_column_only() {
         let text = "Extension,Password,First Name,Last Name,Web Username\n1001,Sec_ret12,\"Jason, Jr\",Flynn,jflynn\n";
         let v = validate(text.as_bytes(), &Policy::default());
+        let mut out = Vec::new();
+        redact_into(text, b',', &v.layout, &mut out).unwrap();
         assert_eq!(
-            redact(text, b',', &v.layout),
+            String::from_utf8(out).unwrap(),
             "Extension,Password,First Name,Last Name,Web Username\n1001,,\"Jason, Jr\",Flynn,jflynn\n"
         );
     }

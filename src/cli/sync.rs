@@ -589,12 +589,10 @@ pub fn apply_cmd(
         csv: Default::default(),
     };
     let recorded_csv = || match crate::csv::decode(&planned.loaded.bytes, config.encoding) {
-        Ok((text, _)) => RecordedCsv::new(&apply::redact(
-            &text.text,
-            planned.delimiter,
-            &planned.layout,
-        )),
-        Err(_) => RecordedCsv::default(),
+        Ok((text, _)) if !text.text.is_empty() => RecordedCsv::written(|out| {
+            apply::redact_into(&text.text, planned.delimiter, &planned.layout, out)
+        }),
+        _ => RecordedCsv::default(),
     };
     // The target writes on one core. The other makes the history's CSV, which the
     // commit needs, and then the digest index after the apply (one thread, so the

@@ -152,6 +152,25 @@ impl RecordedCsv {
         }
     }
 
+    /// The CSV that `write` writes, compressed as it comes: a CSV of a hundred
+    /// megabytes is never held whole. Empty (nothing recorded) when `write` fails.
+    pub fn written(
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> RecordedCsv {
+        let compress = || -> std::io::Result<Vec<u8>> {
+            let mut encoder = zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
+            write(&mut encoder)?;
+            encoder.finish()
+        };
+        match compress() {
+            Ok(bytes) => RecordedCsv {
+                bytes,
+                format: Compression::Zstd,
+            },
+            Err(_) => RecordedCsv::default(),
+        }
+    }
+
     /// As stored by `compressed` (an empty slice for no CSV).
     pub fn from_compressed(bytes: Vec<u8>, format: Compression) -> RecordedCsv {
         RecordedCsv { bytes, format }
@@ -302,6 +321,20 @@ mod tests {
             text
         );
         assert_eq!(RecordedCsv::new("").text(), "");
+        // Compressed as it is written, in pieces.
+        let written =
+            RecordedCsv::written(|out| text.lines().try_for_each(|line| writeln!(out, "{line}")));
+        assert_eq!(written.compressed().1, Compression::Zstd);
+        assert_eq!(written.text(), text);
+        let failed = RecordedCsv::written(|out| {
+            out.write_all(b"Extension,Password\n")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert_eq!(
+            failed,
+            RecordedCsv::default(),
+            "a failed write records nothing"
+        );
         assert_eq!(
             RecordedCsv::from_compressed(b"damaged".to_vec(), Compression::Zstd).text(),
             "",
