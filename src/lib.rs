@@ -5,6 +5,7 @@
 //! values; `source`, `target` and `cli` are the edges that do I/O.
 
 pub mod apply;
+pub mod bytes;
 pub mod cli;
 pub mod config;
 pub mod csv;

@@ -7,9 +7,10 @@
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 mod git;
+
+pub use crate::bytes::Bytes;
 
 pub use git::{blame, peek, read_blob, read_git};
 
@@ -48,73 +49,6 @@ pub struct SourceRevision {
 pub struct Loaded {
     pub bytes: Bytes,
     pub revision: SourceRevision,
-}
-
-/// A file's bytes: in memory (from git, or a small file), or mapped from the file
-/// when it is large. A mapped file is read straight from the page cache: a
-/// hundred-megabyte CSV is neither copied nor given fresh memory, which the
-/// kernel would first have to clear.
-#[derive(Clone)]
-pub enum Bytes {
-    Owned(Vec<u8>),
-    Mapped(Arc<memmap2::Mmap>),
-}
-
-impl Bytes {
-    /// Files from this size on are mapped.
-    const MAP_FROM: u64 = 4 << 20;
-
-    /// The bytes of the file at `path`.
-    pub fn read(path: &Path) -> std::io::Result<Bytes> {
-        let file = std::fs::File::open(path)?;
-        if file.metadata()?.len() >= Bytes::MAP_FROM {
-            // SAFETY: the map is only read. Another program truncating the file
-            // while pbxsync reads it could end the process (as it would for `grep`
-            // or `rg`, which map files the same way); it cannot make pbxsync write
-            // anything.
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-                return Ok(Bytes::Mapped(Arc::new(map)));
-            }
-        }
-        std::fs::read(path).map(Bytes::Owned)
-    }
-}
-
-impl From<Vec<u8>> for Bytes {
-    fn from(bytes: Vec<u8>) -> Bytes {
-        Bytes::Owned(bytes)
-    }
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m,
-        }
-    }
-}
-
-impl AsRef<[u8]> for Bytes {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl<T: AsRef<[u8]>> PartialEq<T> for Bytes {
-    fn eq(&self, other: &T) -> bool {
-        **self == *other.as_ref()
-    }
-}
-
-impl Eq for Bytes {}
-
-/// The length only: the content may be a hundred megabytes.
-impl std::fmt::Debug for Bytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Bytes({} bytes)", self.len())
-    }
 }
 
 /// Who last changed one line of the CSV.

@@ -617,7 +617,7 @@ impl SqliteTarget {
     /// serial and is intact.
     fn kept_index(&self) -> Option<(super::DigestIndex, super::Usage)> {
         let (_, tag) = self.index_tag().ok()??;
-        let bytes = std::fs::read(self.index_path()).ok()?;
+        let bytes = crate::bytes::Bytes::read(&self.index_path()).ok()?;
         snapshot::decode(&bytes, &tag)
     }
 
