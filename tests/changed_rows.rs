@@ -221,3 +221,33 @@ fn the_index_kept_after_an_apply_is_the_one_a_plan_reads() {
     assert_eq!(changed_rows(&t), 5, "every row of the file is read again");
     same(&t, "damaged index");
 }
+
+#[test]
+fn a_first_apply_plans_once_and_keeps_its_index() {
+    let t = Test::repo();
+    // No devices: `devices add` would make the state file before the apply.
+    let csv = base()
+        .replace(&format!(",{DEV_A}\n"), ",\n")
+        .replace(&format!(",{DEV_B}\n"), ",\n");
+    t.commit_csv(&csv);
+    assert!(!t.state().exists());
+    let applied = t.ok(["-v", "apply", "--auto-approve"]);
+    let plans = applied
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("read and validate the CSV"))
+        .count();
+    assert_eq!(plans, 1, "{}", applied.stderr);
+    let mut kept = t.state().into_os_string();
+    kept.push(".digests");
+    assert!(std::path::Path::new(&kept).is_file(), "no index kept");
+    assert_eq!(changed_rows(&t), 0, "every row matches");
+    let after = same(&t, "after the first apply");
+    assert!(after["actions"].as_array().unwrap().is_empty(), "{after:#}");
+    // The same directory as an apply into a state file that existed before.
+    let other = Test::repo();
+    other.commit_csv(&csv);
+    other.ok(["licenses", "set", "--users", "unlimited"]);
+    other.apply(&[]);
+    assert_eq!(t.export(), other.export());
+}

@@ -491,6 +491,7 @@ pub fn apply_cmd(
     // Everything that can fail without the target fails before the state file is
     // created; so does a first plan with errors.
     let inventory = inventory(&config)?;
+    let mut first = None;
     if let crate::config::TargetUrl::Sqlite(path) = &config.target
         && !path.exists()
     {
@@ -507,6 +508,7 @@ pub fn apply_cmd(
             show(ctx, &config, &planned, format)?;
             return Ok(Outcome::Failure);
         }
+        first = Some(planned);
     }
     let mut target = sync::open_target(&config.target, true)
         .map_err(target_error)?
@@ -522,15 +524,31 @@ pub fn apply_cmd(
             return refuse(ctx, format, sync::stale_plan(s.base.serial, now));
         }
     }
-    let mut planned = run_pipeline(
-        ctx,
-        &config,
-        &options,
-        loaded,
-        inventory,
-        Some(&mut target),
-        true,
-    )?;
+    let mut planned = match first {
+        // The state file was made just now and nothing has written to it (serial
+        // 0): the plan against no target is the plan against it, and is not made
+        // twice. Its digest index is empty, so the one after the apply is kept.
+        Some(mut planned) if target.serial().map_err(target_error)? == 0 => {
+            if sync::can_plan_changed_rows(&config, &options, Some(&planned.layout)) {
+                let usage = crate::plan::checks::usage_after(
+                    &planned.plan,
+                    &crate::model::Directory::default(),
+                    crate::model::Usage::default(),
+                );
+                planned.index = Some((Vec::new(), usage));
+            }
+            planned
+        }
+        _ => run_pipeline(
+            ctx,
+            &config,
+            &options,
+            loaded,
+            inventory,
+            Some(&mut target),
+            true,
+        )?,
+    };
     if let Some(s) = &saved
         && serde_json::to_value(&planned.plan.actions).unwrap_or_default() != s.actions
     {
