@@ -7,10 +7,10 @@ use std::sync::Arc;
 /// A file's bytes: in memory (from git, or a small file), or mapped from the file
 /// when it is large. A mapped file is read straight from the page cache: a
 /// hundred-megabyte CSV is neither copied nor given fresh memory, which the
-/// kernel would first have to clear.
+/// kernel would first have to clear. Clones share the bytes.
 #[derive(Clone)]
 pub enum Bytes {
-    Owned(Vec<u8>),
+    Owned(Arc<Vec<u8>>),
     Mapped(Arc<memmap2::Mmap>),
 }
 
@@ -22,21 +22,24 @@ impl Bytes {
     pub fn read(path: &Path) -> std::io::Result<Bytes> {
         let file = std::fs::File::open(path)?;
         if file.metadata()?.len() >= Bytes::MAP_FROM {
-            // SAFETY: the map is only read. Another program truncating the file
-            // while pbxsync reads it could end the process (as it would for `grep`
-            // or `rg`, which map files the same way); it cannot make pbxsync write
-            // anything.
+            // SAFETY: the map is only read. Another program truncating or
+            // rewriting the file in place while pbxsync runs could end the
+            // process, or show it other bytes than it checked (so that history
+            // records a CSV other than the one planned), as it would `grep` or
+            // `rg`, which map files the same way; editors and git replace files
+            // rather than rewrite them. The target only ever receives the actions
+            // of the plan that was shown.
             if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
                 return Ok(Bytes::Mapped(Arc::new(map)));
             }
         }
-        std::fs::read(path).map(Bytes::Owned)
+        std::fs::read(path).map(Bytes::from)
     }
 }
 
 impl From<Vec<u8>> for Bytes {
     fn from(bytes: Vec<u8>) -> Bytes {
-        Bytes::Owned(bytes)
+        Bytes::Owned(Arc::new(bytes))
     }
 }
 
