@@ -8,6 +8,7 @@ use crate::plan::{Action, PlannedAction};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::io::Write;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -61,34 +62,43 @@ pub fn hash_passwords(
         .collect()
 }
 
-/// The CSV as recorded in history, the Password column blanked and nothing else
-/// changed, written to `out` as it goes: the history's CSV is compressed on the
-/// way instead of being held whole.
+/// The CSV as recorded in history: the file's text with the content of every
+/// Password cell taken out and nothing else changed, written to `out` as it goes
+/// (the history's CSV is compressed on the way instead of being held whole).
+///
+/// The text between passwords is copied as it is rather than written again cell
+/// by cell: at a million rows that is a third of the time, and this runs beside
+/// the apply's write, which waits for it to commit.
 pub fn redact_into(
     text: &str,
     delimiter: u8,
     layout: &crate::csv::Layout,
-    mut out: impl std::io::Write,
+    out: impl Write,
 ) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     let Some(password) = layout.position(Column::Password) else {
-        return out.write_all(text.as_bytes());
+        out.write_all(text.as_bytes())?;
+        return out.flush();
     };
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(delimiter)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .flexible(true)
-        .from_writer(out);
     let mut records = crate::csv::Records::new(text, delimiter);
+    // The text before `copied` is written.
+    let mut copied = 0;
     while let Some(rec) = records.next() {
-        let mut cells: Vec<&str> = rec.iter().collect();
-        if layout.header_line != Some(rec.line)
-            && let Some(p) = cells.get_mut(password)
-        {
-            *p = "";
+        if layout.header_line == Some(rec.line) || rec.len() <= password {
+            continue;
         }
-        writer.write_record(&cells)?;
+        // A cell read from a buffer (its quotes unescaped): the whole field,
+        // quotes included, found in the text.
+        let cell = rec
+            .span(password, text)
+            .unwrap_or_else(|| crate::csv::field_span(text, rec.start, delimiter, password));
+        if !cell.is_empty() {
+            out.write_all(&text.as_bytes()[copied..cell.start])?;
+            copied = cell.end;
+        }
     }
-    writer.flush()
+    out.write_all(&text.as_bytes()[copied..])?;
+    out.flush()
 }
 
 #[cfg(test)]
@@ -139,5 +149,89 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "Extension,Password,First Name,Last Name,Web Username\n1001,,\"Jason, Jr\",Flynn,jflynn\n"
         );
+    }
+
+    /// The records of `text` with the Password cell of every data row blank, as
+    /// `redact_into`'s output must read.
+    fn redacted_records(text: &str, password: usize, header: Option<u32>) -> Vec<Vec<String>> {
+        let mut records = crate::csv::Records::new(text, b',');
+        let mut rows = Vec::new();
+        while let Some(rec) = records.next() {
+            let mut cells: Vec<String> = rec.iter().map(String::from).collect();
+            if header != Some(rec.line)
+                && let Some(cell) = cells.get_mut(password)
+            {
+                cell.clear();
+            }
+            // A row that held only a password reads as a blank line now.
+            if cells.iter().any(|c| !c.trim_ascii().is_empty()) {
+                rows.push(cells);
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn redaction_copies_the_text_around_the_passwords_whatever_their_quotes() {
+        let text = "Extension,Password,First Name,Last Name,Web Username\r\n1001,\"Sec\"\"ret\",jflynn\r\n\r\n\
+                    1002,\"multi\nline\",wchen\r\n1003,plain,\"a, b\"\n1004\n1005,,x\n1006,tail";
+        let v = validate(text.as_bytes(), &Policy::default());
+        let mut out = Vec::new();
+        redact_into(text, b',', &v.layout, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "Extension,Password,First Name,Last Name,Web Username\r\n1001,,jflynn\r\n\r\n\
+             1002,\"\",wchen\r\n1003,,\"a, b\"\n1004\n1005,,x\n1006,"
+        );
+        assert_eq!(
+            redacted_records(&out, 1, Some(1)),
+            redacted_records(text, 1, Some(1))
+        );
+    }
+
+    proptest::proptest! {
+        /// The redacted text reads as the original with every data row's
+        /// Password cell blank, and holds no password.
+        #[test]
+        fn redaction_blanks_exactly_the_password_cells(
+            rows in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::string::string_regex("(a|é|,|\"|\r|\n| ){0,6}").unwrap(),
+                    0..4,
+                ),
+                0..6,
+            ),
+            secrets in proptest::collection::vec(0u32..1000, 6),
+        ) {
+            // Cells as a writer of CSV would quote them, the second a password.
+            let quote = |c: &str| {
+                if c.contains([',', '"', '\r', '\n']) {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c.to_owned()
+                }
+            };
+            let mut text = String::from("Extension,Password,First Name,Last Name,Web Username\n");
+            for (row, secret) in rows.iter().zip(&secrets) {
+                let mut cells: Vec<String> = row.iter().map(|c| quote(c)).collect();
+                if cells.len() > 1 {
+                    // Odd ones need unescaping.
+                    let quote_in_it = if secret % 2 == 1 { "\"" } else { "" };
+                    cells[1] = quote(&format!("S{quote_in_it}ecret{secret}"));
+                }
+                text.push_str(&cells.join(","));
+                text.push('\n');
+            }
+            let layout = validate(text.as_bytes(), &Policy::default()).layout;
+            let mut out = Vec::new();
+            redact_into(&text, b',', &layout, &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            proptest::prop_assert!(!out.contains("ecret"), "{out:?}");
+            proptest::prop_assert_eq!(
+                redacted_records(&out, 1, Some(1)),
+                redacted_records(&text, 1, Some(1))
+            );
+        }
     }
 }

@@ -259,6 +259,15 @@ impl<'r> Record<'r> {
             .map(move |r| text.get(r.clone()).unwrap_or(""))
     }
 
+    /// Where cell `i` is in the text the records are read from (the field's
+    /// content, without quotes around it): `None` for a cell that is not there
+    /// as it reads, which is every cell of a record whose quotes were unescaped
+    /// (`field_span` finds those), and for a cell past the end of the record.
+    pub fn span(&self, i: usize, source: &str) -> Option<Range<usize>> {
+        let in_source = std::ptr::eq(self.text.as_ptr(), source.as_ptr());
+        self.cells.get(i).filter(|_| in_source).cloned()
+    }
+
     /// Whether a cell holds a quote character (an escaped `""`, or a quote inside
     /// an unquoted cell), not just quotes around it.
     pub fn has_quote_in_value(&self) -> bool {
