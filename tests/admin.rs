@@ -65,12 +65,24 @@ fn status_shows_the_last_apply_pending_changes_and_drift() {
     assert!(text.contains("(history #1)"), "{text}");
     assert!(text.contains("pending:       none"), "{text}");
     assert!(text.contains("drift:         none"), "{text}");
+    // Nothing changed since the apply: the CSV is not even read (-v names
+    // the phases of a plan when one is made).
+    let quiet = t.ok(["-v", "status"]);
+    assert!(!quiet.stderr.contains("validate"), "{}", quiet.stderr);
     // A commit not applied yet is pending.
     t.commit_csv(format!(
         "{HEADER}{ROWS}1004,Wei,Chen,wchen,Wei_pass12,,,,,\n"
     ));
+    let planned = t.ok(["-v", "status"]);
+    assert!(planned.stderr.contains("validate"), "{}", planned.stderr);
+    assert!(
+        planned.stdout.contains("pending:       Plan: 1 user"),
+        "{}",
+        planned.stdout
+    );
     let status = t.ok(["status", "--format", "json"]).json();
     assert_eq!(status["pending"]["create_user"], 1);
+    assert_eq!(status["drift"]["total"], 0);
     // A change made in the phone system by hand is drift.
     t.db()
         .execute(

@@ -73,39 +73,34 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         None => None,
     };
     let holder = target.lock_holder().map_err(target_error)?;
-    let dir = target.load().map_err(target_error)?;
+    let counts = target.counts().map_err(target_error)?;
     // Pending: what the committed CSV would change now.
-    let pending = sync::load_source(
-        &config,
-        &sync::SourceChoice::Git {
-            rev: config.source_ref.clone(),
+    let pending = super::sync::pending(ctx, &config, &mut target);
+    // Drift: what the last applied CSV would change now. Nothing, when nothing
+    // has written since that apply; otherwise it is planned against the whole
+    // directory (when its content is still in the repository).
+    let drift = match &last {
+        None => None,
+        Some(l) if l.serial == serial => Some(crate::plan::Plan::default()),
+        Some(l) => match crate::source::read_blob(&config.base_dir, &l.blob) {
+            Ok(Some(bytes)) => {
+                let dir = target.load().map_err(target_error)?;
+                let options = sync::SyncOptions::default();
+                let v = crate::validate::validate(&bytes, &sync::policy(&config, &options));
+                Some(sync::make_plan(&config, &options, &v, &dir, Vec::new()))
+            }
+            _ => None,
         },
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|loaded| {
-        let options = sync::SyncOptions::default();
-        let inventory = match &config.inventory {
-            Some(p) => sync::read_devices(p).map_err(|e| e.to_string())?,
-            None => Vec::new(),
-        };
-        let v = crate::validate::validate(loaded.bytes(), &sync::policy(&config, &options));
-        Ok(sync::make_plan(&config, &options, &v, &dir, inventory))
-    });
-    let drift = last.as_ref().and_then(|l| {
-        let bytes = crate::source::read_blob(&config.base_dir, &l.blob).ok()??;
-        let options = sync::SyncOptions::default();
-        let v = crate::validate::validate(&bytes, &sync::policy(&config, &options));
-        Some(sync::make_plan(&config, &options, &v, &dir, Vec::new()))
-    });
+    };
     match format {
         Format::Json => json(&serde_json::json!({
             "format_version": 1,
             "initialized": true,
             "target": target.describe(),
             "serial": serial,
-            "users": dir.users.len(),
-            "extensions": dir.extensions.len(),
-            "devices": dir.devices.len(),
+            "users": counts.users,
+            "extensions": counts.extensions,
+            "devices": counts.devices,
             "last_applied": last,
             "last_applied_at": last_record.as_ref().map(|r| r.time.clone()),
             "pending": pending.as_ref().ok().map(|p| p.summary()),
@@ -117,9 +112,9 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             let mut s = format!(
                 "target:        {}\nserial:        {serial}\ndirectory:     {} users, {} extensions, {} devices\n",
                 target.describe(),
-                dir.users.len(),
-                dir.extensions.len(),
-                dir.devices.len()
+                counts.users,
+                counts.extensions,
+                counts.devices
             );
             match (&last, &last_record) {
                 (Some(l), Some(r)) => s.push_str(&format!(

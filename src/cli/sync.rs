@@ -279,6 +279,39 @@ fn unchanged_since_last_apply(
     Ok((blob == last.blob && serial == last.serial).then_some((blob, commit, serial)))
 }
 
+/// What the CSV committed at `source.ref` would change now, for `status`: nothing
+/// when neither it nor the target changed since the last apply (no row is read),
+/// else a plan as `plan` makes it.
+pub(super) fn pending(
+    ctx: &Context,
+    config: &Config,
+    target: &mut Box<dyn Target>,
+) -> Result<Plan, String> {
+    let choice = SourceChoice::Git {
+        rev: config.source_ref.clone(),
+    };
+    let options = SyncOptions::default();
+    if unchanged_since_last_apply(config, &choice, &options, target)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(Plan::default());
+    }
+    let loaded = sync::load_source(config, &choice).map_err(|e| e.to_string())?;
+    let inventory = inventory(config).map_err(|e| e.to_string())?;
+    run_pipeline(
+        ctx,
+        config,
+        &options,
+        loaded,
+        inventory,
+        Some(target),
+        false,
+    )
+    .map(|planned| planned.plan)
+    .map_err(|e| e.to_string())
+}
+
 pub fn plan_cmd(
     ctx: &Context,
     flags: &PlanFlags,

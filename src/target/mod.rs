@@ -246,6 +246,14 @@ pub struct ApplyReport {
     pub cleared: Vec<Text>,
 }
 
+/// The size of a directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub users: usize,
+    pub extensions: usize,
+    pub devices: usize,
+}
+
 /// A store of the current state. `Send`: a plan reads the target's digests on
 /// another thread while it validates the CSV.
 pub trait Target: Send {
@@ -253,6 +261,16 @@ pub trait Target: Send {
     fn describe(&self) -> String;
     /// The current directory, every list sorted (see `Directory`).
     fn load(&mut self) -> Result<Directory, TargetError>;
+    /// How many users, extensions and devices the directory holds, without
+    /// reading them when the target can count (this default reads them).
+    fn counts(&mut self) -> Result<Counts, TargetError> {
+        let dir = self.load()?;
+        Ok(Counts {
+            users: dir.users.len(),
+            extensions: dir.extensions.len(),
+            devices: dir.devices.len(),
+        })
+    }
     /// Every extension with the digest of the CSV row last applied to it: `None`
     /// when unknown, or when anything changed the extension or its user since.
     /// Sorted by number (`cmp_extension`).

@@ -5,8 +5,8 @@
 //! the directory tables, so a change made by any other program is noticed too.
 
 use super::{
-    AppliedRevision, ApplyReport, ApplyRequest, Compression, HistoryRecord, LockGuard, LockHolder,
-    Progress, RecordedCsv, Target, TargetError, snapshot,
+    AppliedRevision, ApplyReport, ApplyRequest, Compression, Counts, HistoryRecord, LockGuard,
+    LockHolder, Progress, RecordedCsv, Target, TargetError, snapshot,
 };
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
@@ -656,6 +656,24 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 impl Target for SqliteTarget {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    fn counts(&mut self) -> Result<Counts, TargetError> {
+        let count = |row: &Row<'_>, i| row.get::<_, i64>(i).map(|n| n.max(0) as usize);
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM extensions), \
+                 (SELECT count(*) FROM devices)",
+                [],
+                |row| {
+                    Ok(Counts {
+                        users: count(row, 0)?,
+                        extensions: count(row, 1)?,
+                        devices: count(row, 2)?,
+                    })
+                },
+            )
+            .map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))
     }
 
     fn load(&mut self) -> Result<Directory, TargetError> {
