@@ -514,27 +514,24 @@ pub fn forget(index: &mut DigestIndex, cleared: &[Text]) {
     }
 }
 
-/// Most actions a plan names the blame of: git blame reads the whole file's
-/// history, which is worth it for a reviewed change, not for a bulk import.
+/// Most actions a plan names the blame of: a blame reads older versions of the
+/// file and looks for every action's line in each, which is worth it for a
+/// reviewed change, not for a bulk import.
 pub const BLAME_LIMIT: usize = 10_000;
 
 /// Adds who last changed each action's line (git mode only).
 pub fn add_blame(config: &Config, loaded: &Loaded, plan: &mut Plan) -> Result<(), SourceError> {
-    let Some(commit) = &loaded.revision.commit else {
-        return Ok(());
-    };
-    if loaded.revision.kind != SourceKind::Git
+    if loaded.revision.commit.is_none()
+        || loaded.revision.kind != SourceKind::Git
         || plan.actions.is_empty()
         || plan.actions.len() > BLAME_LIMIT
     {
         return Ok(());
     }
-    let lines = source::blame(&config.base_dir, &config.source_path, commit)?;
+    let wanted: Vec<u32> = plan.actions.iter().filter_map(|a| a.line).collect();
+    let lines = source::blame(&config.base_dir, loaded, &wanted)?;
     for action in &mut plan.actions {
-        if let Some(b) = action
-            .line
-            .and_then(|l| lines.get((l as usize).wrapping_sub(1)))
-        {
+        if let Some(b) = action.line.and_then(|l| lines.get(&l)) {
             action.blame = Some(Box::new(Blame {
                 commit: b.commit.clone(),
                 author: b.author.clone(),
