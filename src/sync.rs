@@ -36,7 +36,7 @@ pub struct SyncOptions {
 pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Pending, SourceError> {
     match choice {
         SourceChoice::Git { rev } => {
-            source::read_git(&config.base_dir, &config.source_path, rev).map(Pending::from)
+            source::read_committed(&config.base_dir, &config.source_path, rev)
         }
         SourceChoice::WorkingTree => source::read_working_tree(&config.source_path),
         SourceChoice::File(path) => source::read_file(path),

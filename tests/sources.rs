@@ -29,6 +29,25 @@ fn the_default_source_is_the_committed_csv_not_uncommitted_edits() {
 }
 
 #[test]
+fn an_edit_of_the_same_length_in_the_checkout_is_not_taken_for_the_commit() {
+    // pbxsync reads a checkout as long as the committed file from disk, and
+    // keeps it only if its blob id is the commit's.
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}{V1}"));
+    let edited = V1.replace("Jason", "Jasen");
+    assert_eq!(edited.len(), V1.len());
+    t.csv(format!("{HEADER}{edited}"));
+    let plan = t.plan_json(&[]);
+    assert_eq!(plan["actions"][0]["changes"][0]["to"], "Jason", "{plan}");
+    t.apply(&[]);
+    assert!(t.export().contains("Jason") && !t.export().contains("Jasen"));
+    // The checkout as committed: the same plan (none), from the same blob.
+    t.csv(format!("{HEADER}{V1}"));
+    let plan = t.plan_json(&["--prune"]);
+    assert_eq!(plan["summary"]["total"], 0, "{plan}");
+}
+
+#[test]
 fn a_csv_that_is_not_committed_yet_is_a_clear_error() {
     let t = Test::repo();
     t.csv(format!("{HEADER}{V1}"));

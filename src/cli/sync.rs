@@ -128,55 +128,58 @@ fn run_pipeline(
     let clock = ctx.clock();
     let policy = sync::policy(config, options);
     // A file's blob id is computed on another thread meanwhile.
-    let (loaded, planned) = source.alongside(|bytes| -> Result<_, CliError> {
-        let changed_rows_only =
-            target.is_some() && sync::can_plan_changed_rows(config, options, None);
-        let (validated, digests) = match target.as_deref_mut() {
-            Some(t) if changed_rows_only => {
-                let (validated, digests) = sync::validate_with_index(bytes, &policy, t);
-                (validated, Some(digests))
-            }
-            _ => (validate::validate(bytes, &policy), None),
-        };
-        clock.lap("read and validate the CSV (and the target's row digests)");
-        let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
-        let (serial, planned) = match (target, digests) {
-            (Some(t), Some(digests))
-                if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
-            {
-                let (serial, index) = digests.map_err(target_error)?;
-                let planned =
-                    sync::plan_changed_rows(config, options, &validated, t, index, keep_index)
-                        .map_err(target_error)?;
-                clock.lap(&format!(
-                    "plan the {} changed rows (and their users' rows)",
-                    planned.desired.extensions.len()
-                ));
-                (serial, planned)
-            }
-            (mut target, _) => {
-                // The whole desired state is needed: read the rows again when
-                // they were not kept.
-                let validated = if changed_rows_only {
-                    drop(validated);
-                    validate::validate(bytes, &policy)
-                } else {
-                    validated
-                };
-                let serial = match target.as_mut() {
-                    Some(t) => t.serial().map_err(target_error)?,
-                    None => 0,
-                };
-                (
-                    serial,
-                    sync::plan_all(config, options, validated, target, inventory)
-                        .map_err(target_error)?,
-                )
-            }
-        };
-        clock.lap("read the target, diff and checks");
-        Ok((serial, planned, layout, delimiter))
-    });
+    let (loaded, planned) = source
+        .alongside(|bytes| -> Result<_, CliError> {
+            let changed_rows_only =
+                target.is_some() && sync::can_plan_changed_rows(config, options, None);
+            let (validated, digests) = match target.as_deref_mut() {
+                Some(t) if changed_rows_only => {
+                    let (validated, digests) = sync::validate_with_index(bytes, &policy, t);
+                    (validated, Some(digests))
+                }
+                _ => (validate::validate(bytes, &policy), None),
+            };
+            clock.lap("read and validate the CSV (and the target's row digests)");
+            let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
+            let (serial, planned) = match (target.as_deref_mut(), digests) {
+                (Some(t), Some(digests))
+                    if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
+                {
+                    let (serial, index) = digests.map_err(target_error)?;
+                    let planned =
+                        sync::plan_changed_rows(config, options, &validated, t, index, keep_index)
+                            .map_err(target_error)?;
+                    clock.lap(&format!(
+                        "plan the {} changed rows (and their users' rows)",
+                        planned.desired.extensions.len()
+                    ));
+                    (serial, planned)
+                }
+                (mut target, _) => {
+                    // The whole desired state is needed: read the rows again when
+                    // they were not kept.
+                    let validated = if changed_rows_only {
+                        drop(validated);
+                        validate::validate(bytes, &policy)
+                    } else {
+                        validated
+                    };
+                    let serial = match target.as_mut() {
+                        Some(t) => t.serial().map_err(target_error)?,
+                        None => 0,
+                    };
+                    (
+                        serial,
+                        // Cloned: the work may run twice (see `Pending::alongside`).
+                        sync::plan_all(config, options, validated, target, inventory.clone())
+                            .map_err(target_error)?,
+                    )
+                }
+            };
+            clock.lap("read the target, diff and checks");
+            Ok((serial, planned, layout, delimiter))
+        })
+        .map_err(source_error)?;
     let (serial, planned, layout, delimiter) = planned?;
     let sync::Planned {
         mut plan,
@@ -507,7 +510,7 @@ pub fn apply_cmd(
     };
     let mut loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     if let Some(s) = &saved {
-        let hashed = loaded.hashed();
+        let hashed = loaded.hashed().map_err(source_error)?;
         if hashed.revision.blob != s.source.blob {
             return refuse(
                 ctx,

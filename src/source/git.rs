@@ -1,10 +1,10 @@
 //! Reading the CSV out of a git commit, and who last changed each line of it.
 //!
-//! Everything goes through the object database, never the working tree: the
-//! CSV that gets applied is exactly the committed one, however the checkout
-//! looks.
+//! The CSV that gets applied is exactly the committed one, however the checkout
+//! looks: it is read from the object database, or taken from the working tree
+//! only when its git blob id proves it the committed content (`read_committed`).
 
-use super::{LineBlame, Loaded, SourceError, SourceKind, SourceRevision};
+use super::{Committed, LineBlame, Loaded, Pending, SourceError, SourceKind, SourceRevision};
 use git2::{ErrorCode, ObjectType, Oid, Repository};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -13,15 +13,68 @@ use std::path::{Component, Path, PathBuf};
 /// in the commit that `rev` names, in the repository containing `config_dir`.
 pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded, SourceError> {
     let located = locate(config_dir, csv_path, rev)?;
-    let repo = &located.repo;
-    let commit = repo
-        .find_commit(located.commit)
-        .map_err(git_error(format!("reading commit {}", located.commit)))?;
-    let content = read_content(repo, located.blob).map_err(git_error(format!(
+    let content = read_content(&located.repo, located.blob).map_err(git_error(format!(
         "reading {} at commit {}",
         located.path,
         short(located.commit)
     )))?;
+    Ok(Loaded {
+        bytes: content.into(),
+        revision: revision(&located)?,
+    })
+}
+
+/// The CSV of commit `rev`, like `read_git`, but taken from the working tree
+/// when the file there is as long as the committed one: a checkout usually
+/// holds the committed content, and reading it from disk spares inflating it
+/// (0.2-0.4 s for 123 MB). Its blob id is computed while it is validated
+/// (`Pending::alongside`), and unless it is the committed blob's, the commit is
+/// read after all and the work done again. The file is read into memory, not
+/// mapped, so the bytes hashed are the bytes used whatever writes to the file.
+pub fn read_committed(
+    config_dir: &Path,
+    csv_path: &Path,
+    rev: &str,
+) -> Result<Pending, SourceError> {
+    let located = locate(config_dir, csv_path, rev)?;
+    let size = located
+        .repo
+        .odb()
+        .and_then(|odb| odb.read_header(located.blob))
+        .ok()
+        .and_then(|(size, _)| u64::try_from(size).ok());
+    let on_disk =
+        std::fs::metadata(&located.file).is_ok_and(|m| m.is_file() && Some(m.len()) == size);
+    if on_disk && let Ok(bytes) = std::fs::read(&located.file) {
+        return Ok(Pending::committed(
+            Loaded {
+                bytes: bytes.into(),
+                revision: revision(&located)?,
+            },
+            Committed {
+                config_dir: config_dir.to_path_buf(),
+                csv_path: csv_path.to_path_buf(),
+                commit: located.commit.to_string(),
+            },
+        ));
+    }
+    let content = read_content(&located.repo, located.blob).map_err(git_error(format!(
+        "reading {} at commit {}",
+        located.path,
+        short(located.commit)
+    )))?;
+    Ok(Pending::from(Loaded {
+        bytes: content.into(),
+        revision: revision(&located)?,
+    }))
+}
+
+/// Where the CSV of `located` comes from, with the commit's author and summary.
+fn revision(located: &Located) -> Result<SourceRevision, SourceError> {
+    let commit = located
+        .repo
+        .find_commit(located.commit)
+        .map_err(git_error(format!("reading commit {}", located.commit)))?;
 
     // Author names and messages are not guaranteed to be UTF-8 (git stores
     // bytes); a lossy conversion is fine for a record meant for humans.
@@ -35,16 +88,13 @@ pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded,
         .summary_bytes()
         .map(|s| String::from_utf8_lossy(s).into_owned());
 
-    Ok(Loaded {
-        bytes: content.into(),
-        revision: SourceRevision {
-            kind: SourceKind::Git,
-            path: located.path,
-            commit: Some(located.commit.to_string()),
-            blob: located.blob.to_string(),
-            author: Some(author),
-            summary,
-        },
+    Ok(SourceRevision {
+        kind: SourceKind::Git,
+        path: located.path.clone(),
+        commit: Some(located.commit.to_string()),
+        blob: located.blob.to_string(),
+        author: Some(author),
+        summary,
     })
 }
 
@@ -230,6 +280,8 @@ struct Located {
     commit: Oid,
     /// The same path with `/` separators, for people and records.
     path: String,
+    /// Where the file is in the working tree.
+    file: PathBuf,
     blob: Oid,
 }
 
@@ -301,6 +353,7 @@ fn locate(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Located, Sour
         repo,
         commit: commit_id,
         path,
+        file: workdir.join(&rel),
         blob,
     })
 }
@@ -639,7 +692,7 @@ mod tests {
         let (repo, _, _) = two_commits();
         repo.write("users.csv", "uncommitted edit\n");
         let path = repo.path().join("users.csv");
-        let loaded = read_working_tree(&path).unwrap().hashed();
+        let loaded = read_working_tree(&path).unwrap().hashed().unwrap();
         assert_eq!(loaded.bytes, b"uncommitted edit\n");
         assert_eq!(loaded.revision.kind, SourceKind::WorkingTree);
         assert_eq!(loaded.revision.commit, None);
@@ -653,7 +706,8 @@ mod tests {
         let (repo, _, _) = two_commits();
         let on_disk = read_working_tree(&repo.path().join("users.csv"))
             .unwrap()
-            .hashed();
+            .hashed()
+            .unwrap();
         let (_, blob) = peek(repo.path(), csv(), "HEAD").unwrap();
         assert_eq!(on_disk.revision.blob, blob);
     }
@@ -711,6 +765,74 @@ mod tests {
             assert_eq!(blob, loaded.revision.blob);
         }
         assert_eq!(peek(repo.path(), csv(), "v1").unwrap().0, first);
+    }
+
+    #[test]
+    fn a_checkout_of_the_committed_content_is_read_from_disk() {
+        let (repo, _, _) = two_commits();
+        let committed = read_git(repo.path(), csv(), "HEAD").unwrap();
+        // The object replaced by one of other content as long: git now gives
+        // that, so content read from git would show.
+        let object = |id: &str| {
+            repo.path()
+                .join(format!(".git/objects/{}/{}", &id[..2], &id[2..]))
+        };
+        let other = V2.replace("Cat", "Cot");
+        repo.write("other.txt", &other);
+        let other_id = repo.git(
+            ALICE,
+            "2024-03-08T10:00:00+0000",
+            &["hash-object", "-w", "other.txt"],
+        );
+        let blob = &committed.revision.blob;
+        std::fs::remove_file(object(blob)).unwrap();
+        std::fs::copy(object(&other_id), object(blob)).unwrap();
+        assert_eq!(
+            read_git(repo.path(), csv(), "HEAD").unwrap().bytes,
+            other.as_bytes()
+        );
+        let mut runs = 0;
+        let (loaded, length) = read_committed(repo.path(), csv(), "HEAD")
+            .unwrap()
+            .alongside(|bytes| {
+                runs += 1;
+                bytes.len()
+            })
+            .unwrap();
+        assert_eq!((runs, length), (1, V2.len()));
+        assert_eq!(loaded, committed);
+    }
+
+    #[test]
+    fn a_checkout_of_other_content_as_long_is_dropped_for_the_commit() {
+        let (repo, _, _) = two_commits();
+        let committed = read_git(repo.path(), csv(), "HEAD").unwrap();
+        let edited = V2.replace("Cat", "Cot");
+        repo.write("users.csv", &edited);
+        let mut seen = Vec::new();
+        let (loaded, ()) = read_committed(repo.path(), csv(), "HEAD")
+            .unwrap()
+            .alongside(|bytes| seen.push(String::from_utf8(bytes.to_vec()).unwrap()))
+            .unwrap();
+        // The work ran on the checkout, then again on the commit.
+        assert_eq!(seen, [edited, V2.to_owned()]);
+        assert_eq!(loaded, committed);
+        // As long but not the commit's, through `hashed` too.
+        assert_eq!(
+            read_committed(repo.path(), csv(), "HEAD")
+                .unwrap()
+                .hashed()
+                .unwrap(),
+            committed
+        );
+        // Another length is not read from disk at all.
+        repo.write("users.csv", "short\n");
+        let mut runs = 0;
+        let (loaded, ()) = read_committed(repo.path(), csv(), "v1")
+            .unwrap()
+            .alongside(|_| runs += 1)
+            .unwrap();
+        assert_eq!((runs, loaded.bytes.as_ref()), (1, V1.as_bytes()));
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod git;
 
 pub use crate::bytes::Bytes;
 
-pub use git::{blame, peek, read_blob, read_git};
+pub use git::{blame, peek, read_blob, read_committed, read_git};
 
 /// How the desired CSV was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,6 +151,7 @@ fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Pending, SourceError>
     Ok(Pending {
         loaded: Loaded { bytes, revision },
         hashed: false,
+        committed: None,
     })
 }
 
@@ -162,6 +163,18 @@ fn read_from_disk(path: &Path, kind: SourceKind) -> Result<Pending, SourceError>
 pub struct Pending {
     loaded: Loaded,
     hashed: bool,
+    /// Bytes from the working tree standing for this commit's CSV
+    /// (`read_committed`): they are used only if their blob id is the commit's.
+    committed: Option<Committed>,
+}
+
+/// The commit whose CSV a working-tree copy stands for.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub config_dir: PathBuf,
+    pub csv_path: PathBuf,
+    /// Full hex id.
+    pub commit: String,
 }
 
 impl From<Loaded> for Pending {
@@ -170,29 +183,43 @@ impl From<Loaded> for Pending {
         Pending {
             loaded,
             hashed: true,
+            committed: None,
         }
     }
 }
 
 impl Pending {
+    /// Bytes read from the working tree for `committed`, with the commit's
+    /// revision (its blob id among it) as the one they must turn out to have.
+    fn committed(loaded: Loaded, committed: Committed) -> Pending {
+        Pending {
+            loaded,
+            hashed: false,
+            committed: Some(committed),
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.loaded.bytes
     }
 
     /// The source, its blob id computed now.
-    pub fn hashed(mut self) -> Loaded {
-        if !self.hashed {
-            self.loaded.revision.blob = blob_id(&self.loaded.bytes);
-        }
-        self.loaded
+    pub fn hashed(self) -> Result<Loaded, SourceError> {
+        let (loaded, ()) = self.alongside(|_| ())?;
+        Ok(loaded)
     }
 
     /// Runs `work` on the bytes while another thread computes the blob id; the
-    /// source with its blob id, and what `work` returned.
-    pub fn alongside<R>(mut self, work: impl FnOnce(&[u8]) -> R) -> (Loaded, R) {
+    /// source with its blob id, and what `work` returned. A working-tree copy
+    /// that is not the committed content after all is dropped with what `work`
+    /// made of it; the commit is read and `work` runs again.
+    pub fn alongside<R>(
+        mut self,
+        mut work: impl FnMut(&[u8]) -> R,
+    ) -> Result<(Loaded, R), SourceError> {
         if self.hashed {
             let result = work(&self.loaded.bytes);
-            return (self.loaded, result);
+            return Ok((self.loaded, result));
         }
         let bytes = &self.loaded.bytes;
         let (blob, result) = std::thread::scope(|s| {
@@ -203,8 +230,18 @@ impl Pending {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (blob, result)
         });
-        self.loaded.revision.blob = blob;
-        (self.loaded, result)
+        match self.committed {
+            Some(c) if blob != self.loaded.revision.blob => {
+                drop(result);
+                let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
+                let result = work(&loaded.bytes);
+                Ok((loaded, result))
+            }
+            _ => {
+                self.loaded.revision.blob = blob;
+                Ok((self.loaded, result))
+            }
+        }
     }
 }
 
@@ -245,7 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.csv");
         std::fs::write(&path, b"hello\n").unwrap();
-        let loaded = read_file(&path).unwrap().hashed();
+        let loaded = read_file(&path).unwrap().hashed().unwrap();
         assert_eq!(loaded.bytes, b"hello\n");
         assert!(
             matches!(loaded.bytes, Bytes::Owned(_)),
@@ -270,11 +307,11 @@ mod tests {
         std::fs::write(&path, &content).unwrap();
         let pending = read_file(&path).unwrap();
         assert!(matches!(pending.loaded.bytes, Bytes::Mapped(_)));
-        let (loaded, length) = pending.clone().alongside(<[u8]>::len);
+        let (loaded, length) = pending.clone().alongside(<[u8]>::len).unwrap();
         assert_eq!(length, content.len());
         assert_eq!(loaded.bytes, content);
         assert_eq!(loaded.revision.blob, blob_id(&content));
-        assert_eq!(loaded, pending.hashed());
+        assert_eq!(loaded, pending.hashed().unwrap());
         // A source that came with its blob id keeps it.
         let known = Loaded {
             bytes: b"hello\n".to_vec().into(),
@@ -283,7 +320,7 @@ mod tests {
                 ..loaded.revision
             },
         };
-        let (same, ()) = Pending::from(known.clone()).alongside(|_| ());
+        let (same, ()) = Pending::from(known.clone()).alongside(|_| ()).unwrap();
         assert_eq!(same, known);
     }
 
