@@ -81,7 +81,7 @@ for rows in "${sizes[@]}"; do
   hash=$(printf '%s\n' "${hashing[@]}" | median)
   write=$(printf '%s\n' "${writing[@]}" | median)
   after=$(printf '%s\n' "${after[@]}" | median)
-  ratio() { echo "if ($2 > 0) { scale=1; $1 / $2 } else { 0 }" | bc -l; }
+  ratio() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then echo "scale=1; $1 / $2" | bc -l; else echo "n/a "; fi; }
   printf 'rows=%-8s validate %5ss (baseline parse+validate %6ss, %sx) | plan %5ss, %4s MB (from git %5ss) | apply %5ss (hashing %ss, writing %ss, all after planning but hashing %ss) | baseline total %6ss, pbxsync plan+apply %sx\n' \
     "$rows" "$validate" "$base_pv" "$(ratio "$base_pv" "$validate")" "$plan" "$((plan_mem / 1024))" "$plan_git" \
     "$apply" "$hash" "$write" "$after" "$base_total" "$(ratio "$base_total" "$(echo "$plan + $apply" | bc -l)")"
