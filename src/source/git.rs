@@ -148,8 +148,7 @@ pub fn blame(
             next.next();
         }
     }
-    // A commit, the id of the file in it, and the lines still being traced
-    // through it.
+    // The id of the file in a commit, if it has it.
     let blob_in = |commit: &git2::Commit<'_>| -> Result<Option<Oid>, git2::Error> {
         match commit.tree()?.get_path(rel) {
             Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Ok(Some(entry.id())),
@@ -179,12 +178,9 @@ pub fn blame(
             }
         }
     };
-    let mut todo = vec![(
-        start,
-        start_blob,
-        wanted.keys().copied().collect::<Vec<_>>(),
-    )];
-    while let Some((commit, blob, texts)) = todo.pop() {
+    let mut walk = Walk::default();
+    walk.push(start, start_blob, wanted.keys().copied().collect());
+    while let Some((commit, blob, texts)) = walk.pop() {
         let parents: Vec<(git2::Commit<'_>, Option<Oid>)> = commit
             .parents()
             .map(|p| blob_in(&p).map(|b| (p, b)))
@@ -193,11 +189,10 @@ pub fn blame(
         // A parent with the same file: the lines are older than this commit.
         if let Some(i) = parents.iter().position(|(_, b)| b.is_some() && *b == blob) {
             let (parent, blob) = parents.into_iter().nth(i).expect("found above");
-            todo.push((parent, blob, texts));
+            walk.push(parent, blob, texts);
             continue;
         }
         let mut left = texts;
-        let mut traced = Vec::new();
         for (parent, parent_blob) in parents {
             let Some(parent_blob) = parent_blob else {
                 continue;
@@ -211,17 +206,48 @@ pub fn blame(
                 left.into_iter().partition(|text| there.contains(text));
             left = rest;
             if !had.is_empty() {
-                traced.push((parent, Some(parent_blob), had));
+                walk.push(parent, Some(parent_blob), had);
             }
         }
         // In no parent: this commit wrote them.
         place(&commit, left);
-        todo.extend(traced);
     }
     Ok(placed)
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The commits a blame has still to look at, newest first, each with the file's
+/// id in it and the lines traced into it. Lines that reach a commit along two
+/// paths (both sides of a merge) are looked up together: no version of the file
+/// is read twice for them.
+#[derive(Default)]
+struct Walk<'r, 't> {
+    queue: std::collections::BinaryHeap<(i64, Oid)>,
+    traced: HashMap<Oid, Traced<'r, 't>>,
+}
+
+/// A commit, the id of the file in it, and the lines traced into it.
+type Traced<'r, 't> = (git2::Commit<'r>, Option<Oid>, Vec<&'t [u8]>);
+
+impl<'r, 't> Walk<'r, 't> {
+    fn push(&mut self, commit: git2::Commit<'r>, blob: Option<Oid>, texts: Vec<&'t [u8]>) {
+        match self.traced.entry(commit.id()) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                entry.get_mut().2.extend(texts)
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                self.queue.push((commit.time().seconds(), commit.id()));
+                entry.insert((commit, blob, texts));
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Traced<'r, 't>> {
+        let (_, id) = self.queue.pop()?;
+        self.traced.remove(&id)
+    }
+}
 
 /// The lines of `content`, without their `\n`; a last line without one counts.
 fn lines_of(content: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -1036,6 +1062,61 @@ mod tests {
             .map(|b| b.commit)
             .collect();
         assert_eq!(commits, [main, base, side, merge]);
+    }
+
+    #[test]
+    fn blame_traces_lines_back_through_both_sides_of_a_merge() {
+        let repo = TestRepo::new();
+        let base = repo.commit_file(
+            ALICE,
+            "2024-03-01T10:00:00+0000",
+            "users.csv",
+            "a\nb\n",
+            "base",
+        );
+        repo.git(
+            ALICE,
+            "2024-03-01T10:00:00+0000",
+            &["checkout", "-q", "-b", "side"],
+        );
+        let side = repo.commit_file(
+            BOB,
+            "2024-03-02T10:00:00+0000",
+            "users.csv",
+            "a\nb\ns\n",
+            "side",
+        );
+        repo.git(
+            ALICE,
+            "2024-03-03T10:00:00+0000",
+            &["checkout", "-q", "main"],
+        );
+        repo.commit_file(
+            ALICE,
+            "2024-03-03T10:00:00+0000",
+            "users.csv",
+            "a\nB\n",
+            "main",
+        );
+        // The merge keeps b as it was: main no longer has it, the side still does.
+        repo.git(
+            ALICE,
+            "2024-03-04T10:00:00+0000",
+            &["merge", "-q", "--no-commit", "-s", "ours", "side"],
+        );
+        repo.write("users.csv", "a\nb\ns\n");
+        repo.git(ALICE, "2024-03-04T10:00:00+0000", &["add", "-A"]);
+        repo.git(
+            ALICE,
+            "2024-03-04T10:00:00+0000",
+            &["commit", "-q", "-m", "merge"],
+        );
+        let commits: Vec<String> = blame_all(&repo, "HEAD")
+            .into_iter()
+            .map(|b| b.commit)
+            .collect();
+        // a reaches the base through main, b through the side.
+        assert_eq!(commits, [base.clone(), base, side]);
     }
 
     #[test]
