@@ -506,16 +506,21 @@ impl Pass<'_, '_> {
 
     /// Merges the rows of each user; filled-in fields must agree.
     fn merge_users(&mut self, mut rows: Vec<RowUser>, report: bool) -> Vec<DesiredUser> {
-        // Sort positions, not the rows themselves: a row is ~180 bytes to move.
-        let mut order: Vec<u32> = (0..u32::try_from(rows.len()).unwrap_or(u32::MAX)).collect();
-        order.par_sort_unstable_by(|&a, &b| {
-            let (a, b) = (&rows[a as usize], &rows[b as usize]);
-            a.username.cmp(&b.username).then(a.line.cmp(&b.line))
-        });
+        // Sort keys, not the rows themselves: a row is ~180 bytes to move, and
+        // comparing rows through their positions reads two rows from all over
+        // memory at every comparison (0.28-0.34 s for a million rows, against
+        // 0.08-0.10 s for the keys). A key holds the username (inline up to 24
+        // bytes), its line and the row's position; (username, line) is unique.
+        let mut order: Vec<(Text, u32, u32)> = rows
+            .iter()
+            .zip(0..u32::try_from(rows.len()).unwrap_or(u32::MAX))
+            .map(|(row, i)| (row.username.clone(), row.line, i))
+            .collect();
+        order.par_sort_unstable();
         let mut users: Vec<DesiredUser> = Vec::with_capacity(rows.len());
         let mut first_lines = [0u32; 5];
         let mut password_line = 0u32;
-        for i in order {
+        for (_, _, i) in order {
             let row = std::mem::replace(
                 &mut rows[i as usize],
                 RowUser {
