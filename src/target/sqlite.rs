@@ -2083,17 +2083,32 @@ fn read_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
     Ok(users)
 }
 
+/// Every extension with its owner's name. The owners are read in one pass first
+/// and found by id in memory: a join looked each up in the users table, whose
+/// order has nothing to do with the extensions', and with a reader's small page
+/// cache nearly every lookup read a page of it again (a million extensions:
+/// 6-8 s, against well under a second).
 fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
-    let mut extensions = Vec::new();
-    // CROSS JOIN keeps extensions as the outer loop: one scan, one rowid lookup
-    // per extension for the owner.
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.number, u.username, e.kind, e.device, e.description \
-         FROM extensions AS e CROSS JOIN users AS u ON u.id = e.user_id",
-    )?;
+    let mut owners: Vec<(i64, Text)> = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT id, username FROM users")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        extensions.push(extension_row(row)?);
+        owners.push((row.get(0)?, text(row, 1)?));
+    }
+    if !owners.is_sorted_by_key(|(id, _)| *id) {
+        owners.sort_unstable_by_key(|(id, _)| *id);
+    }
+    let mut extensions = Vec::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT number, user_id, kind, device, description FROM extensions")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let user_id: i64 = row.get(1)?;
+        // The foreign key makes every owner exist; an extension without one is
+        // left out, as the join did.
+        if let Ok(at) = owners.binary_search_by_key(&user_id, |(id, _)| *id) {
+            extensions.push(extension_of(row, owners[at].1.clone())?);
+        }
     }
     Ok(extensions)
 }
