@@ -65,8 +65,10 @@ struct Builder<'a> {
     /// Devices of the inventory file that the target lacks, sorted.
     new_devices: Vec<&'a crate::model::Device>,
     /// Who holds each device now: device id → index into current.extensions.
-    /// Built on first use: a plan where no device moves never needs it.
-    holders: Option<HashMap<&'a str, usize>>,
+    /// Built on first use: a plan where no device moves never needs it. foldhash,
+    /// not the standard SipHash: at a million extensions building it took 6% of a
+    /// full plan.
+    holders: Option<HashMap<&'a str, usize, foldhash::fast::RandomState>>,
 }
 
 impl<'a> Builder<'a> {
