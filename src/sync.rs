@@ -324,38 +324,52 @@ fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
     rows.map(|r| (r.number.clone(), r.digest)).collect()
 }
 
-/// Plans from the whole directory (`validated` from `validate::validate`).
+/// Plans from the whole directory (`validated` from `validate::validate`). With
+/// `keep_index`, the digest index read comes with the plan, so that an apply can
+/// keep the index after it (`Target::keep_index`) as after a plan of changed rows.
 pub fn plan_all(
     config: &Config,
     options: &SyncOptions,
     validated: Validated<'_>,
     target: Option<&mut Box<dyn Target>>,
     inventory: Vec<Device>,
+    keep_index: bool,
 ) -> Result<Planned, TargetError> {
-    let (current, index) = match target {
-        Some(t) => (t.load()?, t.load_index()?.0),
-        None => (Directory::default(), Vec::new()),
+    let (current, (index, usage)) = match target {
+        Some(t) => (t.load()?, t.load_index()?),
+        None => (Directory::default(), (Vec::new(), Default::default())),
     };
     let plan = make_plan(config, options, &validated, &current, inventory);
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
+        // The changed rows, and every row of their users, as a plan of changed
+        // rows stores them: an update of a user clears the digests of its other
+        // extensions unless the apply stores them again.
         let stale = stale(&validated.index, &index);
-        digests_of(
-            validated
-                .index
-                .iter()
-                .zip(stale)
-                .filter_map(|(r, stale)| (stale != RowState::Unchanged).then_some(r)),
-        )
+        let changed_users: UserSet = validated
+            .index
+            .iter()
+            .zip(&stale)
+            .filter(|(_, stale)| **stale != RowState::Unchanged)
+            .map(|(r, _)| r.user)
+            .collect();
+        digests_of(validated.index.iter().zip(&stale).filter_map(|(r, stale)| {
+            (*stale != RowState::Unchanged || changed_users.contains(&r.user)).then_some(r)
+        }))
     } else {
         Vec::new()
     };
+    // What the license counts will be after the apply, for the kept index.
+    let index = keep_index.then(|| {
+        let after = plan::checks::usage_after(&plan, &current, usage);
+        (index, after)
+    });
     Ok(Planned {
         plan,
         desired: validated.desired,
         digests,
-        index: None,
+        index,
     })
 }
 

@@ -251,3 +251,43 @@ fn a_first_apply_plans_once_and_keeps_its_index() {
     other.apply(&[]);
     assert_eq!(t.export(), other.export());
 }
+
+#[test]
+fn an_apply_of_the_whole_directory_keeps_its_index_too() {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    t.commit_csv(format!(
+        "{}1005,Lars,Berg,lberg,Pass_word78,,,,,{DEV_C}\n",
+        base()
+    ));
+    t.apply(&[]);
+    // Pruning plans the whole directory: lberg and 1005 go, jflynn changes.
+    t.commit_csv(base().replace("jason@example.com", "jason.flynn@example.com"));
+    let mut kept = t.state().into_os_string();
+    kept.push(".digests");
+    std::fs::remove_file(&kept).unwrap();
+    let pruned = t.ok(["-v", "apply", "--auto-approve", "--prune"]);
+    assert!(
+        !pruned.stderr.contains("plan the "),
+        "a whole-directory plan: {}",
+        pruned.stderr
+    );
+    assert!(
+        std::path::Path::new(&kept).is_file(),
+        "no index kept: {}",
+        pruned.stderr
+    );
+    assert!(!t.export().contains("lberg"));
+    // The plan after it reads that index, not the table: digests cleared behind
+    // the serial's back (a test-only trick) go unnoticed.
+    assert_eq!(changed_rows(&t), 0, "every row matches");
+    let after = same(&t, "after the pruning apply");
+    assert!(after["actions"].as_array().unwrap().is_empty(), "{after:#}");
+    let db = t.db();
+    db.execute_batch(
+        "DROP TRIGGER extensions_update_serial; UPDATE extensions SET row_digest = NULL;",
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(changed_rows(&t), 0, "the kept index is read");
+}

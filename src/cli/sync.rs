@@ -171,8 +171,15 @@ fn run_pipeline(
                     (
                         serial,
                         // Cloned: the work may run twice (see `Pending::alongside`).
-                        sync::plan_all(config, options, validated, target, inventory.clone())
-                            .map_err(target_error)?,
+                        sync::plan_all(
+                            config,
+                            options,
+                            validated,
+                            target,
+                            inventory.clone(),
+                            keep_index,
+                        )
+                        .map_err(target_error)?,
                     )
                 }
             };
