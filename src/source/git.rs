@@ -656,6 +656,14 @@ mod tests {
         Path::new("users.csv")
     }
 
+    /// The commit of every line of the CSV at HEAD, in line order.
+    fn commits(repo: &TestRepo) -> Vec<String> {
+        blame_all(repo, "HEAD")
+            .into_iter()
+            .map(|b| b.commit)
+            .collect()
+    }
+
     /// The blame of every line of the CSV at `rev`, in line order.
     fn blame_all(repo: &TestRepo, rev: &str) -> Vec<LineBlame> {
         let loaded = read_git(repo.path(), csv(), rev).unwrap();
@@ -952,10 +960,7 @@ mod tests {
             "a\nB\nc",
             "two",
         );
-        let commits: Vec<String> = blame_all(&repo, "HEAD")
-            .into_iter()
-            .map(|line| line.commit)
-            .collect();
+        let commits = commits(&repo);
         // The last line has no newline and still counts.
         assert_eq!(commits, vec![first.clone(), second, first]);
     }
@@ -993,10 +998,7 @@ mod tests {
             let date = format!("2024-03-{:02}T10:00:00+0000", round + 1);
             repo.commit_file(who, &date, "users.csv", &(lines.join("\n") + "\n"), "edit");
         }
-        let ours: Vec<String> = blame_all(&repo, "HEAD")
-            .into_iter()
-            .map(|b| b.commit)
-            .collect();
+        let ours = commits(&repo);
         let git = repo.git(
             ALICE,
             "2024-04-01T00:00:00+0000",
@@ -1009,114 +1011,45 @@ mod tests {
         assert_eq!(ours, theirs);
     }
 
+    /// A history with a merge: "a\nb\n" at the base, `side` on branch side,
+    /// `main` on main, then side merged into main (with `options`) and committed
+    /// as `merged`. The commits: base, side, main, merge.
+    fn merged_history(
+        side: &str,
+        main: &str,
+        options: &[&str],
+        merged: &str,
+    ) -> (TestRepo, [String; 4]) {
+        let repo = TestRepo::new();
+        let at = |day: u32| format!("2024-03-{day:02}T10:00:00+0000");
+        let base = repo.commit_file(ALICE, &at(1), "users.csv", "a\nb\n", "base");
+        repo.git(ALICE, &at(1), &["checkout", "-q", "-b", "side"]);
+        let side = repo.commit_file(BOB, &at(2), "users.csv", side, "side");
+        repo.git(ALICE, &at(3), &["checkout", "-q", "main"]);
+        let main = repo.commit_file(ALICE, &at(3), "users.csv", main, "main");
+        let mut merge = vec!["merge", "-q", "--no-commit"];
+        merge.extend(options);
+        merge.push("side");
+        repo.git(ALICE, &at(4), &merge);
+        let merge = repo.commit_file(ALICE, &at(4), "users.csv", merged, "merge");
+        (repo, [base, side, main, merge])
+    }
+
     #[test]
     fn blame_follows_a_line_into_the_branch_that_wrote_it() {
-        let repo = TestRepo::new();
-        let base = repo.commit_file(
-            ALICE,
-            "2024-03-01T10:00:00+0000",
-            "users.csv",
-            "a\nb\n",
-            "base",
-        );
-        repo.git(
-            ALICE,
-            "2024-03-01T10:00:00+0000",
-            &["checkout", "-q", "-b", "side"],
-        );
-        let side = repo.commit_file(
-            BOB,
-            "2024-03-02T10:00:00+0000",
-            "users.csv",
-            "a\nb\nc\n",
-            "side",
-        );
-        repo.git(
-            ALICE,
-            "2024-03-03T10:00:00+0000",
-            &["checkout", "-q", "main"],
-        );
-        let main = repo.commit_file(
-            ALICE,
-            "2024-03-03T10:00:00+0000",
-            "users.csv",
-            "A\nb\n",
-            "main",
-        );
         // The merge takes both changes; its own line is new in neither parent.
-        repo.git(
-            ALICE,
-            "2024-03-04T10:00:00+0000",
-            &["merge", "-q", "--no-commit", "side"],
-        );
-        repo.write("users.csv", "A\nb\nc\nd\n");
-        repo.git(ALICE, "2024-03-04T10:00:00+0000", &["add", "-A"]);
-        repo.git(
-            ALICE,
-            "2024-03-04T10:00:00+0000",
-            &["commit", "-q", "-m", "merge"],
-        );
-        let merge = repo.git(ALICE, "2024-03-04T10:00:00+0000", &["rev-parse", "HEAD"]);
-        let commits: Vec<String> = blame_all(&repo, "HEAD")
-            .into_iter()
-            .map(|b| b.commit)
-            .collect();
-        assert_eq!(commits, [main, base, side, merge]);
+        let (repo, [base, side, main, merge]) =
+            merged_history("a\nb\nc\n", "A\nb\n", &[], "A\nb\nc\nd\n");
+        assert_eq!(commits(&repo), [main, base, side, merge]);
     }
 
     #[test]
     fn blame_traces_lines_back_through_both_sides_of_a_merge() {
-        let repo = TestRepo::new();
-        let base = repo.commit_file(
-            ALICE,
-            "2024-03-01T10:00:00+0000",
-            "users.csv",
-            "a\nb\n",
-            "base",
-        );
-        repo.git(
-            ALICE,
-            "2024-03-01T10:00:00+0000",
-            &["checkout", "-q", "-b", "side"],
-        );
-        let side = repo.commit_file(
-            BOB,
-            "2024-03-02T10:00:00+0000",
-            "users.csv",
-            "a\nb\ns\n",
-            "side",
-        );
-        repo.git(
-            ALICE,
-            "2024-03-03T10:00:00+0000",
-            &["checkout", "-q", "main"],
-        );
-        repo.commit_file(
-            ALICE,
-            "2024-03-03T10:00:00+0000",
-            "users.csv",
-            "a\nB\n",
-            "main",
-        );
         // The merge keeps b as it was: main no longer has it, the side still does.
-        repo.git(
-            ALICE,
-            "2024-03-04T10:00:00+0000",
-            &["merge", "-q", "--no-commit", "-s", "ours", "side"],
-        );
-        repo.write("users.csv", "a\nb\ns\n");
-        repo.git(ALICE, "2024-03-04T10:00:00+0000", &["add", "-A"]);
-        repo.git(
-            ALICE,
-            "2024-03-04T10:00:00+0000",
-            &["commit", "-q", "-m", "merge"],
-        );
-        let commits: Vec<String> = blame_all(&repo, "HEAD")
-            .into_iter()
-            .map(|b| b.commit)
-            .collect();
+        let (repo, [base, side, ..]) =
+            merged_history("a\nb\ns\n", "a\nB\n", &["-s", "ours"], "a\nb\ns\n");
         // a reaches the base through main, b through the side.
-        assert_eq!(commits, [base.clone(), base, side]);
+        assert_eq!(commits(&repo), [base.clone(), base, side]);
     }
 
     #[test]
@@ -1143,10 +1076,7 @@ mod tests {
             "c\nb\na\n",
             "c again, sorted",
         );
-        let commits: Vec<String> = blame_all(&repo, "HEAD")
-            .into_iter()
-            .map(|b| b.commit)
-            .collect();
+        let commits = commits(&repo);
         assert_eq!(commits, [sorted, first.clone(), first]);
     }
 
