@@ -20,3 +20,9 @@ pub mod sync;
 pub mod target;
 pub mod time;
 pub mod validate;
+
+/// Maps and sets keyed by names and numbers on hot paths: foldhash rather than
+/// SipHash, whose resistance to chosen keys an administrator's own CSV does not
+/// need.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -545,7 +545,7 @@ pub fn apply_cmd(
             loaded.clone(),
             inventory.clone(),
             None,
-            false,
+            true,
         )?;
         if !planned.plan.errors.is_empty() {
             show(ctx, &config, &planned, format)?;
@@ -570,18 +570,9 @@ pub fn apply_cmd(
     let mut planned = match first {
         // The state file was made just now and nothing has written to it (serial
         // 0): the plan against no target is the plan against it, and is not made
-        // twice. Its digest index is empty, so the one after the apply is kept.
-        Some(mut planned) if target.serial().map_err(target_error)? == 0 => {
-            if sync::can_plan_changed_rows(&config, &options, Some(&planned.layout)) {
-                let usage = crate::plan::checks::usage_after(
-                    &planned.plan,
-                    &crate::model::Directory::default(),
-                    crate::model::Usage::default(),
-                );
-                planned.index = Some((Vec::new(), usage));
-            }
-            planned
-        }
+        // twice. It carries the (empty) digest index, so the one after the apply
+        // is kept.
+        Some(planned) if target.serial().map_err(target_error)? == 0 => planned,
         _ => run_pipeline(
             ctx,
             &config,

@@ -2,12 +2,12 @@
 //! Pure: no I/O, deterministic order (by action type, then by key).
 
 use super::{Action, Change, Plan, PlannedAction};
+use crate::FastMap;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{
     Column, Desired, DesiredExtension, DeviceCell, Directory, Extension, ExtensionKind,
     SortedCursor, Text, USER_COLUMNS, cmp_extension,
 };
-use std::collections::HashMap;
 
 /// What the diff needs besides the two states.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ struct Builder<'a> {
     /// Built on first use: a plan where no device moves never needs it. foldhash,
     /// not the standard SipHash: at a million extensions building it took 6% of a
     /// full plan.
-    holders: Option<HashMap<&'a str, usize, foldhash::fast::RandomState>>,
+    holders: Option<FastMap<&'a str, usize>>,
 }
 
 impl<'a> Builder<'a> {

@@ -5,6 +5,7 @@
 //! only when its git blob id proves it the committed content (`read_committed`).
 
 use super::{Committed, LineBlame, Loaded, Pending, SourceError, SourceKind, SourceRevision};
+use crate::{FastMap, FastSet};
 use git2::{ErrorCode, ObjectType, Oid, Repository};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -12,7 +13,11 @@ use std::path::{Component, Path, PathBuf};
 /// Read the CSV at `csv_path` (absolute, or relative to `config_dir`) as it is
 /// in the commit that `rev` names, in the repository containing `config_dir`.
 pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded, SourceError> {
-    let located = locate(config_dir, csv_path, rev)?;
+    read_located(&locate(config_dir, csv_path, rev)?)
+}
+
+/// The CSV of `located`, read from the object database.
+fn read_located(located: &Located) -> Result<Loaded, SourceError> {
     let content = read_content(&located.repo, located.blob).map_err(git_error(format!(
         "reading {} at commit {}",
         located.path,
@@ -20,7 +25,7 @@ pub fn read_git(config_dir: &Path, csv_path: &Path, rev: &str) -> Result<Loaded,
     )))?;
     Ok(Loaded {
         bytes: content.into(),
-        revision: revision(&located)?,
+        revision: revision(located)?,
     })
 }
 
@@ -58,15 +63,7 @@ pub fn read_committed(
             },
         ));
     }
-    let content = read_content(&located.repo, located.blob).map_err(git_error(format!(
-        "reading {} at commit {}",
-        located.path,
-        short(located.commit)
-    )))?;
-    Ok(Pending::from(Loaded {
-        bytes: content.into(),
-        revision: revision(&located)?,
-    }))
+    read_located(&located).map(Pending::from)
 }
 
 /// Where the CSV of `located` comes from, with the commit's author and summary.
@@ -215,8 +212,6 @@ pub fn blame(
     Ok(placed)
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// The commits a blame has still to look at, newest first, each with the file's
 /// id in it and the lines traced into it. Lines that reach a commit along two
 /// paths (both sides of a merge) are looked up together: no version of the file
@@ -263,9 +258,8 @@ fn lines_of(content: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Which of `texts` are lines of `content`. Only lines as long as one of them
 /// are hashed: most lines of an older version are not.
-fn lines_among<'t>(content: &[u8], texts: &[&'t [u8]]) -> std::collections::HashSet<&'t [u8]> {
-    let wanted: std::collections::HashSet<&[u8], foldhash::fast::RandomState> =
-        texts.iter().copied().collect();
+fn lines_among<'t>(content: &[u8], texts: &[&'t [u8]]) -> FastSet<&'t [u8]> {
+    let wanted: FastSet<&[u8]> = texts.iter().copied().collect();
     let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
     let mut lengths = vec![false; longest + 1];
     for text in texts {

@@ -12,13 +12,14 @@ use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
 };
 use crate::plan::{Action, Change, PlannedAction};
+use crate::{FastMap, FastSet};
 use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Statement, TransactionBehavior,
     params,
 };
 use std::cell::{RefCell, RefMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -1321,10 +1322,6 @@ impl<'c> Statements<'c> {
     }
 }
 
-/// Maps keyed by names and numbers on an apply's hot path: foldhash rather than
-/// SipHash, whose resistance to chosen keys an administrator's own CSV does not need.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// Why an action failed, for people.
 struct Reason(String);
 
@@ -2041,7 +2038,7 @@ fn read_subset_extensions(
 ) -> rusqlite::Result<Vec<Extension>> {
     let mut extensions = read_extensions_by_number(conn, &keys.extensions)?;
     // A device held by an extension just read needs no lookup: it has one holder.
-    let held: HashSet<&str, foldhash::fast::RandomState> = extensions
+    let held: FastSet<&str> = extensions
         .iter()
         .filter_map(|e| e.device.as_deref())
         .collect();
@@ -2169,9 +2166,10 @@ fn read_licenses(conn: &Connection) -> rusqlite::Result<Licenses> {
 /// Connection settings for reading large directories: a page cache of 4 MB
 /// holds the inner pages of the tables and indexes a plan looks rows up in
 /// (a bigger one only costs memory: scans, and lookups in table order, read each
-/// leaf once; with 16 MB a 1M plan took 6,000 more page faults and was no faster). Reads go through
-/// the cache rather than a memory map, which would count every page read as
-/// memory of the process (300 MB in a plan of a million rows).
+/// leaf once; with 16 MB a 1M plan took 6,000 more page faults and was no
+/// faster). Reads go through the cache rather than a memory map, which would
+/// count every page read as memory of the process (300 MB in a plan of a million
+/// rows).
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "cache_size", -4_096)
 }
