@@ -223,33 +223,50 @@ pub struct Planned {
 }
 
 /// Whether a plan may read only the rows whose digest changed. Pruning, resetting
-/// passwords, an inventory file, or a file that leaves columns unmanaged need the
-/// whole directory.
+/// passwords, or a file that leaves columns unmanaged need the whole directory.
 pub fn can_plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
     layout: Option<&crate::csv::Layout>,
 ) -> bool {
-    !(options.prune || config.prune || options.reset_passwords || config.inventory.is_some())
+    !(options.prune || config.prune || options.reset_passwords)
         && layout.is_none_or(|l| l.managed() == crate::model::ColumnSet::ALL)
         && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
 }
 
-/// The target's serial, then its digest index and extension counts.
-pub type TargetDigests = (i64, (DigestIndex, Usage));
+/// What a plan of changed rows reads of the target while the CSV is validated.
+pub struct TargetDigests {
+    /// Read first: a write after it makes the plan stale.
+    pub serial: i64,
+    /// The digest index and extension counts.
+    pub index: (DigestIndex, Usage),
+    /// The devices of the inventory file that the target lacks.
+    pub new_devices: Vec<Device>,
+}
 
 /// Validates the CSV for a plan of its changed rows (`validate::index`) while
-/// another thread reads the target's serial and digest index: the serial first,
-/// so that a write after it makes the plan stale.
+/// another thread reads the target's serial, digest index and which devices of
+/// `inventory` it lacks: the serial first, so that a write after it makes the
+/// plan stale.
 pub fn validate_with_index<'t>(
     bytes: &'t [u8],
     policy: &Policy,
     target: &mut Box<dyn Target>,
+    inventory: &[Device],
 ) -> (Validated<'t>, Result<TargetDigests, TargetError>) {
     std::thread::scope(|s| {
         let digests = s.spawn(|| -> Result<_, TargetError> {
             let serial = target.serial()?;
-            Ok((serial, target.load_index()?))
+            let index = target.load_index()?;
+            let new_devices = match inventory {
+                [] => Vec::new(),
+                wanted => target.missing_devices(wanted)?,
+            };
+            Ok(TargetDigests {
+                serial,
+                index,
+                new_devices,
+            })
         });
         let validated = crate::validate::index(bytes, policy);
         let digests = digests
@@ -376,13 +393,15 @@ pub fn plan_all(
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
 /// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
-/// target is read for the changed rows only.
+/// target is read for the changed rows only. `new_devices`: the devices of the
+/// inventory file that the target lacks (`Target::missing_devices`).
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
     validated: &Validated<'_>,
     target: &mut Box<dyn Target>,
     (index, usage): (crate::target::DigestIndex, crate::target::Usage),
+    new_devices: Vec<Device>,
     keep_index: bool,
 ) -> Result<Planned, TargetError> {
     // Rows whose digest differs, and every row of their users.
@@ -441,7 +460,9 @@ pub fn plan_changed_rows(
         devices,
     };
     let current = target.load_subset(&keys)?;
-    let opts = diff_options(config, options, validated, Vec::new());
+    // The inventory devices the target holds need no action, and the devices the
+    // changed rows name are in `current`: only the missing ones are planned.
+    let opts = diff_options(config, options, validated, new_devices);
     let plan = plan::diff(&desired, &current, &opts);
     let usage_after = index
         .is_some()

@@ -2,7 +2,7 @@
 //! must give exactly the plan of the whole directory (`PBXSYNC_FULL_PLAN=1`), also
 //! after the target was changed behind pbxsync's back.
 
-use crate::support::{DEV_A, DEV_B, DEV_C, HEADER, Test, run};
+use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Test, run};
 use serde_json::Value;
 
 fn both(t: &Test) -> (Value, Value) {
@@ -290,4 +290,70 @@ fn an_apply_of_the_whole_directory_keeps_its_index_too() {
     .unwrap();
     drop(db);
     assert_eq!(changed_rows(&t), 0, "the kept index is read");
+}
+
+#[test]
+fn an_inventory_file_plans_like_the_whole_directory() {
+    let t = Test::repo_with(&format!("inventory: devices.csv\npolicy: {{{HASH}}}\n"));
+    let inventory = |ids: &[&str]| {
+        let rows: String = ids.iter().map(|id| format!("{id},VVX 450\n")).collect();
+        t.write("devices.csv", format!("id,model\n{rows}"));
+    };
+    inventory(&[DEV_A, DEV_B]);
+    t.devices(&[DEV_C]);
+    t.commit_csv(base());
+    let first = same(&t, "first import");
+    assert_eq!(first["summary"]["create_device"], 2, "{first:#}");
+    t.apply(&[]);
+    assert!(
+        same(&t, "unchanged")["actions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // The inventory is read on the changed-rows path: no row changed.
+    assert_eq!(changed_rows(&t), 0);
+
+    // A device added to the file is created; a row may name it at once.
+    const DEV_D: &str = "0004F2000004";
+    inventory(&[DEV_A, DEV_B, DEV_D]);
+    let plan = same(&t, "a device added to the inventory");
+    assert_eq!(types(&plan), ["create_device"]);
+    t.commit_csv(base().replace("virtual", DEV_D));
+    let plan = same(&t, "a row names the new device");
+    assert_eq!(types(&plan), ["create_device", "update_extension"]);
+    // A slip of a device that only the inventory file has: the hint finds it.
+    t.commit_csv(base().replace("virtual", "0004F2OOOOO4"));
+    let plan = same(&t, "a slip of an inventory device");
+    assert_eq!(plan["errors"][0]["code"], "device-not-found", "{plan:#}");
+    assert!(
+        plan["errors"][0]["hint"].as_str().unwrap().contains(DEV_D),
+        "{plan:#}"
+    );
+
+    // A device removed behind pbxsync's back is created again.
+    t.commit_csv(base());
+    inventory(&[DEV_A, DEV_B]);
+    t.db()
+        .execute(
+            "UPDATE extensions SET device = NULL, kind = 'virtual' WHERE device = ?1",
+            [DEV_B],
+        )
+        .unwrap();
+    t.db()
+        .execute("DELETE FROM devices WHERE id = ?1", [DEV_B])
+        .unwrap();
+    let plan = same(&t, "a device removed by another program");
+    assert_eq!(types(&plan), ["create_device", "update_extension"]);
+    t.apply(&[]);
+    assert!(same(&t, "healed")["actions"].as_array().unwrap().is_empty());
+}
+
+fn types(plan: &Value) -> Vec<&str> {
+    plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect()
 }

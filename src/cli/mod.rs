@@ -304,13 +304,22 @@ fn validate_cmd(
         let (mut v, plan) = match target {
             // Like a plan: only the rows whose digest changed meet the target.
             Some(mut t) if crate::sync::can_plan_changed_rows(&config, &options, None) => {
-                let (v, digests) = crate::sync::validate_with_index(&bytes, &policy, &mut t);
-                let (_, index) = digests.map_err(target_error)?;
+                let (v, digests) =
+                    crate::sync::validate_with_index(&bytes, &policy, &mut t, &inventory);
+                let digests = digests.map_err(target_error)?;
                 let plan = if crate::sync::can_plan_changed_rows(&config, &options, Some(&v.layout))
                 {
-                    crate::sync::plan_changed_rows(&config, &options, &v, &mut t, index, false)
-                        .map_err(target_error)?
-                        .plan
+                    crate::sync::plan_changed_rows(
+                        &config,
+                        &options,
+                        &v,
+                        &mut t,
+                        digests.index,
+                        digests.new_devices,
+                        false,
+                    )
+                    .map_err(target_error)?
+                    .plan
                 } else {
                     // A file that leaves columns out is planned whole: its rows
                     // are read again (`v` has their diagnostics already).

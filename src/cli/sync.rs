@@ -134,7 +134,8 @@ fn run_pipeline(
                 target.is_some() && sync::can_plan_changed_rows(config, options, None);
             let (validated, digests) = match target.as_deref_mut() {
                 Some(t) if changed_rows_only => {
-                    let (validated, digests) = sync::validate_with_index(bytes, &policy, t);
+                    let (validated, digests) =
+                        sync::validate_with_index(bytes, &policy, t, &inventory);
                     (validated, Some(digests))
                 }
                 _ => (validate::validate(bytes, &policy), None),
@@ -145,10 +146,18 @@ fn run_pipeline(
                 (Some(t), Some(digests))
                     if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
                 {
-                    let (serial, index) = digests.map_err(target_error)?;
-                    let planned =
-                        sync::plan_changed_rows(config, options, &validated, t, index, keep_index)
-                            .map_err(target_error)?;
+                    let digests = digests.map_err(target_error)?;
+                    let planned = sync::plan_changed_rows(
+                        config,
+                        options,
+                        &validated,
+                        t,
+                        digests.index,
+                        digests.new_devices,
+                        keep_index,
+                    )
+                    .map_err(target_error)?;
+                    let serial = digests.serial;
                     clock.lap(&format!(
                         "plan the {} changed rows (and their users' rows)",
                         planned.desired.extensions.len()
@@ -362,6 +371,9 @@ pub fn plan_cmd(
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     clock.lap("read the source");
     let inventory = inventory(&config)?;
+    if config.inventory.is_some() {
+        clock.lap("read the inventory file");
+    }
     let planned = run_pipeline(
         ctx,
         &config,

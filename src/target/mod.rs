@@ -287,6 +287,17 @@ pub trait Target: Send {
     ) -> Result<(), TargetError> {
         Ok(())
     }
+    /// The devices of `wanted` (sorted by id, as the inventory file is read) that
+    /// the target does not hold, in the same order: the inventory devices a plan
+    /// of changed rows creates. This default reads the whole directory.
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
+        let dir = self.load()?;
+        Ok(wanted
+            .iter()
+            .filter(|d| dir.device(&d.id).is_none())
+            .cloned()
+            .collect())
+    }
     /// The part of the directory a plan of some rows needs: the named users and
     /// extensions, the named devices that exist and the extensions holding them,
     /// the licenses; every list sorted.

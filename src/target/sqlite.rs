@@ -624,6 +624,50 @@ impl SqliteTarget {
         snapshot::decode(&bytes, &tag)
     }
 
+    /// `Target::missing_devices`, looking up at most `lookups` devices by id.
+    fn missing_devices_looking_up(
+        &self,
+        wanted: &[Device],
+        lookups: usize,
+    ) -> Result<Vec<Device>, TargetError> {
+        let read = || -> rusqlite::Result<Vec<Device>> {
+            if wanted.len() <= lookups {
+                let ids: Vec<Text> = wanted.iter().map(|d| d.id.clone()).collect();
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT d.id FROM rarray(?1) AS k CROSS JOIN devices AS d ON d.id = k.value",
+                )?;
+                let held = stmt
+                    .query_map([key_array(&ids)], |row| text(row, 0))?
+                    .collect::<rusqlite::Result<FastSet<Text>>>()?;
+                return Ok(wanted
+                    .iter()
+                    .filter(|d| !held.contains(&d.id))
+                    .cloned()
+                    .collect());
+            }
+            // BINARY collation: the byte order of `str::cmp`, the inventory's.
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id FROM devices ORDER BY id")?;
+            let mut rows = stmt.query([])?;
+            let mut missing = Vec::new();
+            let mut wanted = wanted.iter().peekable();
+            while let Some(row) = rows.next()? {
+                let held = row.get_ref(0)?.as_str()?;
+                while let Some(d) = wanted.next_if(|d| d.id.as_str() < held) {
+                    missing.push(d.clone());
+                }
+                wanted.next_if(|d| d.id.as_str() == held);
+                if wanted.peek().is_none() {
+                    break;
+                }
+            }
+            missing.extend(wanted.cloned());
+            Ok(missing)
+        };
+        read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))
+    }
+
     fn lock_path(&self) -> PathBuf {
         sidecar(&self.path, ".lock")
     }
@@ -738,6 +782,13 @@ impl Target for SqliteTarget {
             index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
         }
         Ok((index, usage))
+    }
+
+    /// A short list is looked up by id; a long one (an inventory file of a
+    /// whole site) is merged with the ids in the order of their index, which
+    /// reads each page of it once instead of once per device.
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
+        self.missing_devices_looking_up(wanted, 20_000)
     }
 
     /// Writes the snapshot beside the state file, whole or not at all (a new
@@ -2491,6 +2542,34 @@ mod tests {
         )
         .unwrap();
         (dir, target)
+    }
+
+    #[test]
+    fn missing_devices_by_lookup_and_by_merge_agree() {
+        let (_dir, mut target) = seeded();
+        let device = |id: &str| Device {
+            id: id.into(),
+            model: format!("model of {id}").into(),
+        };
+        let expected = |ids: &[&str]| ids.iter().map(|id| device(id)).collect::<Vec<_>>();
+        // Held: D1, D2, D3. Wanted ids before, between and after them.
+        for (wanted, missing) in [
+            (vec!["A0", "D1", "D15", "D3", "Z9"], vec!["A0", "D15", "Z9"]),
+            (vec!["D1", "D2", "D3"], vec![]),
+            (vec!["D0"], vec!["D0"]),
+            (vec!["E1", "E2"], vec!["E1", "E2"]),
+            (vec![], vec![]),
+        ] {
+            let wanted = expected(&wanted);
+            for lookups in [0, usize::MAX] {
+                assert_eq!(
+                    target.missing_devices_looking_up(&wanted, lookups).unwrap(),
+                    expected(&missing),
+                    "{lookups} lookups"
+                );
+            }
+            assert_eq!(target.missing_devices(&wanted).unwrap(), expected(&missing));
+        }
     }
 
     #[test]
