@@ -2,7 +2,7 @@
 //! must give exactly the plan of the whole directory (`PBXSYNC_FULL_PLAN=1`), also
 //! after the target was changed behind pbxsync's back.
 
-use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Test, run};
+use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Test, run, types};
 use serde_json::Value;
 
 fn both(t: &Test) -> (Value, Value) {
@@ -23,6 +23,15 @@ fn same(t: &Test, step: &str) -> Value {
     fast
 }
 
+/// `same`, for a step after which nothing is left to do.
+fn nothing_to_do(t: &Test, step: &str) {
+    let plan = same(t, step);
+    assert!(
+        plan["actions"].as_array().unwrap().is_empty(),
+        "{step}: {plan:#}"
+    );
+}
+
 fn base() -> String {
     format!(
         "{HEADER}\
@@ -40,12 +49,7 @@ fn changed_rows_plan_like_the_whole_directory() {
     t.commit_csv(base());
     same(&t, "first import");
     t.apply(&[]);
-    assert!(
-        same(&t, "unchanged")["actions"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    nothing_to_do(&t, "unchanged");
 
     let steps: Vec<(&str, String)> = vec![
         (
@@ -86,12 +90,7 @@ fn changed_rows_plan_like_the_whole_directory() {
     // Then apply a change for real, and plan again: nothing left on either path.
     t.commit_csv(base().replace("virtual", DEV_C));
     t.apply(&[]);
-    assert!(
-        same(&t, "after an apply")["actions"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    nothing_to_do(&t, "after an apply");
 }
 
 #[test]
@@ -129,7 +128,7 @@ fn a_change_behind_pbxsyncs_back_is_seen() {
         .collect();
     assert_eq!(types, ["update_user", "update_extension"], "{plan:#}");
     t.apply(&[]);
-    assert!(same(&t, "healed")["actions"].as_array().unwrap().is_empty());
+    nothing_to_do(&t, "healed");
 }
 
 /// How many rows a plan read again, from its `-v` report. The working tree (the
@@ -305,12 +304,7 @@ fn an_inventory_file_plans_like_the_whole_directory() {
     let first = same(&t, "first import");
     assert_eq!(first["summary"]["create_device"], 2, "{first:#}");
     t.apply(&[]);
-    assert!(
-        same(&t, "unchanged")["actions"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    nothing_to_do(&t, "unchanged");
     // The inventory is read on the changed-rows path: no row changed.
     assert_eq!(changed_rows(&t), 0);
 
@@ -346,14 +340,5 @@ fn an_inventory_file_plans_like_the_whole_directory() {
     let plan = same(&t, "a device removed by another program");
     assert_eq!(types(&plan), ["create_device", "update_extension"]);
     t.apply(&[]);
-    assert!(same(&t, "healed")["actions"].as_array().unwrap().is_empty());
-}
-
-fn types(plan: &Value) -> Vec<&str> {
-    plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["type"].as_str().unwrap())
-        .collect()
+    nothing_to_do(&t, "healed");
 }
