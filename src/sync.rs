@@ -86,11 +86,28 @@ pub enum InventoryError {
 /// Reads a devices file: CSV `id,model`, header row optional. Ids are read like the
 /// Device column (MACs in any usual form).
 pub fn read_devices(path: &Path) -> Result<Vec<Device>, InventoryError> {
-    let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
+    read_inventory(path).map(|(devices, _)| devices)
+}
+
+/// Reads the inventory file: its devices (`read_devices`), and the digest of the
+/// bytes they were read from (`inventory_digest`).
+pub fn read_inventory(path: &Path) -> Result<(Vec<Device>, String), InventoryError> {
+    let bytes = read_inventory_bytes(path)?;
+    let devices = parse_devices(&bytes, &path.display().to_string())?;
+    Ok((devices, inventory_digest(&bytes)))
+}
+
+pub fn read_inventory_bytes(path: &Path) -> Result<Vec<u8>, InventoryError> {
+    std::fs::read(path).map_err(|source| InventoryError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    parse_devices(&bytes, &path.display().to_string())
+    })
+}
+
+/// What an apply keeps of the inventory file it was planned with: equal digests,
+/// equal files (xxh3-128 of the bytes, in hex).
+pub fn inventory_digest(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
 pub fn parse_devices(bytes: &[u8], name: &str) -> Result<Vec<Device>, InventoryError> {

@@ -579,6 +579,52 @@ fn devices_of_the_inventory_file_are_created_by_the_plan() {
     assert_eq!(t.plan_json(&[])["actions"], json!([]));
 }
 
+#[test]
+fn with_an_inventory_file_an_unchanged_plan_reads_no_rows_until_the_file_changes() {
+    let t = Test::repo_with(&format!("inventory: devices.csv\npolicy: {{{HASH}}}\n"));
+    let one = format!("id,model\n{DEV_A},VVX 450\n");
+    let two = format!("{one}{DEV_B},VVX 450\n");
+    t.write("devices.csv", &one);
+    t.commit_csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,{DEV_A}\n"
+    ));
+    t.apply(&[]);
+    let shortcut = "No changes. The CSV and the target are as they were after the last apply.";
+    assert!(t.ok(["plan"]).stdout.starts_with(shortcut));
+    // A device added to the file is planned; once applied, the shortcut is back.
+    t.write("devices.csv", &two);
+    assert!(!t.ok(["plan"]).stdout.starts_with(shortcut));
+    assert_eq!(types(&t.plan_json(&[])), ["create_device"]);
+    t.apply(&[]);
+    assert!(t.ok(["plan"]).stdout.starts_with(shortcut));
+    // Removed behind pbxsync's back: the serial moved, the device is planned again.
+    t.ok(["devices", "remove", DEV_B]);
+    assert_eq!(types(&t.plan_json(&[])), ["create_device"]);
+    t.apply(&[]);
+    // The same content written again is the same file.
+    t.write("devices.csv", &two);
+    assert!(t.ok(["plan"]).stdout.starts_with(shortcut));
+    // Back to the first file: nothing to create (devices are never removed), but
+    // the file is not the one applied, so the plan is made to say so.
+    t.write("devices.csv", &one);
+    let out = t.ok(["plan"]);
+    assert!(
+        out.stdout
+            .starts_with("No changes. The target matches the desired state."),
+        "{}",
+        out.stdout
+    );
+    // A file that is gone is an error, not a shortcut.
+    std::fs::remove_file(t.path("devices.csv")).unwrap();
+    let out = t.run(["plan"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("cannot read the inventory file"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Ten extensions of one user, with descriptions `Desk 0`..`Desk 9`.
 fn ten(changed: usize) -> String {
     let mut s = HEADER.to_string();

@@ -108,9 +108,18 @@ fn redact_url(url: &str) -> String {
 
 /// The devices of the configured inventory file (none without one).
 fn inventory(config: &Config) -> Result<Vec<crate::model::Device>, CliError> {
+    inventory_and_digest(config).map(|(devices, _)| devices)
+}
+
+/// `inventory`, with the digest of the file the devices were read from.
+fn inventory_and_digest(
+    config: &Config,
+) -> Result<(Vec<crate::model::Device>, Option<String>), CliError> {
     match &config.inventory {
-        Some(path) => sync::read_devices(path).map_err(|e| CliError::Message(e.to_string())),
-        None => Ok(Vec::new()),
+        Some(path) => sync::read_inventory(path)
+            .map(|(devices, digest)| (devices, Some(digest)))
+            .map_err(|e| CliError::Message(e.to_string())),
+        None => Ok((Vec::new(), None)),
     }
 }
 
@@ -279,12 +288,21 @@ fn unchanged_since_last_apply(
     options: &SyncOptions,
     target: &mut Box<dyn Target>,
 ) -> Result<Option<(String, Option<String>, i64)>, CliError> {
-    if options.prune || config.prune || options.reset_passwords || config.inventory.is_some() {
+    if options.prune || config.prune || options.reset_passwords {
         return Ok(None);
     }
     let Some(last) = target.last_applied().map_err(target_error)? else {
         return Ok(None);
     };
+    // Every device of the inventory file the last apply was planned with exists
+    // after it: the same file asks for nothing more. Without one, nothing is
+    // asked. A file that cannot be read is reported by the plan.
+    if let Some(path) = &config.inventory {
+        match sync::read_inventory_bytes(path) {
+            Ok(bytes) if last.inventory == Some(sync::inventory_digest(&bytes)) => {}
+            _ => return Ok(None),
+        }
+    }
     let (commit, blob) = match choice {
         SourceChoice::Git { rev } => {
             match crate::source::peek(&config.base_dir, &config.source_path, rev) {
@@ -545,7 +563,7 @@ pub fn apply_cmd(
     }
     // Everything that can fail without the target fails before the state file is
     // created; so does a first plan with errors.
-    let inventory = inventory(&config)?;
+    let (inventory, inventory_digest) = inventory_and_digest(&config)?;
     let mut first = None;
     if let crate::config::TargetUrl::Sqlite(path) = &config.target
         && !path.exists()
@@ -671,6 +689,7 @@ pub fn apply_cmd(
             index.map(|(before, usage)| (sync::index_after(before, actions, digests), usage))
         });
         let request = ApplyRequest {
+            inventory: inventory_digest.as_deref(),
             actions,
             digests,
             expected_serial: planned.serial,

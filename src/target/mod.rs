@@ -84,6 +84,10 @@ pub struct AppliedRevision {
     /// The target's serial right after that apply.
     pub serial: i64,
     pub history_id: i64,
+    /// The digest of the inventory file that apply was planned with
+    /// (`sync::inventory_digest`); `None` without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
 }
 
 /// One recorded apply.
@@ -217,6 +221,10 @@ pub struct ApplyRequest<'a> {
     /// argon2id PHC strings of the passwords being set, by username (computed before
     /// the transaction begins).
     pub password_hashes: &'a HashMap<Text, String>,
+    /// The digest of the inventory file the plan was made with, kept as the last
+    /// apply's (`AppliedRevision::inventory`): every device it lists exists
+    /// after the apply.
+    pub inventory: Option<&'a str>,
     /// Recorded in `history` in the same transaction (`id` is ignored). Called once
     /// the actions are written, so that the caller can make the record (redacting
     /// and compressing a large CSV) on another thread meanwhile.

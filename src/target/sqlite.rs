@@ -1122,6 +1122,7 @@ fn apply_in_transaction(
         set_meta(&tx, "last_commit", &record.commit)?;
         set_meta(&tx, "last_blob", &record.blob)?;
         set_meta(&tx, "last_serial", &serial)?;
+        set_meta(&tx, "last_inventory", &request.inventory)?;
         set_meta(&tx, "last_history_id", &history_id)?;
         Ok((history_id, serial))
     };
@@ -2244,7 +2245,8 @@ fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<AppliedRevisi
            (SELECT value FROM meta WHERE key = 'last_commit'), \
            (SELECT value FROM meta WHERE key = 'last_blob'), \
            (SELECT value FROM meta WHERE key = 'last_serial'), \
-           (SELECT value FROM meta WHERE key = 'last_history_id')",
+           (SELECT value FROM meta WHERE key = 'last_history_id'), \
+           (SELECT value FROM meta WHERE key = 'last_inventory')",
     )?;
     stmt.query_row([], |r| {
         let blob: Option<String> = r.get(1)?;
@@ -2255,6 +2257,7 @@ fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<AppliedRevisi
                 blob,
                 serial: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
                 history_id: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                inventory: r.get(4)?,
             }),
         })
     })
@@ -2458,6 +2461,7 @@ mod tests {
         let actions: Vec<_> = actions.into_iter().map(planned).collect();
         let expected_serial = target.serial().unwrap();
         let request = ApplyRequest {
+            inventory: None,
             digests: &[],
             actions: &actions,
             expected_serial,
@@ -2859,6 +2863,7 @@ mod tests {
         .map(planned)
         .collect();
         let request = ApplyRequest {
+            inventory: None,
             digests: &[],
             actions: &actions,
             expected_serial: before.1,
@@ -2897,6 +2902,7 @@ mod tests {
             .collect();
         let mut events = vec![];
         let request = ApplyRequest {
+            inventory: None,
             digests: &[],
             actions: &actions,
             expected_serial: 0,
@@ -2927,6 +2933,7 @@ mod tests {
         let before = target.load().unwrap();
         let actions = vec![planned(create_user("dave", "Dave"))];
         let request = ApplyRequest {
+            inventory: None,
             digests: &[],
             actions: &actions,
             expected_serial: planned_serial,
@@ -3027,6 +3034,7 @@ mod tests {
         ];
         let digests = [(t("1500"), 42u64)];
         let request = ApplyRequest {
+            inventory: None,
             digests: &digests,
             actions: &actions,
             expected_serial: before,
@@ -3068,6 +3076,7 @@ mod tests {
             let digests = [(t("1001"), 1u64), (t("1002"), 2u64), (t("1003"), 3u64)];
             let serial = target.serial().unwrap();
             let request = ApplyRequest {
+                inventory: None,
                 digests: &digests,
                 actions: &[],
                 expected_serial: serial,
@@ -3100,6 +3109,7 @@ mod tests {
             ];
             let serial = target.serial().unwrap();
             let request = ApplyRequest {
+                inventory: None,
                 digests: &[],
                 actions: &actions,
                 expected_serial: serial,
