@@ -55,6 +55,12 @@ fn apply_then_plan_again_shows_no_changes() {
     let plan = t.plan_json(&[]);
     assert_eq!(plan["actions"], json!([]));
     assert_eq!(plan["summary"]["total"], 0);
+    // An apply of the same commit knows it without planning.
+    assert!(
+        t.apply(&[]).stdout.starts_with(
+            "No changes. The CSV and the target are as they were after the last apply."
+        ),
+    );
     // Also when the shortcut cannot be taken (a file, or the target moved on).
     assert_eq!(t.plan_json(&["--file", "users.csv"])["actions"], json!([]));
     t.devices(&[DEV_A]);

@@ -280,6 +280,9 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
     }
 }
 
+const UNCHANGED_SINCE_LAST_APPLY: &str =
+    "No changes. The CSV and the target are as they were after the last apply.\n";
+
 /// The shortcut of SPEC section 10: when neither the CSV content nor the target
 /// changed since the last apply, there is nothing to plan and no row is read.
 fn unchanged_since_last_apply(
@@ -379,9 +382,7 @@ pub fn plan_cmd(
                     serde_json::to_string_pretty(&doc).unwrap_or_default()
                 ))?;
             }
-            _ => {
-                out("No changes. The CSV and the target are as they were after the last apply.\n")?
-            }
+            _ => out(UNCHANGED_SINCE_LAST_APPLY)?,
         }
         return Ok(Outcome::Success);
     }
@@ -517,6 +518,22 @@ pub fn apply_cmd(
     format: Format,
 ) -> Result<Outcome, CliError> {
     let config = ctx.config()?;
+    // Nothing to apply, known without reading a row: as `plan` says it.
+    if plan_file.is_none()
+        && let Some(mut t) = sync::open_target(&config.target, false).map_err(target_error)?
+        && unchanged_since_last_apply(
+            &config,
+            &choice(&config, &flags.source),
+            &options(flags),
+            &mut t,
+        )?
+        .is_some()
+    {
+        if format != Format::Json && !ctx.quiet {
+            out(UNCHANGED_SINCE_LAST_APPLY)?;
+        }
+        return Ok(Outcome::Success);
+    }
     let saved: Option<SavedPlan> = match plan_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
