@@ -597,10 +597,10 @@ impl Pass<'_, '_> {
 }
 
 /// A part of the data rows that one thread reads.
-struct Part {
-    range: Range<usize>,
+pub(crate) struct Part {
+    pub(crate) range: Range<usize>,
     /// The line the part begins on.
-    line: u32,
+    pub(crate) line: u32,
     /// Its line breaks: at most one record fewer than it holds, so the part's
     /// vectors are sized once instead of growing (and copying) as rows come.
     breaks: usize,
@@ -613,7 +613,7 @@ struct Part {
 /// any quoted field, as long as every quote opens or closes a quoted field. A quote
 /// inside a value (escaped, or in an unquoted field) breaks that rule, so the
 /// reader reports one and the caller reads the rows again in one piece.
-fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
+pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
     const PART: usize = 1 << 20;
     let bytes = text.as_bytes();
     let threads = rayon::current_num_threads().max(1);
