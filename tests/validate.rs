@@ -1,6 +1,6 @@
 //! `pbxsync validate`: exit codes, text rendering and JSON of diagnostics.
 
-use crate::support::{HEADER, Test};
+use crate::support::{HASH, HEADER, Test};
 
 /// A file with many kinds of error, one per row or more.
 fn many_errors() -> String {
@@ -165,5 +165,25 @@ fn with_an_inventory_or_a_target_the_target_checks_run_too() {
     assert_eq!(e["hint"], "did you mean 0004F2000001?");
     // Without an inventory and without a state file, devices are not checked.
     t.write("pbxsync.yaml", "source: {path: users.csv}\n");
+    assert_eq!(t.run(["validate"]).code, 0);
+
+    // With a state file too, the rows that changed meet the target and the file.
+    t.write(
+        "pbxsync.yaml",
+        format!("source: {{path: users.csv}}\ninventory: devices.csv\npolicy: {{{HASH}}}\n"),
+    );
+    t.csv(format!("{HEADER}1002,Wei,Chen,wchen,Pass_word56,,,,,\n"));
+    t.ok(["apply", "--working-tree", "--auto-approve"]);
+    t.csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,0004F2OOOOO1\n1002,Wei,Chen,wchen,Pass_word56,,,,,\n"
+    ));
+    let out = t.run(["validate", "--format", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let e = &out.json()["errors"][0];
+    assert_eq!(e["code"], "device-not-found");
+    assert_eq!(e["hint"], "did you mean 0004F2000001?");
+    t.csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,0004F2000001\n1002,Wei,Chen,wchen,Pass_word56,,,,,\n"
+    ));
     assert_eq!(t.run(["validate"]).code, 0);
 }
