@@ -196,6 +196,7 @@ pub fn diff_options(
         password_changed: Vec::new(),
         reassigned_becomes: config.policy.reassigned_extension_becomes.kind(),
         inventory,
+        removed: Vec::new(),
         columns: Column::ALL.map(|c| {
             validated
                 .layout
@@ -274,14 +275,10 @@ pub struct Planned {
     pub index: Option<(DigestIndex, Usage)>,
 }
 
-/// Whether a plan may read only the rows whose digest changed. Pruning, resetting
+/// Whether a plan may read only the rows whose digest changed. Resetting
 /// passwords, or a file that leaves columns unmanaged need the whole directory.
-pub fn can_plan_changed_rows(
-    config: &Config,
-    options: &SyncOptions,
-    layout: Option<&crate::csv::Layout>,
-) -> bool {
-    !(options.prune || config.prune || options.reset_passwords)
+pub fn can_plan_changed_rows(options: &SyncOptions, layout: Option<&crate::csv::Layout>) -> bool {
+    !options.reset_passwords
         && layout.is_none_or(|l| l.managed() == crate::model::ColumnSet::ALL)
         && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
 }
@@ -447,6 +444,11 @@ pub fn plan_all(
 /// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
 /// target is read for the changed rows only. `new_devices`: the devices of the
 /// inventory file that the target lacks (`Target::missing_devices`).
+///
+/// Pruning removes the extensions of the index that no row names, and their
+/// owners that the CSV does not name. `None` when the target holds users that
+/// the CSV does not name besides those (users without extensions): only the
+/// whole directory finds them.
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
@@ -455,9 +457,25 @@ pub fn plan_changed_rows(
     (index, usage): (crate::target::DigestIndex, crate::target::Usage),
     new_devices: Vec<Device>,
     keep_index: bool,
-) -> Result<Planned, TargetError> {
+) -> Result<Option<Planned>, TargetError> {
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
+    let prune = options.prune || config.prune;
+    // Pruned: the extensions no row names, with their owners (read now: the CSV
+    // rows of an owner that the CSV names are planned with the changed ones).
+    let gone = if prune {
+        let numbers = not_in_rows(&validated.index, &index);
+        target.load_subset(&crate::target::Keys {
+            users: Vec::new(),
+            extensions: numbers,
+            devices: Vec::new(),
+        })?
+    } else {
+        Directory::default()
+    };
+    let mut owners: Vec<Text> = gone.extensions.iter().map(|e| e.username.clone()).collect();
+    owners.sort();
+    owners.dedup();
     // Kept for an apply (see `index_after`); a plan lets it go now.
     let index = keep_index.then_some(index);
     let rows = || {
@@ -466,9 +484,10 @@ pub fn plan_changed_rows(
             .iter()
             .zip(stale.iter().map(|s| *s != RowState::Unchanged))
     };
-    let users: UserSet = rows()
+    let mut users: UserSet = rows()
         .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
+    users.extend(owners.iter().map(|o| crate::validate::user_key(o)));
     // Each with whether it changed: the extensions of the changed rows are planned.
     let user_rows: Vec<(&RowRef, bool)> = {
         use rayon::prelude::*;
@@ -498,8 +517,15 @@ pub fn plan_changed_rows(
     devices.extend(slips);
     devices.sort();
     devices.dedup();
+    // Owners the CSV does not name: to remove, so read too.
+    let removed_users: Vec<Text> = owners
+        .into_iter()
+        .filter(|o| desired.user(o).is_none())
+        .collect();
+    let mut key_users: Vec<Text> = desired.users.iter().map(|u| u.username.clone()).collect();
+    key_users.extend(removed_users.iter().cloned());
     let keys = crate::target::Keys {
-        users: desired.users.iter().map(|u| u.username.clone()).collect(),
+        users: key_users,
         // An extension the index does not hold is not in the target: only the
         // others are looked up (the rows are sorted by number).
         extensions: validated
@@ -511,11 +537,47 @@ pub fn plan_changed_rows(
             .collect(),
         devices,
     };
-    let current = target.load_subset(&keys)?;
+    let mut current = target.load_subset(&keys)?;
+    if prune {
+        // Every user the target holds is in the CSV, new, or removed here: else
+        // some user without extensions is left for the whole directory to find.
+        let new_users = desired
+            .users
+            .iter()
+            .filter(|u| current.user(&u.username).is_none())
+            .count();
+        let named = validated.users.saturating_sub(new_users);
+        if target.counts()?.users != named + removed_users.len() {
+            return Ok(None);
+        }
+        current.extensions.extend(gone.extensions.iter().cloned());
+        current.sort();
+        current.extensions.dedup_by(|a, b| a.number == b.number);
+    }
     // The inventory devices the target holds need no action, and the devices the
     // changed rows name are in `current`: only the missing ones are planned.
-    let opts = diff_options(config, options, validated, new_devices);
-    let plan = plan::diff(&desired, &current, &opts);
+    let mut opts = diff_options(config, options, validated, new_devices);
+    // The removals of pruning are planned here, from the index: the diff sees
+    // only part of the directory.
+    opts.prune = false;
+    opts.removed = gone.extensions.iter().map(|e| e.number.clone()).collect();
+    let mut plan = plan::diff(&desired, &current, &opts);
+    plan.actions
+        .extend(gone.extensions.iter().map(|e| PlannedAction {
+            action: Action::RemoveExtension {
+                username: e.username.clone(),
+                extension: e.number.clone(),
+                device: e.device.clone(),
+            },
+            line: None,
+            blame: None,
+        }));
+    plan.actions
+        .extend(removed_users.into_iter().map(|username| PlannedAction {
+            action: Action::RemoveUser { username },
+            line: None,
+            blame: None,
+        }));
     let usage_after = index
         .is_some()
         .then(|| plan::checks::usage_after(&plan, &current, usage));
@@ -523,12 +585,22 @@ pub fn plan_changed_rows(
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
     let digests = digests_of(user_rows.iter().map(|(r, _)| *r));
-    Ok(Planned {
+    Ok(Some(Planned {
         plan,
         desired,
         digests,
         index: index.zip(usage_after),
-    })
+    }))
+}
+
+/// The numbers of `index` that no row of `rows` names (both sorted by number).
+fn not_in_rows(rows: &[RowRef], index: &[(Text, Option<u64>)]) -> Vec<Text> {
+    let mut named = crate::model::SortedCursor::new(rows);
+    index
+        .iter()
+        .filter(|(n, _)| named.find(|r| cmp_extension(&r.number, n)).is_none())
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 /// The digest index after an apply of `actions`: `before` (read at the plan's

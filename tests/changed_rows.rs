@@ -5,18 +5,23 @@
 use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Test, run, types};
 use serde_json::Value;
 
-fn both(t: &Test) -> (Value, Value) {
-    let fast = t.plan_json(&[]);
+fn both(t: &Test, args: &[&str]) -> (Value, Value) {
+    let fast = t.plan_json(args);
     let out = run(t
         .cmd()
         .env("PBXSYNC_FULL_PLAN", "1")
-        .args(["plan", "--format", "json"]));
+        .args(["plan", "--format", "json"])
+        .args(args));
     assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
     (fast, out.json())
 }
 
 fn same(t: &Test, step: &str) -> Value {
-    let (fast, full) = both(t);
+    same_with(t, &[], step)
+}
+
+fn same_with(t: &Test, args: &[&str], step: &str) -> Value {
+    let (fast, full) = both(t, args);
     assert_eq!(fast["actions"], full["actions"], "{step}: actions differ");
     assert_eq!(fast["errors"], full["errors"], "{step}: errors differ");
     assert_eq!(fast["summary"], full["summary"], "{step}: summary differs");
@@ -260,12 +265,19 @@ fn an_apply_of_the_whole_directory_keeps_its_index_too() {
         base()
     ));
     t.apply(&[]);
-    // Pruning plans the whole directory: lberg and 1005 go, jflynn changes.
+    // Planned from the whole directory (as `--reset-passwords` makes it): lberg
+    // and 1005 go, jflynn changes.
     t.commit_csv(base().replace("jason@example.com", "jason.flynn@example.com"));
     let mut kept = t.state().into_os_string();
     kept.push(".digests");
     std::fs::remove_file(&kept).unwrap();
-    let pruned = t.ok(["-v", "apply", "--auto-approve", "--prune"]);
+    let pruned = run(t.cmd().env("PBXSYNC_FULL_PLAN", "1").args([
+        "-v",
+        "apply",
+        "--auto-approve",
+        "--prune",
+    ]));
+    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
     assert!(
         !pruned.stderr.contains("plan the "),
         "a whole-directory plan: {}",
@@ -341,4 +353,83 @@ fn an_inventory_file_plans_like_the_whole_directory() {
     assert_eq!(types(&plan), ["create_device", "update_extension"]);
     t.apply(&[]);
     nothing_to_do(&t, "healed");
+}
+
+#[test]
+fn pruning_plans_like_the_whole_directory() {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    t.commit_csv(base());
+    t.apply(&[]);
+    let prune = |step: &str| same_with(&t, &["--prune"], step);
+    let path = |args: &[&str]| {
+        let mut all = vec!["-v", "plan"];
+        all.extend(args);
+        t.ok(all).stderr
+    };
+
+    // One of two rows of a user: the extension goes, the user stays.
+    t.commit_csv(base().replace("1002,Jason,Flynn,jflynn,,,,,,virtual\n", ""));
+    assert_eq!(types(&prune("a row of a user")), ["remove_extension"]);
+    assert!(path(&["--prune"]).contains("plan the 0 changed rows"));
+    // A user's only row: the user goes too.
+    t.commit_csv(base().replace("1004,Wei,Chen,wchen,Pass_word56,,,,,\n", ""));
+    assert_eq!(
+        types(&prune("the only row of a user")),
+        ["remove_extension", "remove_user"]
+    );
+    // The device of a removed extension goes to another row: freed, not moved.
+    t.commit_csv(
+        base()
+            .replace(
+                &format!("1003,Maria,Garcia,mgarcia,Pass_word34,,,,,{DEV_B}\n"),
+                "",
+            )
+            .replace(
+                "1004,Wei,Chen,wchen,Pass_word56,,,,,",
+                &format!("1004,Wei,Chen,wchen,,,,,,{DEV_B}"),
+            ),
+    );
+    assert_eq!(
+        types(&prune("a freed device taken")),
+        ["update_extension", "remove_extension", "remove_user"]
+    );
+    // A removal frees the license a new extension needs.
+    t.ok(["licenses", "set", "--users", "4"]);
+    t.commit_csv(base().replace(
+        "1004,Wei,Chen,wchen,Pass_word56,,,,,\n",
+        "1006,Lars,Berg,lberg,Pass_word78,,,,,virtual\n",
+    ));
+    let plan = prune("a license freed and taken");
+    assert_eq!(plan["errors"], serde_json::json!([]), "{plan:#}");
+    assert_eq!(
+        types(&plan),
+        [
+            "create_user",
+            "add_extension",
+            "remove_extension",
+            "remove_user"
+        ]
+    );
+    t.ok(["licenses", "set", "--users", "unlimited"]);
+
+    // A user without extensions, made by another program: only the whole
+    // directory finds it.
+    t.commit_csv(base());
+    t.db()
+        .execute(
+            "INSERT INTO users (username, first_name, last_name) VALUES ('ghost', 'G', 'Host')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(types(&prune("a user without extensions")), ["remove_user"]);
+    assert!(!path(&["--prune"]).contains("plan the "));
+
+    // Applied for real: nothing is left, on the changed rows again.
+    t.commit_csv(base().replace("1004,Wei,Chen,wchen,Pass_word56,,,,,\n", ""));
+    t.apply(&["--prune"]);
+    assert!(!t.export().contains("wchen") && !t.export().contains("ghost"));
+    let after = prune("after a pruning apply");
+    assert!(after["actions"].as_array().unwrap().is_empty(), "{after:#}");
+    assert!(path(&["--prune", "--working-tree"]).contains("plan the 0 changed rows"));
 }

@@ -303,12 +303,11 @@ fn validate_cmd(
         let target_error = |e: crate::target::TargetError| CliError::Message(e.to_string());
         let (mut v, plan) = match target {
             // Like a plan: only the rows whose digest changed meet the target.
-            Some(mut t) if crate::sync::can_plan_changed_rows(&config, &options, None) => {
+            Some(mut t) if crate::sync::can_plan_changed_rows(&options, None) => {
                 let (v, digests) =
                     crate::sync::validate_with_index(&bytes, &policy, &mut t, &inventory);
                 let digests = digests.map_err(target_error)?;
-                let plan = if crate::sync::can_plan_changed_rows(&config, &options, Some(&v.layout))
-                {
+                let changed = if crate::sync::can_plan_changed_rows(&options, Some(&v.layout)) {
                     crate::sync::plan_changed_rows(
                         &config,
                         &options,
@@ -319,10 +318,15 @@ fn validate_cmd(
                         false,
                     )
                     .map_err(target_error)?
-                    .plan
                 } else {
-                    // A file that leaves columns out is planned whole: its rows
-                    // are read again (`v` has their diagnostics already).
+                    None
+                };
+                let plan = if let Some(changed) = changed {
+                    changed.plan
+                } else {
+                    // A file that leaves columns out, or users that only the
+                    // whole directory finds, are planned whole: its rows are read
+                    // again (`v` has their diagnostics already).
                     let whole = validate::validate(&bytes, &policy);
                     let current = t.load().map_err(target_error)?;
                     crate::sync::make_plan(&config, &options, &whole, &current, inventory)

@@ -140,7 +140,7 @@ fn run_pipeline(
     let (loaded, planned) = source
         .alongside(|bytes| -> Result<_, CliError> {
             let changed_rows_only =
-                target.is_some() && sync::can_plan_changed_rows(config, options, None);
+                target.is_some() && sync::can_plan_changed_rows(options, None);
             let (validated, digests) = match target.as_deref_mut() {
                 Some(t) if changed_rows_only => {
                     let (validated, digests) =
@@ -151,29 +151,38 @@ fn run_pipeline(
             };
             clock.lap("read and validate the CSV (and the target's row digests)");
             let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
-            let (serial, planned) = match (target.as_deref_mut(), digests) {
-                (Some(t), Some(digests))
-                    if sync::can_plan_changed_rows(config, options, Some(&layout)) =>
-                {
-                    let digests = digests.map_err(target_error)?;
-                    let planned = sync::plan_changed_rows(
-                        config,
-                        options,
-                        &validated,
-                        t,
-                        digests.index,
-                        digests.new_devices,
-                        keep_index,
-                    )
-                    .map_err(target_error)?;
-                    let serial = digests.serial;
-                    clock.lap(&format!(
-                        "plan the {} changed rows (and their users' rows)",
-                        planned.desired.extensions.len()
-                    ));
-                    (serial, planned)
+            let mut changed = None;
+            if let (Some(t), Some(digests)) = (target.as_deref_mut(), digests)
+                && sync::can_plan_changed_rows(options, Some(&layout))
+            {
+                let digests = digests.map_err(target_error)?;
+                let planned = sync::plan_changed_rows(
+                    config,
+                    options,
+                    &validated,
+                    t,
+                    digests.index,
+                    digests.new_devices,
+                    keep_index,
+                )
+                .map_err(target_error)?;
+                match planned {
+                    Some(planned) => {
+                        clock.lap(&format!(
+                            "plan the {} changed rows (and their users' rows)",
+                            planned.desired.extensions.len()
+                        ));
+                        changed = Some((digests.serial, planned));
+                    }
+                    None => clock.lap(
+                        "look for what pruning removes (users without extensions: the whole directory is planned)",
+                    ),
                 }
-                (mut target, _) => {
+            }
+            let (serial, planned) = match changed {
+                Some(changed) => changed,
+                None => {
+                    let mut target = target.as_deref_mut();
                     // The whole desired state is needed: read the rows again when
                     // they were not kept.
                     let validated = if changed_rows_only {

@@ -23,6 +23,10 @@ pub struct DiffOptions {
     pub reassigned_becomes: ExtensionKind,
     /// Devices that must exist (the config's inventory file), sorted by id.
     pub inventory: Vec<crate::model::Device>,
+    /// Extensions that a caller diffing part of the directory removes itself
+    /// (sorted by number): a device they hold is freed, not reassigned, as
+    /// `prune` does for the extensions the CSV leaves out.
+    pub removed: Vec<Text>,
     /// The file's column number of each column, for diagnostics.
     pub columns: [Option<u32>; 10],
 }
@@ -35,6 +39,7 @@ impl Default for DiffOptions {
             password_changed: Vec::new(),
             reassigned_becomes: ExtensionKind::Virtual,
             inventory: Vec::new(),
+            removed: Vec::new(),
             columns: std::array::from_fn(|i| u32::try_from(i + 1).ok()),
         }
     }
@@ -180,7 +185,12 @@ impl<'a> Builder<'a> {
             };
             let reassign = moving_from
                 .filter(|holder| {
-                    !self.opts.prune || self.desired.extension(&holder.number).is_some()
+                    (!self.opts.prune || self.desired.extension(&holder.number).is_some())
+                        && self
+                            .opts
+                            .removed
+                            .binary_search_by(|n| cmp_extension(n, &holder.number))
+                            .is_err()
                 })
                 .map(|holder| PlannedAction {
                     action: Action::ReassignDevice {

@@ -166,6 +166,11 @@ fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
+/// `RowRef::user` of the rows of `username`.
+pub fn user_key(username: &str) -> u64 {
+    hash(username)
+}
+
 /// How much of the rows a pass keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
