@@ -625,6 +625,39 @@ fn with_an_inventory_file_an_unchanged_plan_reads_no_rows_until_the_file_changes
     );
 }
 
+#[test]
+fn a_pruning_plan_takes_the_shortcut_only_after_a_pruning_apply() {
+    let t = Test::repo();
+    let shortcut = "No changes. The CSV and the target are as they were after the last apply.";
+    let plan = |args: &[&str]| {
+        let mut all = vec!["plan"];
+        all.extend(args);
+        t.ok(all).stdout
+    };
+    t.commit_csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,virtual\n1002,Wei,Chen,wchen,Pass_word56,,,,,virtual\n"
+    ));
+    t.apply(&[]);
+    // wchen's row goes, and jflynn's description changes (an apply with
+    // nothing to do records nothing).
+    t.commit_csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,Desk,,,,virtual\n"
+    ));
+    t.apply(&[]);
+    // Not pruned: wchen is still there, so a pruning plan must look.
+    assert!(plan(&[]).starts_with(shortcut));
+    assert!(!plan(&["--prune"]).starts_with(shortcut));
+    assert_eq!(
+        types(&t.plan_json(&["--prune"])),
+        ["remove_extension", "remove_user"]
+    );
+    // Pruned: nothing the CSV leaves out is left, for either plan.
+    t.apply(&["--prune"]);
+    assert!(plan(&["--prune"]).starts_with(shortcut));
+    assert!(plan(&[]).starts_with(shortcut));
+    assert!(!plan(&["--reset-passwords"]).starts_with(shortcut));
+}
+
 /// Ten extensions of one user, with descriptions `Desk 0`..`Desk 9`.
 fn ten(changed: usize) -> String {
     let mut s = HEADER.to_string();

@@ -300,12 +300,17 @@ fn unchanged_since_last_apply(
     options: &SyncOptions,
     target: &mut Box<dyn Target>,
 ) -> Result<Option<(String, Option<String>, i64)>, CliError> {
-    if options.prune || config.prune || options.reset_passwords {
+    if options.reset_passwords {
         return Ok(None);
     }
     let Some(last) = target.last_applied().map_err(target_error)? else {
         return Ok(None);
     };
+    // After a pruning apply the directory holds nothing the CSV leaves out: a
+    // pruning plan of the same CSV finds nothing either.
+    if (options.prune || config.prune) && !last.pruned {
+        return Ok(None);
+    }
     // Every device of the inventory file the last apply was planned with exists
     // after it: the same file asks for nothing more. Without one, nothing is
     // asked. A file that cannot be read is reported by the plan.
@@ -716,6 +721,7 @@ pub fn apply_cmd(
         });
         let request = ApplyRequest {
             inventory: inventory_digest.as_deref(),
+            pruned: options.prune || config.prune,
             actions,
             digests,
             expected_serial: planned.serial,

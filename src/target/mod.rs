@@ -88,6 +88,9 @@ pub struct AppliedRevision {
     /// (`sync::inventory_digest`); `None` without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory: Option<String>,
+    /// Whether that apply pruned: the directory then holds nothing the CSV
+    /// leaves out.
+    pub pruned: bool,
 }
 
 /// One recorded apply.
@@ -225,6 +228,8 @@ pub struct ApplyRequest<'a> {
     /// apply's (`AppliedRevision::inventory`): every device it lists exists
     /// after the apply.
     pub inventory: Option<&'a str>,
+    /// Whether the plan pruned (kept as `AppliedRevision::pruned`).
+    pub pruned: bool,
     /// Recorded in `history` in the same transaction (`id` is ignored). Called once
     /// the actions are written, so that the caller can make the record (redacting
     /// and compressing a large CSV) on another thread meanwhile.

@@ -1123,6 +1123,7 @@ fn apply_in_transaction(
         set_meta(&tx, "last_blob", &record.blob)?;
         set_meta(&tx, "last_serial", &serial)?;
         set_meta(&tx, "last_inventory", &request.inventory)?;
+        set_meta(&tx, "last_pruned", &request.pruned)?;
         set_meta(&tx, "last_history_id", &history_id)?;
         Ok((history_id, serial))
     };
@@ -2246,7 +2247,8 @@ fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<AppliedRevisi
            (SELECT value FROM meta WHERE key = 'last_blob'), \
            (SELECT value FROM meta WHERE key = 'last_serial'), \
            (SELECT value FROM meta WHERE key = 'last_history_id'), \
-           (SELECT value FROM meta WHERE key = 'last_inventory')",
+           (SELECT value FROM meta WHERE key = 'last_inventory'), \
+           (SELECT value FROM meta WHERE key = 'last_pruned')",
     )?;
     stmt.query_row([], |r| {
         let blob: Option<String> = r.get(1)?;
@@ -2258,6 +2260,7 @@ fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<AppliedRevisi
                 serial: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
                 history_id: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                 inventory: r.get(4)?,
+                pruned: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
             }),
         })
     })
@@ -2462,6 +2465,7 @@ mod tests {
         let expected_serial = target.serial().unwrap();
         let request = ApplyRequest {
             inventory: None,
+            pruned: false,
             digests: &[],
             actions: &actions,
             expected_serial,
@@ -2864,6 +2868,7 @@ mod tests {
         .collect();
         let request = ApplyRequest {
             inventory: None,
+            pruned: false,
             digests: &[],
             actions: &actions,
             expected_serial: before.1,
@@ -2903,6 +2908,7 @@ mod tests {
         let mut events = vec![];
         let request = ApplyRequest {
             inventory: None,
+            pruned: false,
             digests: &[],
             actions: &actions,
             expected_serial: 0,
@@ -2934,6 +2940,7 @@ mod tests {
         let actions = vec![planned(create_user("dave", "Dave"))];
         let request = ApplyRequest {
             inventory: None,
+            pruned: false,
             digests: &[],
             actions: &actions,
             expected_serial: planned_serial,
@@ -3035,6 +3042,7 @@ mod tests {
         let digests = [(t("1500"), 42u64)];
         let request = ApplyRequest {
             inventory: None,
+            pruned: false,
             digests: &digests,
             actions: &actions,
             expected_serial: before,
@@ -3077,6 +3085,7 @@ mod tests {
             let serial = target.serial().unwrap();
             let request = ApplyRequest {
                 inventory: None,
+                pruned: false,
                 digests: &digests,
                 actions: &[],
                 expected_serial: serial,
@@ -3110,6 +3119,7 @@ mod tests {
             let serial = target.serial().unwrap();
             let request = ApplyRequest {
                 inventory: None,
+                pruned: false,
                 digests: &[],
                 actions: &actions,
                 expected_serial: serial,
