@@ -86,15 +86,7 @@ pub enum InventoryError {
 /// Reads a devices file: CSV `id,model`, header row optional. Ids are read like the
 /// Device column (MACs in any usual form).
 pub fn read_devices(path: &Path) -> Result<Vec<Device>, InventoryError> {
-    read_inventory(path).map(|(devices, _)| devices)
-}
-
-/// Reads the inventory file: its devices (`read_devices`), and the digest of the
-/// bytes they were read from (`inventory_digest`).
-pub fn read_inventory(path: &Path) -> Result<(Vec<Device>, String), InventoryError> {
-    let bytes = read_inventory_bytes(path)?;
-    let devices = parse_devices(&bytes, &path.display().to_string())?;
-    Ok((devices, inventory_digest(&bytes)))
+    parse_devices(&read_inventory_bytes(path)?, &path.display().to_string())
 }
 
 pub fn read_inventory_bytes(path: &Path) -> Result<Vec<u8>, InventoryError> {
@@ -152,15 +144,18 @@ pub fn parse_devices(bytes: &[u8], name: &str) -> Result<Vec<Device>, InventoryE
     // on every core (a million devices: 0.2 s on one). The first record, a
     // possible header, is read on its own, up to the end of its line.
     let bytes = text.as_bytes();
-    let body = (text.len() >= 1 << 20 && memchr::memchr(b'"', bytes).is_none())
-        .then(|| {
-            let first = crate::csv::Records::new(&text, delimiter)
-                .next()
-                .map(|rec| (rec.start, rec.line))?;
-            let end = first.0 + memchr::memchr(b'\n', &bytes[first.0..])? + 1;
-            Some((end, first.1 + 1))
-        })
-        .flatten();
+    let body = if text.len() >= 1 << 20 && memchr::memchr(b'"', bytes).is_none() {
+        crate::csv::Records::new(&text, delimiter)
+            .next()
+            .and_then(|rec| {
+                Some((
+                    rec.start + memchr::memchr(b'\n', &bytes[rec.start..])? + 1,
+                    rec.line + 1,
+                ))
+            })
+    } else {
+        None
+    };
     let mut devices = match body {
         Some((start, line)) => {
             use rayon::prelude::*;

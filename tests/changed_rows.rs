@@ -37,6 +37,15 @@ fn nothing_to_do(t: &Test, step: &str) {
     );
 }
 
+/// A repository with the three devices and `base()` committed and applied.
+fn applied_base() -> Test {
+    let t = Test::repo();
+    t.devices(&[DEV_A, DEV_B, DEV_C]);
+    t.commit_csv(base());
+    t.apply(&[]);
+    t
+}
+
 fn base() -> String {
     format!(
         "{HEADER}\
@@ -100,10 +109,7 @@ fn changed_rows_plan_like_the_whole_directory() {
 
 #[test]
 fn a_change_behind_pbxsyncs_back_is_seen() {
-    let t = Test::repo();
-    t.devices(&[DEV_A, DEV_B, DEV_C]);
-    t.commit_csv(base());
-    t.apply(&[]);
+    let t = applied_base();
     let db = t.db();
     db.execute(
         "UPDATE users SET email = 'changed@example.com' WHERE username = 'jflynn'",
@@ -357,10 +363,7 @@ fn an_inventory_file_plans_like_the_whole_directory() {
 
 #[test]
 fn pruning_plans_like_the_whole_directory() {
-    let t = Test::repo();
-    t.devices(&[DEV_A, DEV_B, DEV_C]);
-    t.commit_csv(base());
-    t.apply(&[]);
+    let t = applied_base();
     let prune = |step: &str| same_with(&t, &["--prune"], step);
     let path = |args: &[&str]| {
         let mut all = vec!["-v", "plan"];

@@ -106,20 +106,29 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// The devices of the configured inventory file (none without one).
-fn inventory(config: &Config) -> Result<Vec<crate::model::Device>, CliError> {
-    inventory_and_digest(config).map(|(devices, _)| devices)
+/// The bytes of the configured inventory file (`None` without one), read once:
+/// the no-op shortcut compares their digest, a plan reads the devices in them
+/// (`inventory_devices`), which is where a file that cannot be read is reported.
+type InventoryFile = Result<Option<Vec<u8>>, CliError>;
+
+fn read_inventory(config: &Config) -> InventoryFile {
+    config
+        .inventory
+        .as_ref()
+        .map(|path| sync::read_inventory_bytes(path))
+        .transpose()
+        .map_err(|e| CliError::Message(e.to_string()))
 }
 
-/// `inventory`, with the digest of the file the devices were read from.
-fn inventory_and_digest(
+/// The devices of the inventory file's `bytes` (none without one).
+fn inventory_devices(
     config: &Config,
-) -> Result<(Vec<crate::model::Device>, Option<String>), CliError> {
-    match &config.inventory {
-        Some(path) => sync::read_inventory(path)
-            .map(|(devices, digest)| (devices, Some(digest)))
+    bytes: Option<&[u8]>,
+) -> Result<Vec<crate::model::Device>, CliError> {
+    match (bytes, &config.inventory) {
+        (Some(bytes), Some(path)) => sync::parse_devices(bytes, &path.display().to_string())
             .map_err(|e| CliError::Message(e.to_string())),
-        None => Ok((Vec::new(), None)),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -299,6 +308,7 @@ fn unchanged_since_last_apply(
     choice: &SourceChoice,
     options: &SyncOptions,
     target: &mut Box<dyn Target>,
+    inventory: &InventoryFile,
 ) -> Result<Option<(String, Option<String>, i64)>, CliError> {
     if options.reset_passwords {
         return Ok(None);
@@ -314,11 +324,10 @@ fn unchanged_since_last_apply(
     // Every device of the inventory file the last apply was planned with exists
     // after it: the same file asks for nothing more. Without one, nothing is
     // asked. A file that cannot be read is reported by the plan.
-    if let Some(path) = &config.inventory {
-        match sync::read_inventory_bytes(path) {
-            Ok(bytes) if last.inventory == Some(sync::inventory_digest(&bytes)) => {}
-            _ => return Ok(None),
-        }
+    match inventory {
+        Ok(None) => {}
+        Ok(Some(bytes)) if last.inventory == Some(sync::inventory_digest(bytes)) => {}
+        _ => return Ok(None),
     }
     let (commit, blob) = match choice {
         SourceChoice::Git { rev } => {
@@ -345,14 +354,17 @@ pub(super) fn pending(
         rev: config.source_ref.clone(),
     };
     let options = SyncOptions::default();
-    if unchanged_since_last_apply(config, &choice, &options, target)
+    let inventory = read_inventory(config);
+    if unchanged_since_last_apply(config, &choice, &options, target, &inventory)
         .map_err(|e| e.to_string())?
         .is_some()
     {
         return Ok(Plan::default());
     }
     let loaded = sync::load_source(config, &choice).map_err(|e| e.to_string())?;
-    let inventory = inventory(config).map_err(|e| e.to_string())?;
+    let inventory = inventory
+        .and_then(|file| inventory_devices(config, file.as_deref()))
+        .map_err(|e| e.to_string())?;
     run_pipeline(
         ctx,
         config,
@@ -377,10 +389,11 @@ pub fn plan_cmd(
     let options = options(flags);
     let choice = choice(&config, &flags.source);
     let mut target = sync::open_target(&config.target, false).map_err(target_error)?;
+    let inventory = read_inventory(&config);
     if save.is_none()
         && let Some(t) = target.as_mut()
         && let Some((blob, commit, serial)) =
-            unchanged_since_last_apply(&config, &choice, &options, t)?
+            unchanged_since_last_apply(&config, &choice, &options, t, &inventory)?
     {
         match format {
             Format::Json => {
@@ -403,7 +416,7 @@ pub fn plan_cmd(
     let clock = ctx.clock();
     let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
     clock.lap("read the source");
-    let inventory = inventory(&config)?;
+    let inventory = inventory_devices(&config, inventory?.as_deref())?;
     if config.inventory.is_some() {
         clock.lap("read the inventory file");
     }
@@ -532,6 +545,7 @@ pub fn apply_cmd(
     format: Format,
 ) -> Result<Outcome, CliError> {
     let config = ctx.config()?;
+    let inventory_file = read_inventory(&config);
     // Nothing to apply, known without reading a row: as `plan` says it.
     if plan_file.is_none()
         && let Some(mut t) = sync::open_target(&config.target, false).map_err(target_error)?
@@ -540,6 +554,7 @@ pub fn apply_cmd(
             &choice(&config, &flags.source),
             &options(flags),
             &mut t,
+            &inventory_file,
         )?
         .is_some()
     {
@@ -594,7 +609,9 @@ pub fn apply_cmd(
     }
     // Everything that can fail without the target fails before the state file is
     // created; so does a first plan with errors.
-    let (inventory, inventory_digest) = inventory_and_digest(&config)?;
+    let inventory_file = inventory_file?;
+    let inventory = inventory_devices(&config, inventory_file.as_deref())?;
+    let inventory_digest = inventory_file.as_deref().map(sync::inventory_digest);
     let mut first = None;
     if let crate::config::TargetUrl::Sqlite(path) = &config.target
         && !path.exists()
