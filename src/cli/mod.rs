@@ -208,9 +208,15 @@ pub fn out(s: &str) -> Result<(), CliError> {
 pub fn out_with(
     write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
 ) -> Result<(), CliError> {
+    out_streamed(|w| write(w).and_then(|()| w.write_all(b"\n")))
+}
+
+/// Prints what `write` writes on stdout, buffered.
+pub fn out_streamed(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
+) -> Result<(), CliError> {
     let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     write(&mut w)
-        .and_then(|()| w.write_all(b"\n"))
         .and_then(|()| w.flush())
         .map_err(|source| CliError::Write {
             path: "standard output".into(),

@@ -285,7 +285,7 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                 print_diagnostics_of(ctx, &view, &all);
             }
             if planned.plan.errors.is_empty() {
-                out(&render_plan::text(&v, ctx.style))?;
+                super::out_streamed(|w| render_plan::write_text(&v, ctx.style, w))?;
             } else {
                 eprintln!(
                     "{}: {}; nothing can be applied",

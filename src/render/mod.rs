@@ -33,4 +33,17 @@ impl Style {
     pub fn bold(self, s: &str) -> String {
         self.paint("1", s)
     }
+
+    /// What `paint` returns, written into `out` by `write`: no string of its own.
+    pub fn paint_into(self, out: &mut String, code: &str, write: impl FnOnce(&mut String)) {
+        if self.color {
+            out.push_str("\x1b[");
+            out.push_str(code);
+            out.push('m');
+            write(out);
+            out.push_str("\x1b[0m");
+        } else {
+            write(out);
+        }
+    }
 }

@@ -33,13 +33,19 @@ fn symbol(a: &Action) -> char {
 
 /// One line that names the action and what it acts on.
 pub fn headline(a: &Action) -> String {
-    match a {
+    let mut out = String::new();
+    write_headline(a, &mut out);
+    out
+}
+
+fn write_headline(a: &Action, out: &mut String) {
+    let _ = match a {
         Action::CreateDevice { device, model } if model.is_empty() => {
-            format!("create_device {device}")
+            write!(out, "create_device {device}")
         }
-        Action::CreateDevice { device, model } => format!("create_device {device} ({model})"),
-        Action::CreateUser { username, .. } => format!("create_user {username}"),
-        Action::UpdateUser { username, .. } => format!("update_user {username}"),
+        Action::CreateDevice { device, model } => write!(out, "create_device {device} ({model})"),
+        Action::CreateUser { username, .. } => write!(out, "create_user {username}"),
+        Action::UpdateUser { username, .. } => write!(out, "update_user {username}"),
         Action::AddExtension {
             username,
             extension,
@@ -47,39 +53,43 @@ pub fn headline(a: &Action) -> String {
             device,
             ..
         } => match device {
-            Some(d) => format!("add_extension {extension} for {username} ({kind} {d})"),
-            None => format!("add_extension {extension} for {username} ({kind})"),
+            Some(d) => write!(out, "add_extension {extension} for {username} ({kind} {d})"),
+            None => write!(out, "add_extension {extension} for {username} ({kind})"),
         },
         Action::UpdateExtension {
             username,
             extension,
             ..
-        } => format!("update_extension {extension} of {username}"),
+        } => write!(out, "update_extension {extension} of {username}"),
         Action::ReassignDevice {
             device,
             from_extension,
             to_extension,
             from_becomes,
             ..
-        } => {
-            let becomes = match from_becomes {
-                crate::model::ExtensionKind::Device => "gets its own device".to_string(),
-                k => format!("becomes {k}"),
-            };
-            format!(
-                "reassign_device {device} from {from_extension} to {to_extension} ({from_extension} {becomes})"
-            )
-        }
+        } => match from_becomes {
+            crate::model::ExtensionKind::Device => write!(
+                out,
+                "reassign_device {device} from {from_extension} to {to_extension} ({from_extension} gets its own device)"
+            ),
+            k => write!(
+                out,
+                "reassign_device {device} from {from_extension} to {to_extension} ({from_extension} becomes {k})"
+            ),
+        },
         Action::RemoveExtension {
             username,
             extension,
             device,
         } => match device {
-            Some(d) => format!("remove_extension {extension} of {username} (frees {d})"),
-            None => format!("remove_extension {extension} of {username}"),
+            Some(d) => write!(
+                out,
+                "remove_extension {extension} of {username} (frees {d})"
+            ),
+            None => write!(out, "remove_extension {extension} of {username}"),
         },
-        Action::RemoveUser { username } => format!("remove_user {username}"),
-    }
+        Action::RemoveUser { username } => write!(out, "remove_user {username}"),
+    };
 }
 
 fn changes(a: &Action) -> &[Change] {
@@ -92,21 +102,25 @@ fn changes(a: &Action) -> &[Change] {
     }
 }
 
-fn quoted(s: &str) -> String {
-    format!("{s:?}")
+/// Writes `s` quoted and escaped as Rust's `{:?}` does.
+fn quoted(s: &str) -> impl FnOnce(&mut String) + '_ {
+    move |out| {
+        let _ = write!(out, "{s:?}");
+    }
 }
 
 /// `field: "old" → "new"`, or a word diff for long text.
 fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
+    out.push_str(indent);
+    out.push_str(c.field);
     if c.sensitive {
-        let _ = writeln!(out, "{indent}{}: (sensitive)", c.field);
+        out.push_str(": (sensitive)\n");
         return;
     }
+    out.push_str(": ");
     let to = c.to.as_deref().unwrap_or("");
     match c.from.as_deref() {
-        None => {
-            let _ = writeln!(out, "{indent}{}: {}", c.field, style.green(&quoted(to)));
-        }
+        None => style.paint_into(out, "32", quoted(to)),
         Some(from) if from.len() + to.len() > 60 || from.contains('\n') || to.contains('\n') => {
             let diff = similar::TextDiff::from_words(from, to);
             let mut line = String::new();
@@ -120,22 +134,24 @@ fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
                     }
                 }
             }
-            let _ = writeln!(out, "{indent}{}: {}", c.field, line.replace('\n', "⏎"));
+            out.push_str(&line.replace('\n', "⏎"));
         }
         Some(from) => {
-            let _ = writeln!(
-                out,
-                "{indent}{}: {} → {}",
-                c.field,
-                style.red(&quoted(from)),
-                style.green(&quoted(to))
-            );
+            style.paint_into(out, "1;31", quoted(from));
+            out.push_str(" → ");
+            style.paint_into(out, "32", quoted(to));
         }
     }
+    out.push('\n');
 }
 
 fn where_from(a: &PlannedAction) -> String {
     let mut s = String::new();
+    write_where_from(a, &mut s);
+    s
+}
+
+fn write_where_from(a: &PlannedAction, s: &mut String) {
     if let Some(line) = a.line {
         let _ = write!(s, "line {line}");
     }
@@ -143,7 +159,6 @@ fn where_from(a: &PlannedAction) -> String {
         let short = &b.commit[..b.commit.len().min(8)];
         let _ = write!(s, ", {} in {short} on {}", b.author, b.date);
     }
-    s
 }
 
 /// The summary line of SPEC section 4.
@@ -167,34 +182,68 @@ pub fn summary_line(s: &Summary) -> String {
 }
 
 pub fn text(view: &PlanView<'_>, style: Style) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    // Writing to memory does not fail, and every part written is text.
+    let _ = write_text(view, style, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Writes the plan as text (`text`), with the actions rendered on every core a
+/// batch at a time: they are most of a large plan's text.
+pub fn write_text(
+    view: &PlanView<'_>,
+    style: Style,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1024;
     let plan = view.plan;
     if plan.actions.is_empty() {
-        out.push_str("No changes. The target matches the desired state.\n");
-        return out;
+        return w.write_all(b"No changes. The target matches the desired state.\n");
     }
-    out.push_str("pbxsync will perform the following actions:\n\n");
-    for a in &plan.actions {
-        let sym = symbol(&a.action).to_string();
-        let sym = match symbol(&a.action) {
-            '+' => style.green(&sym),
-            '~' => style.yellow(&sym),
-            '>' => style.blue(&sym),
-            _ => style.red(&sym),
-        };
-        let from = where_from(a);
-        let from = if from.is_empty() {
-            String::new()
+    w.write_all(b"pbxsync will perform the following actions:\n\n")?;
+    let render = |chunk: &[PlannedAction]| {
+        let mut out = String::with_capacity(chunk.len() * 160);
+        for a in chunk {
+            action_text(a, style, &mut out);
+        }
+        out
+    };
+    for batch in plan.actions.chunks(CHUNK * 16) {
+        let parts: Vec<String> = if batch.len() > CHUNK {
+            batch.par_chunks(CHUNK).map(render).collect()
         } else {
-            format!("  # {from}")
+            vec![render(batch)]
         };
-        let _ = writeln!(out, "  {sym} {}{from}", style.bold(&headline(&a.action)));
-        for c in changes(&a.action) {
-            change_lines(c, style, &mut out, "      ");
+        for part in &parts {
+            w.write_all(part.as_bytes())?;
         }
     }
-    let _ = writeln!(out, "\n{}", style.bold(&summary_line(&plan.summary())));
-    out
+    writeln!(w, "\n{}", style.bold(&summary_line(&plan.summary())))
+}
+
+/// An action's lines: its symbol, headline and where it comes from, then a line
+/// per change.
+fn action_text(a: &PlannedAction, style: Style, out: &mut String) {
+    let sym = symbol(&a.action);
+    let code = match sym {
+        '+' => "32",
+        '~' => "1;33",
+        '>' => "1;34",
+        _ => "1;31",
+    };
+    out.push_str("  ");
+    style.paint_into(out, code, |out| out.push(sym));
+    out.push(' ');
+    style.paint_into(out, "1", |out| write_headline(&a.action, out));
+    if a.line.is_some() || a.blame.is_some() {
+        out.push_str("  # ");
+        write_where_from(a, out);
+    }
+    out.push('\n');
+    for c in changes(&a.action) {
+        change_lines(c, style, out, "      ");
+    }
 }
 
 /// The JSON document of SPEC section 9, serialized straight from the plan (a
@@ -255,15 +304,8 @@ impl PlanDoc<'_> {
             let mut part = Vec::with_capacity(chunk.len() * 640);
             for action in chunk {
                 part.extend_from_slice(b",\n    ");
-                for (j, line) in serde_json::to_vec_pretty(action)?
-                    .split(|b| *b == b'\n')
-                    .enumerate()
-                {
-                    if j > 0 {
-                        part.extend_from_slice(b"\n    ");
-                    }
-                    part.extend_from_slice(line);
-                }
+                let mut ser = serde_json::Serializer::with_formatter(&mut part, Nested::at(2));
+                action.serialize(&mut ser)?;
             }
             Ok(part)
         };
@@ -281,6 +323,94 @@ impl PlanDoc<'_> {
         }
         w.write_all(b"\n  ]")?;
         w.write_all(&head[at + 1..])
+    }
+}
+
+/// `serde_json::ser::PrettyFormatter` (two spaces an indent) for a value that
+/// starts some levels deep, so that it can be written apart and spliced in.
+struct Nested {
+    depth: usize,
+    has_value: bool,
+}
+
+impl Nested {
+    fn at(depth: usize) -> Nested {
+        Nested {
+            depth,
+            has_value: false,
+        }
+    }
+
+    fn new_line<W: ?Sized + std::io::Write>(&self, w: &mut W, comma: bool) -> std::io::Result<()> {
+        const SPACES: &[u8] = &[b' '; 64];
+        w.write_all(if comma { b",\n" } else { b"\n" })?;
+        let mut n = self.depth * 2;
+        while n > 0 {
+            let k = n.min(SPACES.len());
+            w.write_all(&SPACES[..k])?;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.new_line(w, false)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.new_line(w, !first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.new_line(w, false)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.new_line(w, !first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
 }
 
@@ -361,6 +491,41 @@ mod tests {
     use super::*;
     use crate::diagnostic::{Code, Diagnostic};
     use crate::model::ExtensionKind;
+
+    #[test]
+    fn a_large_plan_renders_every_action_in_order_as_text() {
+        let mut plan = Plan::default();
+        for i in 0..2500u32 {
+            plan.actions.push(PlannedAction {
+                action: Action::UpdateUser {
+                    username: format!("user{i:05}").as_str().into(),
+                    changes: vec![Change::new("first_name", Some("Zoë"), "Zoe \"Z\"")],
+                },
+                line: Some(i + 2),
+                blame: None,
+            });
+        }
+        let view = PlanView {
+            plan: &plan,
+            source: serde_json::Value::Null,
+            base: Base {
+                target: "sqlite:state.db".into(),
+                serial: 7,
+            },
+        };
+        let text = text(&view, Style { color: false });
+        let mut expected = String::from("pbxsync will perform the following actions:\n\n");
+        for i in 0..2500u32 {
+            expected.push_str(&format!(
+                "  ~ update_user user{i:05}  # line {}\n      first_name: \"Zoë\" → \"Zoe \\\"Z\\\"\"\n",
+                i + 2
+            ));
+        }
+        expected.push_str(
+            "\nPlan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.\n",
+        );
+        assert_eq!(text, expected);
+    }
 
     #[test]
     fn a_large_plan_renders_as_serde_json_would() {

@@ -323,16 +323,25 @@ impl Pass<'_, '_> {
         if !keys_ok {
             return None;
         }
-        // One short hash per field, combined: cheaper than streaming the fields.
-        let fields = user.iter().chain(password.as_ref()).fold(0u64, |h, f| {
-            h.rotate_left(17) ^ hash(f).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
+        // One short hash per field, each taken once: combined for the checks'
+        // keys and for the row's digest.
+        let [first, last, email, im, mobile] = user.map(hash);
+        let password_hash = password.map(hash);
+        let fields = [first, last, email, im, mobile]
+            .into_iter()
+            .chain(password_hash)
+            .fold(0u64, |h, f| {
+                h.rotate_left(17) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            });
+        let extension_hash = hash(extension);
+        let user_hash = hash(username);
+        let device_hash = hash(crate::model::device_cell_text(&device));
         let key = RowKey {
-            extension: hash(extension),
-            user: hash(username),
+            extension: extension_hash,
+            user: user_hash,
             fields,
             device: match &device {
-                DeviceCell::Device(id) => Some(hash(id)),
+                DeviceCell::Device(_) => Some(device_hash),
                 _ => None,
             },
             line: rec.line,
@@ -342,7 +351,17 @@ impl Pass<'_, '_> {
             digest: if self.mode == Mode::Check {
                 0
             } else {
-                crate::model::row_digest(extension, username, user, description, &device)
+                crate::model::row_digest_of_hashes([
+                    extension_hash,
+                    user_hash,
+                    first,
+                    last,
+                    email,
+                    im,
+                    mobile,
+                    hash(description),
+                    device_hash,
+                ])
             },
             extension: Text::from(extension),
             device: match &device {
@@ -1024,6 +1043,55 @@ mod tests {
             v.desired.extension("1003").unwrap().device,
             DeviceCell::Keep
         );
+    }
+
+    #[test]
+    fn each_row_carries_the_digest_of_its_own_cells() {
+        let csv = format!(
+            "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,\"Sales, desk\",jason@example.com,jf,+1 555 0100,00:04:f2:12:34:56\n\
+             1002,Jason,Flynn,jflynn,,,,,,virtual\n1003,Zoë,Berg,zberg,Sec_ret34,,,,,\n"
+        );
+        let v = check(&csv);
+        assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
+        let digests: Vec<(&str, u64)> = v.index.iter().map(|r| (&*r.number, r.digest)).collect();
+        let expected = [
+            (
+                "1001",
+                crate::model::row_digest(
+                    "1001",
+                    "jflynn",
+                    ["Jason", "Flynn", "jason@example.com", "jf", "+1 555 0100"],
+                    "Sales, desk",
+                    &DeviceCell::Device("0004F2123456".into()),
+                ),
+            ),
+            (
+                "1002",
+                crate::model::row_digest(
+                    "1002",
+                    "jflynn",
+                    ["Jason", "Flynn", "", "", ""],
+                    "",
+                    &DeviceCell::Virtual,
+                ),
+            ),
+            (
+                "1003",
+                crate::model::row_digest(
+                    "1003",
+                    "zberg",
+                    ["Zoë", "Berg", "", "", ""],
+                    "",
+                    &DeviceCell::Keep,
+                ),
+            ),
+        ];
+        assert_eq!(digests, expected);
+        // The password is not part of it; every other cell is.
+        let other_password = csv.replace("Sec_ret34", "Sec_ret56");
+        assert_eq!(check(&other_password).index[2].digest, expected[2].1);
+        let other_im = csv.replace(",jf,", ",jfl,");
+        assert_ne!(check(&other_im).index[0].digest, expected[0].1);
     }
 
     #[test]
