@@ -32,11 +32,17 @@ pub struct SyncOptions {
 }
 
 /// Reads the desired CSV; the blob id of a file on disk is computed later
-/// (`Pending::alongside`).
-pub fn load_source(config: &Config, choice: &SourceChoice) -> Result<Pending, SourceError> {
+/// (`Pending::alongside`). `map_checkout`: a checkout standing for the commit
+/// may be mapped (see `source::read_committed`), for a command that uses the
+/// bytes only within `alongside`.
+pub fn load_source(
+    config: &Config,
+    choice: &SourceChoice,
+    map_checkout: bool,
+) -> Result<Pending, SourceError> {
     match choice {
         SourceChoice::Git { rev } => {
-            source::read_committed(&config.base_dir, &config.source_path, rev)
+            source::read_committed(&config.base_dir, &config.source_path, rev, map_checkout)
         }
         SourceChoice::WorkingTree => source::read_working_tree(&config.source_path),
         SourceChoice::File(path) => source::read_file(path),

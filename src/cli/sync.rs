@@ -361,7 +361,7 @@ pub(super) fn pending(
     {
         return Ok(Plan::default());
     }
-    let loaded = sync::load_source(config, &choice).map_err(|e| e.to_string())?;
+    let loaded = sync::load_source(config, &choice, true).map_err(|e| e.to_string())?;
     let inventory = inventory
         .and_then(|file| inventory_devices(config, file.as_deref()))
         .map_err(|e| e.to_string())?;
@@ -414,7 +414,7 @@ pub fn plan_cmd(
         return Ok(Outcome::Success);
     }
     let clock = ctx.clock();
-    let loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    let loaded = sync::load_source(&config, &choice, true).map_err(source_error)?;
     clock.lap("read the source");
     let inventory = inventory_devices(&config, inventory?.as_deref())?;
     if config.inventory.is_some() {
@@ -591,7 +591,7 @@ pub fn apply_cmd(
         ),
         None => (options(flags), choice(&config, &flags.source)),
     };
-    let mut loaded = sync::load_source(&config, &choice).map_err(source_error)?;
+    let mut loaded = sync::load_source(&config, &choice, false).map_err(source_error)?;
     if let Some(s) = &saved {
         let hashed = loaded.hashed().map_err(source_error)?;
         if hashed.revision.blob != s.source.blob {

@@ -4,7 +4,10 @@
 //! looks: it is read from the object database, or taken from the working tree
 //! only when its git blob id proves it the committed content (`read_committed`).
 
-use super::{Committed, LineBlame, Loaded, Pending, SourceError, SourceKind, SourceRevision};
+use super::{
+    Bytes, Committed, FileStamp, LineBlame, Loaded, Pending, SourceError, SourceKind,
+    SourceRevision,
+};
 use crate::{FastMap, FastSet};
 use git2::{ErrorCode, ObjectType, Oid, Repository};
 use std::collections::HashMap;
@@ -34,12 +37,19 @@ fn read_located(located: &Located) -> Result<Loaded, SourceError> {
 /// holds the committed content, and reading it from disk spares inflating it
 /// (0.2-0.4 s for 123 MB). Its blob id is computed while it is validated
 /// (`Pending::alongside`), and unless it is the committed blob's, the commit is
-/// read after all and the work done again. The file is read into memory, not
-/// mapped, so the bytes hashed are the bytes used whatever writes to the file.
+/// read after all and the work done again.
+///
+/// The bytes hashed must be the bytes used. The file is read into memory,
+/// unless `map` is set and it has not changed for a while (`FileStamp::settled`):
+/// then a large one is mapped, which spares a hundred megabytes of fresh memory,
+/// and `alongside` also drops it for the commit when the file was written to
+/// while it worked. An apply, which records the bytes in history after the
+/// work, reads them.
 pub fn read_committed(
     config_dir: &Path,
     csv_path: &Path,
     rev: &str,
+    map: bool,
 ) -> Result<Pending, SourceError> {
     let located = locate(config_dir, csv_path, rev)?;
     let size = located
@@ -48,20 +58,31 @@ pub fn read_committed(
         .and_then(|odb| odb.read_header(located.blob))
         .ok()
         .and_then(|(size, _)| u64::try_from(size).ok());
-    let on_disk =
-        std::fs::metadata(&located.file).is_ok_and(|m| m.is_file() && Some(m.len()) == size);
-    if on_disk && let Ok(bytes) = std::fs::read(&located.file) {
-        return Ok(Pending::committed(
-            Loaded {
-                bytes: bytes.into(),
-                revision: revision(&located)?,
-            },
-            Committed {
-                config_dir: config_dir.to_path_buf(),
-                csv_path: csv_path.to_path_buf(),
-                commit: located.commit.to_string(),
-            },
-        ));
+    let stamp = std::fs::metadata(&located.file)
+        .ok()
+        .filter(|m| m.is_file() && Some(m.len()) == size)
+        .map(|m| FileStamp::of(&m));
+    if let Some(stamp) = stamp {
+        let read = if map && stamp.settled() {
+            Bytes::read(&located.file)
+        } else {
+            std::fs::read(&located.file).map(Bytes::from)
+        };
+        if let Ok(bytes) = read {
+            return Ok(Pending::committed(
+                Loaded {
+                    bytes,
+                    revision: revision(&located)?,
+                },
+                Committed {
+                    config_dir: config_dir.to_path_buf(),
+                    csv_path: csv_path.to_path_buf(),
+                    commit: located.commit.to_string(),
+                    file: located.file.clone(),
+                    stamp,
+                },
+            ));
+        }
     }
     read_located(&located).map(Pending::from)
 }
@@ -820,7 +841,7 @@ mod tests {
             other.as_bytes()
         );
         let mut runs = 0;
-        let (loaded, length) = read_committed(repo.path(), csv(), "HEAD")
+        let (loaded, length) = read_committed(repo.path(), csv(), "HEAD", false)
             .unwrap()
             .alongside(|bytes| {
                 runs += 1;
@@ -838,7 +859,7 @@ mod tests {
         let edited = V2.replace("Cat", "Cot");
         repo.write("users.csv", &edited);
         let mut seen = Vec::new();
-        let (loaded, ()) = read_committed(repo.path(), csv(), "HEAD")
+        let (loaded, ()) = read_committed(repo.path(), csv(), "HEAD", false)
             .unwrap()
             .alongside(|bytes| seen.push(String::from_utf8(bytes.to_vec()).unwrap()))
             .unwrap();
@@ -847,7 +868,7 @@ mod tests {
         assert_eq!(loaded, committed);
         // As long but not the commit's, through `hashed` too.
         assert_eq!(
-            read_committed(repo.path(), csv(), "HEAD")
+            read_committed(repo.path(), csv(), "HEAD", false)
                 .unwrap()
                 .hashed()
                 .unwrap(),
@@ -856,11 +877,63 @@ mod tests {
         // Another length is not read from disk at all.
         repo.write("users.csv", "short\n");
         let mut runs = 0;
-        let (loaded, ()) = read_committed(repo.path(), csv(), "v1")
+        let (loaded, ()) = read_committed(repo.path(), csv(), "v1", false)
             .unwrap()
             .alongside(|_| runs += 1)
             .unwrap();
         assert_eq!((runs, loaded.bytes.as_ref()), (1, V1.as_bytes()));
+    }
+
+    #[test]
+    fn a_settled_checkout_is_mapped_for_a_plan_and_dropped_when_written_meanwhile() {
+        let repo = TestRepo::new();
+        // Large enough to be mapped.
+        let content: String = (0..300_000).map(|i| format!("{i},user{i:07}\n")).collect();
+        assert!(content.len() >= 4 << 20);
+        let at = "2024-03-05T10:00:00+0000";
+        repo.commit_file(ALICE, at, "users.csv", &content, "Add users");
+        let committed = read_git(repo.path(), csv(), "HEAD").unwrap();
+        // Left alone long enough for a write to show in its stamp.
+        std::thread::sleep(FileStamp::SETTLE + std::time::Duration::from_millis(100));
+        let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
+        assert_eq!(pending.bytes_kind(), "mapped");
+        let mut runs = 0;
+        let (loaded, length) = pending
+            .alongside(|bytes| {
+                runs += 1;
+                bytes.len()
+            })
+            .unwrap();
+        assert_eq!((runs, length), (1, content.len()));
+        assert_eq!(loaded, committed);
+        // An apply reads it.
+        let read = read_committed(repo.path(), csv(), "HEAD", false).unwrap();
+        assert_eq!(read.bytes_kind(), "read");
+        // Written in place while the work runs, after the hash is taken (of
+        // the committed bytes: 5 MB take milliseconds): only the stamp tells,
+        // and the work runs again on the commit.
+        let edited = content.replacen("user0000000", "USER0000000", 1);
+        let mut seen = Vec::new();
+        let (loaded, ()) = read_committed(repo.path(), csv(), "HEAD", true)
+            .unwrap()
+            .alongside(|bytes| {
+                if seen.is_empty() {
+                    use std::io::Write;
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(repo.path().join("users.csv"))
+                        .unwrap();
+                    file.write_all(edited.as_bytes()).unwrap();
+                }
+                seen.push(bytes.len());
+            })
+            .unwrap();
+        assert_eq!(seen.len(), 2, "the work ran again on the commit");
+        assert_eq!(loaded, committed);
+        // Written just now: read, not mapped.
+        let fresh = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
+        assert_eq!(fresh.bytes_kind(), "read");
     }
 
     #[test]

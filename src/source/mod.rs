@@ -175,6 +175,55 @@ pub struct Committed {
     pub csv_path: PathBuf,
     /// Full hex id.
     pub commit: String,
+    /// The working-tree copy, and how it stood before it was read.
+    pub file: PathBuf,
+    pub stamp: FileStamp,
+}
+
+/// What a write to a file changes: its length, identity and times. Taken
+/// before a checkout is mapped and again after its bytes were hashed and used:
+/// the same both times, and settled the first, nothing wrote to it between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    device: u64,
+    inode: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    /// How long a file must have been left alone for a later write to show in
+    /// its change time: file times come from a coarse clock, so two writes
+    /// within one tick can share one.
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: meta.len(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the file at `path` now.
+    pub fn now(path: &Path) -> Option<FileStamp> {
+        std::fs::metadata(path).ok().map(|m| FileStamp::of(&m))
+    }
+
+    /// Unchanged for `SETTLE`: any write from now on changes the stamp. (The
+    /// change time cannot be set back, unlike the modification time.)
+    pub fn settled(&self) -> bool {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(self.changed.0).unwrap_or(0))
+            + std::time::Duration::from_nanos(u64::try_from(self.changed.1).unwrap_or(0));
+        std::time::SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|age| age > FileStamp::SETTLE)
+    }
 }
 
 impl From<Loaded> for Pending {
@@ -201,6 +250,15 @@ impl Pending {
 
     pub fn bytes(&self) -> &[u8] {
         &self.loaded.bytes
+    }
+
+    /// Whether the bytes were mapped or read (for tests).
+    #[cfg(test)]
+    pub fn bytes_kind(&self) -> &'static str {
+        match self.loaded.bytes {
+            Bytes::Mapped(_) => "mapped",
+            Bytes::Owned(_) => "read",
+        }
     }
 
     /// The source, its blob id computed now.
@@ -230,8 +288,14 @@ impl Pending {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (blob, result)
         });
+        // A mapped checkout is the bytes hashed and used only if nothing wrote
+        // to it meanwhile (see `read_committed`).
+        let written = |c: &Committed| {
+            matches!(self.loaded.bytes, Bytes::Mapped(_))
+                && FileStamp::now(&c.file).as_ref() != Some(&c.stamp)
+        };
         match self.committed {
-            Some(c) if blob != self.loaded.revision.blob => {
+            Some(c) if blob != self.loaded.revision.blob || written(&c) => {
                 drop(result);
                 let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
                 let result = work(&loaded.bytes);
