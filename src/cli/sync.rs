@@ -264,7 +264,7 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
     let v = view(config, planned);
     match format {
         Format::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
-        Format::Markdown => out(&render_plan::markdown(&v)),
+        Format::Markdown => super::out_streamed(|w| render_plan::write_markdown(&v, w)),
         Format::Text => {
             if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
                 // The decoded text to show lines of (decoding again is cheap;

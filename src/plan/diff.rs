@@ -81,12 +81,16 @@ impl<'a> Builder<'a> {
     fn holder(&mut self, device: &str) -> Option<&'a Extension> {
         let current = self.current;
         let holders = self.holders.get_or_insert_with(|| {
-            current
-                .extensions
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.device.as_deref().map(|d| (d, i)))
-                .collect()
+            let mut holders =
+                FastMap::with_capacity_and_hasher(current.extensions.len(), Default::default());
+            holders.extend(
+                current
+                    .extensions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| e.device.as_deref().map(|d| (d, i))),
+            );
+            holders
         });
         holders.get(device).map(|&i| &current.extensions[i])
     }

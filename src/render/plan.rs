@@ -145,12 +145,6 @@ fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
     out.push('\n');
 }
 
-fn where_from(a: &PlannedAction) -> String {
-    let mut s = String::new();
-    write_where_from(a, &mut s);
-    s
-}
-
 fn write_where_from(a: &PlannedAction, s: &mut String) {
     if let Some(line) = a.line {
         let _ = write!(s, "line {line}");
@@ -195,8 +189,6 @@ pub fn write_text(
     style: Style,
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    use rayon::prelude::*;
-    const CHUNK: usize = 1024;
     let plan = view.plan;
     if plan.actions.is_empty() {
         return w.write_all(b"No changes. The target matches the desired state.\n");
@@ -209,16 +201,7 @@ pub fn write_text(
         }
         out
     };
-    for batch in plan.actions.chunks(CHUNK * 16) {
-        let parts: Vec<String> = if batch.len() > CHUNK {
-            batch.par_chunks(CHUNK).map(render).collect()
-        } else {
-            vec![render(batch)]
-        };
-        for part in &parts {
-            w.write_all(part.as_bytes())?;
-        }
-    }
+    write_rendered(&plan.actions, render, w)?;
     writeln!(w, "\n{}", style.bold(&summary_line(&plan.summary())))
 }
 
@@ -418,7 +401,31 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// `md_escape(s)`, appended to `out`.
+fn push_md_escaped(out: &mut String, s: &str) {
+    if !s.contains(['|', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
 pub fn markdown(view: &PlanView<'_>) -> String {
+    let mut out = Vec::new();
+    // Writing to memory does not fail, and every part written is text.
+    let _ = write_markdown(view, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Writes the plan as Markdown (`markdown`), the table's rows rendered on every
+/// core a batch at a time, as `write_text` does.
+pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::io::Result<()> {
     let plan = view.plan;
     let mut out = String::from("### pbxsync plan\n\n");
     let _ = writeln!(
@@ -451,39 +458,75 @@ pub fn markdown(view: &PlanView<'_>) -> String {
     }
     if plan.actions.is_empty() {
         out.push_str("No changes. The target matches the desired state.\n");
-        return out;
+        return w.write_all(out.as_bytes());
     }
     let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary()));
     out.push_str(
         "<details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n",
     );
-    for a in &plan.actions {
-        let changes: Vec<String> = changes(&a.action)
-            .iter()
-            .map(|c| {
-                if c.sensitive {
-                    format!("{}: (sensitive)", c.field)
-                } else {
-                    match &c.from {
-                        Some(f) => {
-                            format!("{}: `{}` → `{}`", c.field, f, c.to.as_deref().unwrap_or(""))
-                        }
-                        None => format!("{}: `{}`", c.field, c.to.as_deref().unwrap_or("")),
-                    }
-                }
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} |",
-            symbol(&a.action),
-            md_escape(&headline(&a.action)),
-            md_escape(&changes.join("; ")),
-            md_escape(&where_from(a))
-        );
+    w.write_all(out.as_bytes())?;
+    let render = |chunk: &[PlannedAction]| {
+        let mut out = String::with_capacity(chunk.len() * 160);
+        let mut scratch = String::new();
+        for a in chunk {
+            action_markdown(a, &mut out, &mut scratch);
+        }
+        out
+    };
+    write_rendered(&plan.actions, render, w)?;
+    w.write_all(b"\n</details>\n")
+}
+
+/// Writes `actions` as `render` renders runs of them: the runs of a batch on
+/// every core, the batches in turn, so that memory stays flat however long the
+/// plan.
+fn write_rendered(
+    actions: &[PlannedAction],
+    render: impl Fn(&[PlannedAction]) -> String + Sync,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    const RUN: usize = 1024;
+    for batch in actions.chunks(RUN * 16) {
+        let parts: Vec<String> = if batch.len() > RUN {
+            batch.par_chunks(RUN).map(&render).collect()
+        } else {
+            vec![render(batch)]
+        };
+        for part in &parts {
+            w.write_all(part.as_bytes())?;
+        }
     }
-    out.push_str("\n</details>\n");
-    out
+    Ok(())
+}
+
+/// An action's row of the Markdown table.
+fn action_markdown(a: &PlannedAction, out: &mut String, scratch: &mut String) {
+    out.push_str("| `");
+    out.push(symbol(&a.action));
+    out.push_str("` | ");
+    scratch.clear();
+    write_headline(&a.action, scratch);
+    push_md_escaped(out, scratch);
+    out.push_str(" | ");
+    scratch.clear();
+    for (i, c) in changes(&a.action).iter().enumerate() {
+        if i > 0 {
+            scratch.push_str("; ");
+        }
+        let to = c.to.as_deref().unwrap_or("");
+        let _ = match (&c.from, c.sensitive) {
+            (_, true) => write!(scratch, "{}: (sensitive)", c.field),
+            (Some(f), false) => write!(scratch, "{}: `{f}` → `{to}`", c.field),
+            (None, false) => write!(scratch, "{}: `{to}`", c.field),
+        };
+    }
+    push_md_escaped(out, scratch);
+    out.push_str(" | ");
+    scratch.clear();
+    write_where_from(a, scratch);
+    push_md_escaped(out, scratch);
+    out.push_str(" |\n");
 }
 
 #[cfg(test)]
@@ -525,6 +568,49 @@ mod tests {
             "\nPlan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.\n",
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_large_plan_renders_every_action_in_order_as_markdown() {
+        let mut plan = Plan::default();
+        for i in 0..2500u32 {
+            plan.actions.push(PlannedAction {
+                action: Action::UpdateExtension {
+                    username: "jflynn".into(),
+                    extension: format!("{}", 10_000 + i).as_str().into(),
+                    kind: ExtensionKind::Virtual,
+                    device: None,
+                    changes: vec![
+                        Change::new("description", Some("a|b"), "c\nd"),
+                        Change::password(),
+                    ],
+                },
+                line: Some(i + 2),
+                blame: None,
+            });
+        }
+        let view = PlanView {
+            plan: &plan,
+            source: serde_json::Value::Null,
+            base: Base {
+                target: "sqlite:state.db".into(),
+                serial: 7,
+            },
+        };
+        let mut expected = String::from(
+            "### pbxsync plan\n\nTarget `sqlite:state.db` (serial 7).\n\n\
+             **Plan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.**\n\n\
+             <details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n",
+        );
+        for i in 0..2500u32 {
+            expected.push_str(&format!(
+                "| `~` | update_extension {} of jflynn | description: `a\\|b` → `c d`; password: (sensitive) | line {} |\n",
+                10_000 + i,
+                i + 2
+            ));
+        }
+        expected.push_str("\n</details>\n");
+        assert_eq!(markdown(&view), expected);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Validated<'_> {
         };
         // Each row is read once, for its user and its extension both, on every
         // core: a plan may read a hundred thousand rows.
-        let (mut users, extensions): (Vec<RowUser>, Vec<Option<DesiredExtension>>) = rows
+        let (users, extensions): (Vec<RowUser>, Vec<Option<DesiredExtension>>) = rows
             .par_iter()
             .map(|&(row, extension)| {
                 pass.reread(row.line, row.start, |rec| {
@@ -120,7 +120,7 @@ impl Validated<'_> {
             .unzip();
         let mut extensions: Vec<DesiredExtension> = extensions.into_iter().flatten().collect();
         extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
-        users.sort_by_key(|u| u.line);
+        // Not sorted: `merge_users` orders keys of the rows, by username and line.
         Desired {
             managed: self.layout.managed(),
             users: pass.merge_users(users, false),
