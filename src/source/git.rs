@@ -58,16 +58,19 @@ pub fn read_committed(
         .and_then(|odb| odb.read_header(located.blob))
         .ok()
         .and_then(|(size, _)| u64::try_from(size).ok());
-    let stamp = std::fs::metadata(&located.file)
+    let meta = std::fs::metadata(&located.file)
         .ok()
-        .filter(|m| m.is_file() && Some(m.len()) == size)
-        .map(|m| FileStamp::of(&m));
-    if let Some(stamp) = stamp {
-        let read = if map && stamp.settled() {
+        .filter(|m| m.is_file() && Some(m.len()) == size);
+    if let Some(meta) = meta {
+        let stamp = FileStamp::of(&meta);
+        let mapped = map && stamp.settled();
+        let read = if mapped {
             Bytes::read(&located.file)
         } else {
             std::fs::read(&located.file).map(Bytes::from)
         };
+        // Git's own word, checked again after the work like the hash would be.
+        let vouched = mapped && index_vouches(&located, &meta);
         if let Ok(bytes) = read {
             return Ok(Pending::committed(
                 Loaded {
@@ -81,10 +84,43 @@ pub fn read_committed(
                     file: located.file.clone(),
                     stamp,
                 },
+                vouched,
             ));
         }
     }
     read_located(&located).map(Pending::from)
+}
+
+/// Whether git's index vouches for the working-tree file holding the committed
+/// blob, as it does for `git status`: its entry names that blob and records the
+/// file's length, inode and times as they are now, and the index was written
+/// after the file last changed (else the entry is "racily clean" and git itself
+/// would look at the content). Then the file need not be hashed.
+fn index_vouches(located: &Located, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(index) = located.repo.index() else {
+        return false;
+    };
+    let Some(entry) = index.get_path(Path::new(&located.path), 0) else {
+        return false;
+    };
+    let Some(written) = index
+        .path()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map(|m| (m.mtime(), m.mtime_nsec()))
+    else {
+        return false;
+    };
+    let time = |t: git2::IndexTime| (i64::from(t.seconds()), i64::from(t.nanoseconds()));
+    // The index keeps the low 32 bits of these.
+    let low = |n: u64| n as u32;
+    entry.id == located.blob
+        && entry.file_size == low(meta.len())
+        && entry.ino == low(meta.ino())
+        && entry.dev == low(meta.dev())
+        && time(entry.mtime) == (meta.mtime(), meta.mtime_nsec())
+        && time(entry.ctime) == (meta.ctime(), meta.ctime_nsec())
+        && written > time(entry.mtime)
 }
 
 /// Where the CSV of `located` comes from, with the commit's author and summary.
@@ -897,6 +933,16 @@ mod tests {
         std::thread::sleep(FileStamp::SETTLE + std::time::Duration::from_millis(100));
         let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
         assert_eq!(pending.bytes_kind(), "mapped");
+        // Written the same moment as the file, the index does not vouch for it
+        // ("racily clean"), and the file is hashed; once git has looked again,
+        // it does.
+        let vouched_at_once = pending.vouched();
+        repo.git(ALICE, at, &["update-index", "--really-refresh"]);
+        let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
+        assert!(
+            pending.vouched(),
+            "vouched after a refresh (at once: {vouched_at_once})"
+        );
         let mut runs = 0;
         let (loaded, length) = pending
             .alongside(|bytes| {
@@ -934,6 +980,15 @@ mod tests {
         // Written just now: read, not mapped.
         let fresh = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
         assert_eq!(fresh.bytes_kind(), "read");
+        // Edited and left alone: the index no longer vouches (the times
+        // differ), the hash is not the commit's, and the commit is used.
+        std::thread::sleep(FileStamp::SETTLE + std::time::Duration::from_millis(100));
+        let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
+        assert_eq!(pending.bytes_kind(), "mapped");
+        assert!(!pending.vouched());
+        let mut runs = 0;
+        let (loaded, ()) = pending.alongside(|_| runs += 1).unwrap();
+        assert_eq!((runs, loaded), (2, committed.clone()));
     }
 
     #[test]

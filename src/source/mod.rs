@@ -240,16 +240,23 @@ impl From<Loaded> for Pending {
 impl Pending {
     /// Bytes read from the working tree for `committed`, with the commit's
     /// revision (its blob id among it) as the one they must turn out to have.
-    fn committed(loaded: Loaded, committed: Committed) -> Pending {
+    /// `vouched`: git's index says they have it, so they are not hashed.
+    fn committed(loaded: Loaded, committed: Committed, vouched: bool) -> Pending {
         Pending {
             loaded,
-            hashed: false,
+            hashed: vouched,
             committed: Some(committed),
         }
     }
 
     pub fn bytes(&self) -> &[u8] {
         &self.loaded.bytes
+    }
+
+    /// Whether the blob id is known without hashing (for tests).
+    #[cfg(test)]
+    pub fn vouched(&self) -> bool {
+        self.hashed
     }
 
     /// Whether the bytes were mapped or read (for tests).
@@ -275,9 +282,23 @@ impl Pending {
         mut self,
         mut work: impl FnMut(&[u8]) -> R,
     ) -> Result<(Loaded, R), SourceError> {
+        // A mapped checkout is the bytes hashed (or vouched for) and used only
+        // if nothing wrote to it meanwhile (see `read_committed`).
+        let written = |loaded: &Loaded, c: &Committed| {
+            matches!(loaded.bytes, Bytes::Mapped(_))
+                && FileStamp::now(&c.file).as_ref() != Some(&c.stamp)
+        };
         if self.hashed {
             let result = work(&self.loaded.bytes);
-            return Ok((self.loaded, result));
+            return match self.committed {
+                Some(c) if written(&self.loaded, &c) => {
+                    drop(result);
+                    let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
+                    let result = work(&loaded.bytes);
+                    Ok((loaded, result))
+                }
+                _ => Ok((self.loaded, result)),
+            };
         }
         let bytes = &self.loaded.bytes;
         let (blob, result) = std::thread::scope(|s| {
@@ -288,14 +309,8 @@ impl Pending {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (blob, result)
         });
-        // A mapped checkout is the bytes hashed and used only if nothing wrote
-        // to it meanwhile (see `read_committed`).
-        let written = |c: &Committed| {
-            matches!(self.loaded.bytes, Bytes::Mapped(_))
-                && FileStamp::now(&c.file).as_ref() != Some(&c.stamp)
-        };
         match self.committed {
-            Some(c) if blob != self.loaded.revision.blob || written(&c) => {
+            Some(c) if blob != self.loaded.revision.blob || written(&self.loaded, &c) => {
                 drop(result);
                 let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
                 let result = work(&loaded.bytes);
