@@ -278,18 +278,13 @@ pub fn row_digest(
     device: &DeviceCell,
 ) -> u64 {
     let hash = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes());
-    let [first, last, email, im, mobile] = user.map(hash);
-    row_digest_of_hashes([
+    row_digest_of_hashes(
         hash(number),
         hash(username),
-        first,
-        last,
-        email,
-        im,
-        mobile,
+        user.map(hash),
         hash(description),
         hash(device_cell_text(device)),
-    ])
+    )
 }
 
 /// What a row's digest takes of its Device cell.
@@ -301,12 +296,22 @@ pub fn device_cell_text(device: &DeviceCell) -> &str {
     }
 }
 
-/// `row_digest` from the xxh3 hashes of its fields, in its order: a reader that
-/// hashes the fields for its own checks hashes each once.
-pub fn row_digest_of_hashes(hashes: [u64; 9]) -> u64 {
-    hashes.into_iter().fold(0x5042_5853u64, |h, f| {
-        h.rotate_left(23) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    })
+/// `row_digest` from the xxh3 hashes of its fields: a reader that hashes the
+/// fields for its own checks hashes each once.
+pub fn row_digest_of_hashes(
+    number: u64,
+    username: u64,
+    user: [u64; 5],
+    description: u64,
+    device: u64,
+) -> u64 {
+    [number, username]
+        .into_iter()
+        .chain(user)
+        .chain([description, device])
+        .fold(0x5042_5853u64, |h, f| {
+            h.rotate_left(23) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
 }
 
 /// A merge join's cursor over a sorted list: looking up keys that come in the same

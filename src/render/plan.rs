@@ -31,13 +31,7 @@ fn symbol(a: &Action) -> char {
     }
 }
 
-/// One line that names the action and what it acts on.
-pub fn headline(a: &Action) -> String {
-    let mut out = String::new();
-    write_headline(a, &mut out);
-    out
-}
-
+/// Writes the line that names the action and what it acts on.
 fn write_headline(a: &Action, out: &mut String) {
     let _ = match a {
         Action::CreateDevice { device, model } if model.is_empty() => {
@@ -175,14 +169,7 @@ pub fn summary_line(s: &Summary) -> String {
     line
 }
 
-pub fn text(view: &PlanView<'_>, style: Style) -> String {
-    let mut out = Vec::new();
-    // Writing to memory does not fail, and every part written is text.
-    let _ = write_text(view, style, &mut out);
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// Writes the plan as text (`text`), with the actions rendered on every core a
+/// Writes the plan as text (Terraform-style), with the actions rendered on every core a
 /// batch at a time: they are most of a large plan's text.
 pub fn write_text(
     view: &PlanView<'_>,
@@ -324,6 +311,30 @@ impl Nested {
         }
     }
 
+    /// An array or object begins: one level deeper, nothing in it yet.
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    /// It ends: on a line of its own at the outer depth when it held anything.
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.new_line(w, false)?;
+        }
+        w.write_all(bracket)
+    }
+
     fn new_line<W: ?Sized + std::io::Write>(&self, w: &mut W, comma: bool) -> std::io::Result<()> {
         const SPACES: &[u8] = &[b' '; 64];
         w.write_all(if comma { b",\n" } else { b"\n" })?;
@@ -339,17 +350,11 @@ impl Nested {
 
 impl serde_json::ser::Formatter for Nested {
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"[")
+        self.open(w, b"[")
     }
 
     fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth -= 1;
-        if self.has_value {
-            self.new_line(w, false)?;
-        }
-        w.write_all(b"]")
+        self.close(w, b"]")
     }
 
     fn begin_array_value<W: ?Sized + std::io::Write>(
@@ -366,17 +371,11 @@ impl serde_json::ser::Formatter for Nested {
     }
 
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"{")
+        self.open(w, b"{")
     }
 
     fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth -= 1;
-        if self.has_value {
-            self.new_line(w, false)?;
-        }
-        w.write_all(b"}")
+        self.close(w, b"}")
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(
@@ -416,14 +415,7 @@ fn push_md_escaped(out: &mut String, s: &str) {
     }
 }
 
-pub fn markdown(view: &PlanView<'_>) -> String {
-    let mut out = Vec::new();
-    // Writing to memory does not fail, and every part written is text.
-    let _ = write_markdown(view, &mut out);
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// Writes the plan as Markdown (`markdown`), the table's rows rendered on every
+/// Writes the plan as Markdown (a pull request comment), the table's rows rendered on every
 /// core a batch at a time, as `write_text` does.
 pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::io::Result<()> {
     let plan = view.plan;
@@ -532,6 +524,13 @@ fn action_markdown(a: &PlannedAction, out: &mut String, scratch: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a writer of this module writes, as text.
+    fn rendered(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
     use crate::diagnostic::{Code, Diagnostic};
     use crate::model::ExtensionKind;
 
@@ -556,7 +555,7 @@ mod tests {
                 serial: 7,
             },
         };
-        let text = text(&view, Style { color: false });
+        let text = rendered(|w| write_text(&view, Style { color: false }, w));
         let mut expected = String::from("pbxsync will perform the following actions:\n\n");
         for i in 0..2500u32 {
             expected.push_str(&format!(
@@ -610,7 +609,7 @@ mod tests {
             ));
         }
         expected.push_str("\n</details>\n");
-        assert_eq!(markdown(&view), expected);
+        assert_eq!(rendered(|w| write_markdown(&view, w)), expected);
     }
 
     #[test]

@@ -282,42 +282,39 @@ impl Pending {
         mut self,
         mut work: impl FnMut(&[u8]) -> R,
     ) -> Result<(Loaded, R), SourceError> {
-        // A mapped checkout is the bytes hashed (or vouched for) and used only
-        // if nothing wrote to it meanwhile (see `read_committed`).
-        let written = |loaded: &Loaded, c: &Committed| {
-            matches!(loaded.bytes, Bytes::Mapped(_))
-                && FileStamp::now(&c.file).as_ref() != Some(&c.stamp)
-        };
-        if self.hashed {
-            let result = work(&self.loaded.bytes);
-            return match self.committed {
-                Some(c) if written(&self.loaded, &c) => {
-                    drop(result);
-                    let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
-                    let result = work(&loaded.bytes);
-                    Ok((loaded, result))
-                }
-                _ => Ok((self.loaded, result)),
-            };
-        }
+        // The blob id, unless known already (from git, or vouched for).
         let bytes = &self.loaded.bytes;
-        let (blob, result) = std::thread::scope(|s| {
-            let blob = s.spawn(|| blob_id(bytes));
-            let result = work(bytes);
-            let blob = blob
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (blob, result)
-        });
+        let (blob, result) = if self.hashed {
+            (None, work(bytes))
+        } else {
+            std::thread::scope(|s| {
+                let blob = s.spawn(|| blob_id(bytes));
+                let result = work(bytes);
+                let blob = blob
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (Some(blob), result)
+            })
+        };
+        // Not the commit's blob, or a mapped checkout that something wrote to
+        // while it was hashed (or vouched for) and used (see `read_committed`).
+        let not_the_commit = |c: &Committed| {
+            blob.as_ref()
+                .is_some_and(|b| *b != self.loaded.revision.blob)
+                || (matches!(self.loaded.bytes, Bytes::Mapped(_))
+                    && FileStamp::now(&c.file).as_ref() != Some(&c.stamp))
+        };
         match self.committed {
-            Some(c) if blob != self.loaded.revision.blob || written(&self.loaded, &c) => {
+            Some(c) if not_the_commit(&c) => {
                 drop(result);
                 let loaded = read_git(&c.config_dir, &c.csv_path, &c.commit)?;
                 let result = work(&loaded.bytes);
                 Ok((loaded, result))
             }
             _ => {
-                self.loaded.revision.blob = blob;
+                if let Some(blob) = blob {
+                    self.loaded.revision.blob = blob;
+                }
                 Ok((self.loaded, result))
             }
         }

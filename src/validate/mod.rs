@@ -325,11 +325,10 @@ impl Pass<'_, '_> {
         }
         // One short hash per field, each taken once: combined for the checks'
         // keys and for the row's digest.
-        let [first, last, email, im, mobile] = user.map(hash);
-        let password_hash = password.map(hash);
-        let fields = [first, last, email, im, mobile]
+        let user_hashes = user.map(hash);
+        let fields = user_hashes
             .into_iter()
-            .chain(password_hash)
+            .chain(password.map(hash))
             .fold(0u64, |h, f| {
                 h.rotate_left(17) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             });
@@ -351,17 +350,13 @@ impl Pass<'_, '_> {
             digest: if self.mode == Mode::Check {
                 0
             } else {
-                crate::model::row_digest_of_hashes([
+                crate::model::row_digest_of_hashes(
                     extension_hash,
                     user_hash,
-                    first,
-                    last,
-                    email,
-                    im,
-                    mobile,
+                    user_hashes,
                     hash(description),
                     device_hash,
-                ])
+                )
             },
             extension: Text::from(extension),
             device: match &device {
