@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 pub mod snapshot;
 pub mod sqlite;
+mod writeback;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
