@@ -2,12 +2,12 @@
 //! before the write transaction), and put together the history record. It never
 //! prints; progress goes to the CLI as events.
 
+use crate::FastMap;
 use crate::config::HashParams;
 use crate::model::{Column, Desired, Text};
 use crate::plan::{Action, PlannedAction};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::io::Write;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub fn hash_passwords(
     desired: &Desired,
     actions: &[PlannedAction],
     params: &HashParams,
-) -> Result<HashMap<Text, String>, HashError> {
+) -> Result<FastMap<Text, String>, HashError> {
     let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None)
         .map_err(|e| HashError::Params(e.to_string()))?;
     let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);

@@ -4,7 +4,6 @@
 use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
-use std::collections::HashMap;
 
 pub mod snapshot;
 pub mod sqlite;
@@ -224,7 +223,7 @@ pub struct ApplyRequest<'a> {
     pub expected_serial: i64,
     /// argon2id PHC strings of the passwords being set, by username (computed before
     /// the transaction begins).
-    pub password_hashes: &'a HashMap<Text, String>,
+    pub password_hashes: &'a crate::FastMap<Text, String>,
     /// The digest of the inventory file the plan was made with, kept as the last
     /// apply's (`AppliedRevision::inventory`): every device it lists exists
     /// after the apply.

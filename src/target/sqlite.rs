@@ -2519,7 +2519,6 @@ use crate::time::utc_now;
 mod tests {
     use super::*;
     use crate::plan::Summary;
-    use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt;
 
     fn t(s: &str) -> Text {
@@ -2552,7 +2551,7 @@ mod tests {
     fn apply_with(
         target: &mut SqliteTarget,
         actions: Vec<Action>,
-        hashes: &HashMap<Text, String>,
+        hashes: &FastMap<Text, String>,
     ) -> Result<ApplyReport, TargetError> {
         let actions: Vec<_> = actions.into_iter().map(planned).collect();
         let expected_serial = target.serial().unwrap();
@@ -2569,7 +2568,7 @@ mod tests {
     }
 
     fn apply(target: &mut SqliteTarget, actions: Vec<Action>) -> Result<ApplyReport, TargetError> {
-        apply_with(target, actions, &HashMap::new())
+        apply_with(target, actions, &FastMap::default())
     }
 
     fn create_device(id: &str) -> Action {
@@ -2802,7 +2801,7 @@ mod tests {
         assert_eq!(d.devices.len(), 3);
         assert_eq!(d.device("D1").unwrap().model, "T46U");
 
-        let hashes = HashMap::from([(t("alice"), "$argon2id$v=19$secret".to_owned())]);
+        let hashes = FastMap::from_iter([(t("alice"), "$argon2id$v=19$secret".to_owned())]);
         let report = apply_with(
             &mut target,
             vec![
@@ -2911,7 +2910,7 @@ mod tests {
     #[test]
     fn created_users_get_their_password_hash() {
         let (_dir, mut target) = seeded();
-        let hashes = HashMap::from([(t("dave"), "$argon2id$dave".to_owned())]);
+        let hashes = FastMap::from_iter([(t("dave"), "$argon2id$dave".to_owned())]);
         let mut create = create_user("dave", "Dave");
         if let Action::CreateUser { changes, .. } = &mut create {
             changes.push(Change::password());
@@ -3014,7 +3013,7 @@ mod tests {
             digests: &[],
             actions: &actions,
             expected_serial: before.1,
-            password_hashes: &HashMap::new(),
+            password_hashes: &FastMap::default(),
             record: Box::new(|| record(&actions)),
         };
         let err = target.apply(request, &mut |p| events.push(p)).unwrap_err();
@@ -3054,7 +3053,7 @@ mod tests {
             digests: &[],
             actions: &actions,
             expected_serial: 0,
-            password_hashes: &HashMap::new(),
+            password_hashes: &FastMap::default(),
             record: Box::new(|| record(&actions)),
         };
         target.apply(request, &mut |p| events.push(p)).unwrap();
@@ -3086,7 +3085,7 @@ mod tests {
             digests: &[],
             actions: &actions,
             expected_serial: planned_serial,
-            password_hashes: &HashMap::new(),
+            password_hashes: &FastMap::default(),
             record: Box::new(|| record(&actions)),
         };
         let err = target.apply(request, &mut |_| {}).unwrap_err();
@@ -3188,7 +3187,7 @@ mod tests {
             digests: &digests,
             actions: &actions,
             expected_serial: before,
-            password_hashes: &HashMap::new(),
+            password_hashes: &FastMap::default(),
             record: Box::new(|| record(&actions)),
         };
         target.apply(request, &mut |_| {}).unwrap();
@@ -3231,7 +3230,7 @@ mod tests {
                 digests: &digests,
                 actions: &[],
                 expected_serial: serial,
-                password_hashes: &HashMap::new(),
+                password_hashes: &FastMap::default(),
                 record: Box::new(|| record(&[])),
             };
             target.apply(request, &mut |_| {}).unwrap();
@@ -3265,7 +3264,7 @@ mod tests {
                 digests: &[],
                 actions: &actions,
                 expected_serial: serial,
-                password_hashes: &HashMap::new(),
+                password_hashes: &FastMap::default(),
                 record: Box::new(|| record(&actions)),
             };
             let report = target.apply(request, &mut |_| {}).unwrap();
