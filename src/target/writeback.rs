@@ -33,9 +33,10 @@ impl Writeback {
             let Ok(file) = std::fs::File::open(&path) else {
                 return;
             };
-            while !stopped.load(Ordering::Relaxed) {
+            while !stopped.load(Ordering::Acquire) {
                 start_writing(&file);
-                std::thread::sleep(EVERY);
+                // Woken early by `drop`, which then need not wait out the pause.
+                std::thread::park_timeout(EVERY);
             }
         });
         Writeback {
@@ -47,8 +48,9 @@ impl Writeback {
 
 impl Drop for Writeback {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
