@@ -679,6 +679,20 @@ impl SqliteTarget {
     fn lock_path(&self) -> PathBuf {
         sidecar(&self.path, ".lock")
     }
+
+    /// Waits for the checkpoint of the last apply, if one is running.
+    fn settle(&mut self) {
+        if let Some(checkpoint) = self.checkpoint.take() {
+            let _ = checkpoint.join();
+        }
+    }
+}
+
+impl Drop for SqliteTarget {
+    fn drop(&mut self) {
+        // Before the connections close: the last one to close deletes the WAL.
+        self.settle();
+    }
 }
 
 /// Settings of the SQLite library itself, made once before its first
@@ -965,13 +979,14 @@ impl Target for SqliteTarget {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ApplyReport, TargetError> {
         self.ensure_writable()?;
-        // The commit leaves its pages in the WAL; `checkpoint_apart` copies them.
+        // One checkpoint at a time: the last apply's is done before this one.
         self.settle();
         let context = || format!("cannot apply to {}", self.path.display());
         // A cache of its own size for the apply (see APPLY_CACHE_KIB).
         self.conn
             .pragma_update(None, "cache_size", APPLY_CACHE_KIB)
             .map_err(|e| sqlite_error(context(), e))?;
+        // The commit leaves its pages in the WAL; `checkpoint_apart` copies them.
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|e| sqlite_error(context(), e))?;
@@ -1106,22 +1121,6 @@ impl Drop for SqliteLock {
     }
 }
 
-impl SqliteTarget {
-    /// Waits for the checkpoint of the last apply, if one is running.
-    fn settle(&mut self) {
-        if let Some(checkpoint) = self.checkpoint.take() {
-            let _ = checkpoint.join();
-        }
-    }
-}
-
-impl Drop for SqliteTarget {
-    fn drop(&mut self) {
-        // Before the connections close: the last one to close deletes the WAL.
-        self.settle();
-    }
-}
-
 /// Copies an apply's pages from the WAL into the state file (a checkpoint) on
 /// a connection of its own, so that whoever applied goes on meanwhile (keeps
 /// the digest index, reports, frees its memory). The commit wrote the pages
@@ -1149,8 +1148,6 @@ fn checkpoint_apart(path: PathBuf) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// The holder a locked lock file names. The holder writes it right after locking,
-/// so an empty or partial file is retried briefly.
 /// `Target::apply` on a connection set up for it.
 fn apply_in_transaction(
     conn: &mut Connection,
@@ -1266,6 +1263,8 @@ impl SuspendedTriggers {
     }
 }
 
+/// The holder a locked lock file names. The holder writes it right after locking,
+/// so an empty or partial file is retried briefly.
 fn read_holder(file: &File) -> LockHolder {
     for attempt in 0..5 {
         let mut text = String::new();
@@ -2674,8 +2673,8 @@ mod tests {
             .unwrap();
         assert_eq!(names, 1);
 
-        // The next apply waits for the checkpoint, and the connection checkpoints
-        // by itself again afterwards: other writes are not left in the WAL.
+        // The next apply waits for the checkpoint, and afterwards SQLite's own
+        // checkpoints are back on for other writes.
         apply(&mut target, vec![create_user("erin", "Erin")]).unwrap();
         apply(&mut target, vec![create_user("frank", "Frank")]).unwrap();
         let auto: i64 = target
