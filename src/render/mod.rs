@@ -11,27 +11,31 @@ pub struct Style {
 }
 
 impl Style {
+    pub const RED: &'static str = "1;31";
+    pub const YELLOW: &'static str = "1;33";
+    pub const GREEN: &'static str = "32";
+    pub const BLUE: &'static str = "1;34";
+    pub const BOLD: &'static str = "1";
+
     pub fn paint(self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+        let mut out = String::with_capacity(s.len() + 12);
+        self.paint_into(&mut out, code, |out| out.push_str(s));
+        out
     }
     pub fn red(self, s: &str) -> String {
-        self.paint("1;31", s)
+        self.paint(Style::RED, s)
     }
     pub fn yellow(self, s: &str) -> String {
-        self.paint("1;33", s)
+        self.paint(Style::YELLOW, s)
     }
     pub fn green(self, s: &str) -> String {
-        self.paint("32", s)
+        self.paint(Style::GREEN, s)
     }
     pub fn blue(self, s: &str) -> String {
-        self.paint("1;34", s)
+        self.paint(Style::BLUE, s)
     }
     pub fn bold(self, s: &str) -> String {
-        self.paint("1", s)
+        self.paint(Style::BOLD, s)
     }
 
     /// What `paint` returns, written into `out` by `write`: no string of its own.

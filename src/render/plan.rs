@@ -114,7 +114,7 @@ fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
     out.push_str(": ");
     let to = c.to.as_deref().unwrap_or("");
     match c.from.as_deref() {
-        None => style.paint_into(out, "32", quoted(to)),
+        None => style.paint_into(out, Style::GREEN, quoted(to)),
         Some(from) if from.len() + to.len() > 60 || from.contains('\n') || to.contains('\n') => {
             let diff = similar::TextDiff::from_words(from, to);
             let mut line = String::new();
@@ -131,9 +131,9 @@ fn change_lines(c: &Change, style: Style, out: &mut String, indent: &str) {
             out.push_str(&line.replace('\n', "⏎"));
         }
         Some(from) => {
-            style.paint_into(out, "1;31", quoted(from));
+            style.paint_into(out, Style::RED, quoted(from));
             out.push_str(" → ");
-            style.paint_into(out, "32", quoted(to));
+            style.paint_into(out, Style::GREEN, quoted(to));
         }
     }
     out.push('\n');
@@ -197,15 +197,15 @@ pub fn write_text(
 fn action_text(a: &PlannedAction, style: Style, out: &mut String) {
     let sym = symbol(&a.action);
     let code = match sym {
-        '+' => "32",
-        '~' => "1;33",
-        '>' => "1;34",
-        _ => "1;31",
+        '+' => Style::GREEN,
+        '~' => Style::YELLOW,
+        '>' => Style::BLUE,
+        _ => Style::RED,
     };
     out.push_str("  ");
     style.paint_into(out, code, |out| out.push(sym));
     out.push(' ');
-    style.paint_into(out, "1", |out| write_headline(&a.action, out));
+    style.paint_into(out, Style::BOLD, |out| write_headline(&a.action, out));
     if a.line.is_some() || a.blame.is_some() {
         out.push_str("  # ");
         write_where_from(a, out);
@@ -397,10 +397,13 @@ impl serde_json::ser::Formatter for Nested {
 }
 
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    push_md_escaped(&mut out, s);
+    out
 }
 
-/// `md_escape(s)`, appended to `out`.
+/// `s` with `|` escaped and line breaks made spaces (a table cell), appended
+/// to `out`.
 fn push_md_escaped(out: &mut String, s: &str) {
     if !s.contains(['|', '\n']) {
         out.push_str(s);
@@ -524,6 +527,8 @@ fn action_markdown(a: &PlannedAction, out: &mut String, scratch: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnostic::{Code, Diagnostic};
+    use crate::model::ExtensionKind;
 
     /// What a writer of this module writes, as text.
     fn rendered(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
@@ -531,8 +536,6 @@ mod tests {
         write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
-    use crate::diagnostic::{Code, Diagnostic};
-    use crate::model::ExtensionKind;
 
     #[test]
     fn a_large_plan_renders_every_action_in_order_as_text() {

@@ -69,9 +69,9 @@ pub fn read_committed(
         } else {
             std::fs::read(&located.file).map(Bytes::from)
         };
-        // Git's own word, checked again after the work like the hash would be.
-        let vouched = mapped && index_vouches(&located, &meta);
         if let Ok(bytes) = read {
+            // Git's own word, checked again after the work like the hash would be.
+            let vouched = mapped && index_vouches(&located, &stamp);
             return Ok(Pending::committed(
                 Loaded {
                     bytes,
@@ -96,8 +96,7 @@ pub fn read_committed(
 /// file's length, inode and times as they are now, and the index was written
 /// after the file last changed (else the entry is "racily clean" and git itself
 /// would look at the content). Then the file need not be hashed.
-fn index_vouches(located: &Located, meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
+fn index_vouches(located: &Located, stamp: &FileStamp) -> bool {
     let Ok(index) = located.repo.index() else {
         return false;
     };
@@ -107,7 +106,7 @@ fn index_vouches(located: &Located, meta: &std::fs::Metadata) -> bool {
     let Some(written) = index
         .path()
         .and_then(|path| std::fs::metadata(path).ok())
-        .map(|m| (m.mtime(), m.mtime_nsec()))
+        .map(|m| FileStamp::of(&m).modified)
     else {
         return false;
     };
@@ -115,11 +114,11 @@ fn index_vouches(located: &Located, meta: &std::fs::Metadata) -> bool {
     // The index keeps the low 32 bits of these.
     let low = |n: u64| n as u32;
     entry.id == located.blob
-        && entry.file_size == low(meta.len())
-        && entry.ino == low(meta.ino())
-        && entry.dev == low(meta.dev())
-        && time(entry.mtime) == (meta.mtime(), meta.mtime_nsec())
-        && time(entry.ctime) == (meta.ctime(), meta.ctime_nsec())
+        && entry.file_size == low(stamp.len)
+        && entry.ino == low(stamp.inode)
+        && entry.dev == low(stamp.device)
+        && time(entry.mtime) == stamp.modified
+        && time(entry.ctime) == stamp.changed
         && written > time(entry.mtime)
 }
 
