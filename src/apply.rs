@@ -83,8 +83,11 @@ pub fn redact_into(
     let mut records = crate::csv::Records::new(text, delimiter);
     // The text before `copied` is written.
     let mut copied = 0;
+    // The header is the first record (counting it by position, not by line, keeps
+    // a line-counting slip from taking a data row for it and leaving its password).
+    let mut header = layout.header_line.is_some();
     while let Some(rec) = records.next() {
-        if layout.header_line == Some(rec.line) || rec.len() <= password {
+        if std::mem::take(&mut header) || rec.len() <= password {
             continue;
         }
         // A cell read from a buffer (its quotes unescaped): the whole field,

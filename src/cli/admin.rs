@@ -3,6 +3,7 @@
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
 use crate::model::{Device, Licenses, Text};
+use crate::render::untrusted;
 use crate::sync;
 use crate::target::{Target, TargetError};
 use std::path::Path;
@@ -168,16 +169,16 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     "apply #{}\ntime:     {}\nwho:      {}{}\nsource:   {}\nblob:     {}\noutcome:  {}\nsummary:  {}\n\n{}",
                     r.id,
                     r.time,
-                    r.local_user,
+                    untrusted(&r.local_user),
                     r.git_author
                         .as_deref()
-                        .map(|a| format!(" (commit author {a})"))
+                        .map(|a| format!(" (commit author {})", untrusted(a)))
                         .unwrap_or_default(),
-                    r.source,
+                    untrusted(&r.source),
                     r.blob,
                     r.outcome,
                     r.summary,
-                    r.csv.text()
+                    crate::render::untrusted_lines(&r.csv.text())
                 ))?,
             }
         }
@@ -194,7 +195,12 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                         let total = r.summary.get("total").and_then(|t| t.as_u64()).unwrap_or(0);
                         s.push_str(&format!(
                             "#{:<4} {}  {:<10} {:>6} actions  {}  ({})\n",
-                            r.id, r.time, r.local_user, total, r.source, r.outcome
+                            r.id,
+                            r.time,
+                            untrusted(&r.local_user),
+                            total,
+                            untrusted(&r.source),
+                            r.outcome
                         ));
                     }
                     out(&s)?;
@@ -243,12 +249,12 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
                 Some(mut t) => t.load().map_err(target_error)?,
                 None => Default::default(),
             };
-            let holder = |id: &str| {
-                dir.extensions
-                    .iter()
-                    .find(|e| e.device.as_deref() == Some(id))
-                    .map(|e| e.number.clone())
-            };
+            let holders: std::collections::HashMap<&str, &Text> = dir
+                .extensions
+                .iter()
+                .filter_map(|e| Some((e.device.as_deref()?, &e.number)))
+                .collect();
+            let holder = |id: &str| holders.get(id).map(|&n| n.clone());
             match format {
                 Format::Json => json(&serde_json::Value::Array(
                     dir.devices
@@ -260,7 +266,11 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
                     let mut s = String::new();
                     for d in &dir.devices {
                         let held = holder(&d.id).map_or("free".to_string(), |e| format!("extension {e}"));
-                        s.push_str(&format!("{:<14} {:<24} {held}\n", d.id, d.model));
+                        s.push_str(&format!(
+                            "{:<14} {:<24} {held}\n",
+                            d.id,
+                            crate::render::untrusted(&d.model)
+                        ));
                     }
                     out(&s)?;
                 }

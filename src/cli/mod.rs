@@ -8,7 +8,6 @@ mod sync;
 pub use args::{Cli, Color, Command, Format};
 
 use crate::config::{Config, ConfigError};
-use crate::model::Column;
 use crate::render::Style;
 use crate::render::diagnostics::{self as render_diag, SourceView};
 use crate::validate::{self, Policy, Validated};
@@ -58,7 +57,8 @@ pub fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e}");
+            // Errors quote files and config keys: shown with their controls escaped.
+            eprintln!("error: {}", crate::render::untrusted_lines(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -232,12 +232,7 @@ pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 
 /// Shows a file's diagnostics as text on stderr.
 pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
-    let view = SourceView {
-        name,
-        text: &v.text,
-        delimiter: v.delimiter,
-        password_field: v.layout.position(Column::Password),
-    };
+    let view = SourceView::new(name, &v.text, v.delimiter, Some(&v.layout));
     print_diagnostics_of(ctx, &view, &v.diagnostics);
 }
 
@@ -248,7 +243,7 @@ pub fn print_diagnostics_of(
     diagnostics: &[crate::diagnostic::Diagnostic],
 ) {
     let mut diagnostics = diagnostics.to_vec();
-    render_diag::fill_spans(&mut diagnostics, view.text, view.delimiter);
+    render_diag::fill_spans(&mut diagnostics, view);
     let mut err = std::io::stderr().lock();
     for d in &diagnostics {
         if ctx.quiet && !d.is_error() {

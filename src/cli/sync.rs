@@ -273,12 +273,12 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                     .map(|(t, _)| t.text)
                     .unwrap_or_default();
                 let name = source_name(config, &planned.loaded);
-                let view = crate::render::diagnostics::SourceView {
-                    name: &name,
-                    text: &text,
-                    delimiter: planned.delimiter,
-                    password_field: planned.layout.position(crate::model::Column::Password),
-                };
+                let view = crate::render::diagnostics::SourceView::new(
+                    &name,
+                    &text,
+                    planned.delimiter,
+                    Some(&planned.layout),
+                );
                 let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
                 all.extend(planned.plan.warnings.iter().cloned());
                 crate::diagnostic::sort(&mut all);
@@ -816,12 +816,7 @@ fn refuse(ctx: &Context, format: Format, d: Diagnostic) -> Result<Outcome, CliEr
             .unwrap_or_default()
         ))?,
         _ => {
-            let view = crate::render::diagnostics::SourceView {
-                name: "pbxsync",
-                text: "",
-                delimiter: b',',
-                password_field: None,
-            };
+            let view = crate::render::diagnostics::SourceView::empty("pbxsync");
             eprint!(
                 "{}",
                 crate::render::diagnostics::text(&d, &view, ctx.stderr_style)

@@ -100,23 +100,67 @@ pub fn decode(
     }
 }
 
-/// 1-based line of a byte offset.
+/// 1-based line of a byte offset. A line ends at LF, CRLF or a lone CR (old Mac
+/// files: Excel for Mac's "CSV (Macintosh)" ends every line with CR alone).
 pub fn line_of(text: &[u8], offset: usize) -> u32 {
-    let n = text[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count();
-    u32::try_from(n + 1).unwrap_or(u32::MAX)
+    let offset = offset.min(text.len());
+    u32::try_from(line_breaks(text, 0..offset) + 1).unwrap_or(u32::MAX)
 }
 
-/// Picks the delimiter: `;` when the first line has more semicolons than commas.
+/// How many lines end in `range` of `text`: each LF, and each CR that no LF follows
+/// (looked up past the range, so a CRLF cut between its bytes counts once, at its LF).
+pub fn line_breaks(text: &[u8], range: Range<usize>) -> usize {
+    let part = &text[range.clone()];
+    let lf = part.iter().filter(|&&b| b == b'\n').count();
+    if memchr::memchr(b'\r', part).is_none() {
+        return lf;
+    }
+    lf + memchr::memchr_iter(b'\r', part)
+        .filter(|&i| text.get(range.start + i + 1) != Some(&b'\n'))
+        .count()
+}
+
+/// Whether the byte at `i` ends a line: an LF, or a CR that no LF follows.
+pub fn ends_line(text: &[u8], i: usize) -> bool {
+    match text.get(i) {
+        Some(b'\n') => true,
+        Some(b'\r') => text.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    }
+}
+
+/// Where each line of `text` starts: `starts[n - 1]` is the offset of line n.
+pub fn line_starts(text: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    for i in memchr::memchr2_iter(b'\n', b'\r', text) {
+        if ends_line(text, i) {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
+/// Picks the delimiter: `;` when the first line has more semicolons than commas
+/// (European spreadsheets), a tab when it has more tabs than either (a spreadsheet's
+/// "Unicode text" or a copy and paste), else `,`. A line ends at LF, CRLF or a
+/// lone CR.
 pub fn detect_delimiter(text: &str, delimiter: Delimiter) -> u8 {
     match delimiter {
         Delimiter::Char(c) => c,
         Delimiter::Auto => {
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let count = |c: char| first.chars().filter(|&x| x == c).count();
-            if count(';') > count(',') { b';' } else { b',' }
+            let first = text
+                .split(['\n', '\r'])
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let count = |c: u8| first.bytes().filter(|&x| x == c).count();
+            let (commas, semicolons, tabs) = (count(b','), count(b';'), count(b'\t'));
+            if tabs > commas.max(semicolons) {
+                b'\t'
+            } else if semicolons > commas {
+                b';'
+            } else {
+                b','
+            }
         }
     }
 }
@@ -426,7 +470,7 @@ impl<'t> Records<'t> {
             while let Some(&b) = bytes[..self.end].get(self.pos)
                 && matches!(b, b'\r' | b'\n')
             {
-                self.line += u32::from(b == b'\n');
+                self.line += u32::from(ends_line(bytes, self.pos));
                 self.pos += 1;
             }
             if self.pos >= self.end {
@@ -492,7 +536,7 @@ impl<'t> Records<'t> {
                 let close = loop {
                     match self.stops.next() {
                         Some(i) if bytes[i] == b'"' => break i,
-                        Some(i) => breaks += u32::from(bytes[i] == b'\n'),
+                        Some(i) => breaks += u32::from(ends_line(self.text.as_bytes(), i)),
                         None => return false,
                     }
                 };
@@ -557,7 +601,7 @@ impl<'t> Records<'t> {
             cell = end;
         }
         let to = bytes.len() - input.len();
-        let breaks = bytes[self.pos..to].iter().filter(|&&b| b == b'\n').count();
+        let breaks = line_breaks(self.text.as_bytes(), self.pos..to);
         self.line = self
             .line
             .saturating_add(u32::try_from(breaks).unwrap_or(u32::MAX));
@@ -631,6 +675,23 @@ mod tests {
         assert_eq!(got[2].1, ["e\nf", "g"]);
     }
 
+    #[test]
+    fn a_lone_cr_ends_a_line_as_lf_and_crlf_do() {
+        let got = records("a,b\rc,d\r\re,f\r\n\"g\rh\",i\rj,k");
+        let lines: Vec<u32> = got.iter().map(|r| r.0).collect();
+        assert_eq!(lines, [1, 2, 4, 5, 7]);
+        assert_eq!(got[3].1, ["g\rh", "i"]);
+        let text = b"a\rb\r\nc\nd";
+        assert_eq!(line_starts(text), [0, 2, 5, 7]);
+        assert_eq!(
+            line_breaks(text, 0..4),
+            1,
+            "the CR of a CRLF cut off counts at its LF"
+        );
+        assert_eq!(line_breaks(text, 0..5), 2);
+        assert_eq!(line_of(text, 8), 4);
+    }
+
     /// What the `csv` crate reads (flexible, no headers), with the lines and
     /// offsets the reader reported before it read the text itself.
     fn reference(text: &str) -> Vec<(u32, usize, Vec<String>)> {
@@ -650,9 +711,10 @@ mod tests {
             while matches!(text.as_bytes().get(start), Some(b'\r' | b'\n')) {
                 start += 1;
             }
-            line += text.as_bytes()[counted_to..start]
-                .iter()
-                .filter(|&&b| b == b'\n')
+            // LF, CRLF and a lone CR each end a line.
+            let b = text.as_bytes();
+            line += (counted_to..start)
+                .filter(|&i| b[i] == b'\n' || (b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')))
                 .count() as u32;
             counted_to = start;
             let cells = record

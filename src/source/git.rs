@@ -300,10 +300,12 @@ impl<'r, 't> Walk<'r, 't> {
     }
 }
 
-/// The lines of `content`, without their `\n`; a last line without one counts.
+/// The lines of `content`, without their `\n` (or lone `\r`: lines are counted as
+/// the reader counts them); a last line without one counts.
 fn lines_of(content: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut from = 0;
-    memchr::memchr_iter(b'\n', content)
+    memchr::memchr2_iter(b'\n', b'\r', content)
+        .filter(|&i| crate::csv::ends_line(content, i))
         .chain(std::iter::once(content.len()))
         .map(move |end| {
             let line = &content[from.min(end)..end];

@@ -680,7 +680,7 @@ pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
     // The first line of each part: the line breaks before it, counted in parallel.
     let breaks: Vec<usize> = ranges
         .par_iter()
-        .map(|r| count_byte(&bytes[r.clone()], b'\n'))
+        .map(|r| crate::csv::line_breaks(bytes, r.clone()))
         .collect();
     let mut first = u64::from(line);
     ranges
