@@ -8,6 +8,7 @@ mod changed_rows;
 mod config;
 mod faults;
 mod fmt;
+mod fuzz;
 mod hostile;
 mod init;
 mod plan;
