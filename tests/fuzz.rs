@@ -140,7 +140,7 @@ fn generate(choices: &[u8]) -> File {
         bytes: choices,
         at: 0,
     };
-    let delimiter = *c.pick(&[b',', b';', b'\t']);
+    let delimiter = *c.pick(b",;\t");
     let header = c.chance(2);
     // Auto-detection is reliable on a header row only.
     let auto = header && c.chance(2);
