@@ -116,3 +116,139 @@ fn fmt_writes_the_file_a_symlink_points_to_and_keeps_the_link() {
     );
     assert_eq!(t.ok(["fmt", "--check"]).code, 0);
 }
+
+/// Every file of a folder with its length, modification time and a hash of its
+/// content.
+fn files_of(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime, u64)> {
+    use std::hash::{Hash, Hasher};
+    let hash = |bytes: Vec<u8>| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        h.finish()
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                meta.len(),
+                meta.modified().unwrap(),
+                hash(std::fs::read(e.path()).unwrap()),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A repository applied once, with a committed change still to plan, so that
+/// the reading commands below really read the state file.
+fn applied_with_a_pending_change() -> Test {
+    let t = Test::repo();
+    t.commit_csv(format!("{HEADER}{ROWS}"));
+    t.apply(&[]);
+    t.commit_csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,,Desk,,,,virtual\n1002,Maria,Garcia,mgarcia,,,,,,\n"
+    ));
+    t
+}
+
+/// The commands that only read the state file, and what each must print.
+const READERS: &[(&[&str], &str)] = &[
+    (&["status"], "1 to update"),
+    (&["export"], "1001,Jason,Flynn,jflynn,,,,,,virtual"),
+    (&["history"], "(applied)"),
+    (&["history", "1"], "apply #1"),
+    (&["history", "1", "--format", "json"], "\"csv_redacted\""),
+    (&["validate"], "valid, 2 rows"),
+    (&["plan"], "~ update_extension 1001"),
+    (&["licenses", "show"], "voicemail licenses: 1 used"),
+    (&["devices", "list"], ""),
+];
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_read_only_state_folder_is_read_without_writing_anything() {
+    let t = applied_with_a_pending_change();
+    let folder = t.path(".pbxsync");
+    // As a clean exit leaves it: no `-wal` or `-shm` file, which SQLite needs
+    // for a WAL database and could not create here.
+    assert!(!t.path(".pbxsync/state.db-shm").exists());
+    let before = files_of(&folder);
+    set_mode(&t.state(), 0o444);
+    set_mode(&folder, 0o555);
+    for (args, expected) in READERS {
+        let out = t.run(*args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert!(out.stdout.contains(expected), "{args:?}: {}", out.stdout);
+    }
+    // Judged by the permission bits, as for the file itself: root, which may
+    // write anyway, leaves the folder as it is too.
+    assert_eq!(files_of(&folder), before, "nothing created or changed");
+    let out = t.run(["devices", "add", "0004F2000001"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    set_mode(&folder, 0o755);
+    assert_eq!(files_of(&folder), before);
+}
+
+/// Runs pbxsync as a user whom permissions bind: the tests' own, or, when the
+/// tests run as root (which passes every permission check), `nobody` through
+/// `setpriv`, with the test directory given to it. `None` when neither works.
+fn run_bound_by_permissions(t: &Test, args: &[&str]) -> Option<crate::support::Output> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+        return Some(t.run(args));
+    }
+    std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    fn give(path: &std::path::Path) {
+        std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+        if std::fs::symlink_metadata(path).unwrap().is_dir() {
+            for e in std::fs::read_dir(path).unwrap() {
+                give(&e.unwrap().path());
+            }
+        }
+    }
+    give(t.dir.path());
+    let mut cmd = assert_cmd::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_pbxsync"))
+        .args(args)
+        .current_dir(t.dir.path())
+        .env("HOME", t.dir.path())
+        .env_remove("PBXSYNC_TARGET")
+        .env("NO_COLOR", "1");
+    Some(crate::support::run(&mut cmd))
+}
+
+#[test]
+fn a_folder_the_user_cannot_write_is_read_as_well() {
+    let t = applied_with_a_pending_change();
+    let folder = t.path(".pbxsync");
+    let before = files_of(&folder);
+    set_mode(&folder, 0o555);
+    for (args, expected) in READERS {
+        let Some(out) = run_bound_by_permissions(&t, args) else {
+            eprintln!("skipped: running as root without setpriv, permissions cannot bind");
+            set_mode(&folder, 0o755);
+            return;
+        };
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert!(out.stdout.contains(expected), "{args:?}: {}", out.stdout);
+    }
+    let out = run_bound_by_permissions(&t, &["licenses", "set", "--users", "5"]).unwrap();
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    assert_eq!(files_of(&folder), before, "nothing created or changed");
+    set_mode(&folder, 0o755);
+}

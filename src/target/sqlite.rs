@@ -264,6 +264,10 @@ pub struct SqliteTarget {
     reader: Option<Connection>,
     conn: Connection,
     read_only: bool,
+    /// Opened as a file nothing writes (SQLite's `immutable`): read-only, in a
+    /// folder where SQLite cannot make the shared memory a WAL file needs
+    /// (`without_shared_memory`).
+    immutable: bool,
     /// The ids of the users the last `load_subset` read and the numbers of their
     /// extensions, with the serial they were read at: an apply at that serial
     /// finds them here instead of looking each up.
@@ -290,7 +294,9 @@ impl SqliteTarget {
     pub fn open(path: &Path) -> Result<SqliteTarget, TargetError> {
         configure_library();
         create_private_file(path)?;
-        let read_only = is_read_only(path)?;
+        // A folder SQLite cannot write its WAL's shared memory into makes the
+        // file as read-only as its own permissions would.
+        let read_only = is_read_only(path)? || without_shared_memory(path)?;
         if !read_only {
             restore_sidecar_permissions(path);
         }
@@ -325,19 +331,21 @@ impl SqliteTarget {
     fn open_existing(path: &Path, read_only: bool) -> Result<SqliteTarget, TargetError> {
         // Checked before SQLite sees the file, so nothing is ever written to it.
         check_header(path)?;
+        let immutable = read_only && without_shared_memory(path)?;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
         flags |= if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE
         };
-        let conn = Connection::open_with_flags(path, flags)
+        let conn = open_connection(path, flags, immutable)
             .map_err(|e| sqlite_error(format!("cannot open {}", path.display()), e))?;
         let mut target = SqliteTarget {
             path: path.to_owned(),
             reader: None,
             conn,
             read_only,
+            immutable,
             read_users: None,
             checkpoint: None,
         };
@@ -524,7 +532,7 @@ impl SqliteTarget {
             Some(reader) => reader,
             slot => {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let reader = Connection::open_with_flags(&self.path, flags)?;
+                let reader = open_connection(&self.path, flags, self.immutable)?;
                 reader.busy_timeout(Duration::from_secs(5))?;
                 tune(&reader)?;
                 rusqlite::vtab::array::load_module(&reader)?;
@@ -2454,6 +2462,66 @@ fn is_read_only(path: &Path) -> Result<bool, TargetError> {
     }
 }
 
+/// Whether a read-only open must do without the `-shm` file of WAL mode: SQLite
+/// reads a WAL database through it, and when it is missing and the folder is
+/// read-only (a backup, a mount, a folder of another user), every read failed
+/// with "attempt to write a readonly database". Judged by the permission bits
+/// too, like `is_read_only`: root may write anywhere, but a folder made
+/// read-only is meant to stay as it is. Such a file is read as it is on disk
+/// (`immutable`), which is the whole state only when no `-wal` file holds
+/// commits not yet copied into it: then there is no way to read them, and
+/// that is said rather than an older state shown.
+fn without_shared_memory(path: &Path) -> Result<bool, TargetError> {
+    if std::fs::metadata(sidecar(path, "-shm")).is_ok() {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let writable = std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
+        && std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+            // SAFETY: a NUL-terminated path that lives through the call.
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
+    if writable {
+        return Ok(false);
+    }
+    let wal = sidecar(path, "-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(io_error(
+            format!(
+                "cannot read {}: the folder is read-only and {} holds changes that only \
+                 a writable folder lets SQLite read; make {} writable, or run pbxsync once \
+                 as a user who may write there",
+                path.display(),
+                wal.display(),
+                dir.display()
+            ),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        ));
+    }
+    Ok(true)
+}
+
+/// A connection to `path`; `immutable` opens it with SQLite's `immutable` URI
+/// parameter (no locks, no `-shm` or `-wal` file).
+fn open_connection(path: &Path, flags: OpenFlags, immutable: bool) -> rusqlite::Result<Connection> {
+    if !immutable {
+        return Connection::open_with_flags(path, flags);
+    }
+    let mut uri = String::from("file:");
+    for &b in std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()) {
+        // The URI's own characters, and anything not plain ASCII, percent-encoded.
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+}
+
 /// SQLite creates the `-wal` and `-shm` files with the mode of the database, so a
 /// read while the state file was read-only leaves read-only ones behind, which
 /// would keep it read-only for SQLite after the file is made writable again.
@@ -2491,7 +2559,7 @@ fn check_header(path: &Path) -> Result<(), TargetError> {
 fn read_only_error(path: &Path) -> TargetError {
     io_error(
         format!(
-            "cannot write the state file {}: it is read-only",
+            "cannot write the state file {}: it (or its folder) is read-only",
             path.display()
         ),
         std::io::Error::from(std::io::ErrorKind::PermissionDenied),
@@ -3451,6 +3519,44 @@ mod tests {
         }
         apply(&mut target, vec![create_user("dave", "Dave")]).unwrap();
         assert!(target.load().unwrap().user("dave").is_some());
+    }
+
+    #[test]
+    fn a_read_only_folder_is_read_as_the_file_is_unless_its_wal_holds_commits() {
+        let (dir, mut target) = seeded();
+        let path = dir.path().join("state.db");
+        let before = (target.load().unwrap(), target.serial().unwrap());
+        drop(target);
+        assert!(!dir.path().join("state.db-shm").exists());
+        let folder = |mode| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        folder(0o555);
+        let mut target = SqliteTarget::open_read_only(&path).unwrap().unwrap();
+        assert!(target.immutable);
+        assert_eq!((target.load().unwrap(), target.serial().unwrap()), before);
+        drop(target);
+        // Opened for writing, it is read-only too, and says so on a write.
+        let mut target = SqliteTarget::open(&path).unwrap();
+        assert_eq!(target.load().unwrap(), before.0);
+        let err = target.add_devices(&[]).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        drop(target);
+        assert!(!dir.path().join("state.db-shm").exists());
+        // Commits still in a WAL file cannot be read without its shared memory:
+        // refused, rather than the older state in the file shown.
+        folder(0o755);
+        std::fs::write(dir.path().join("state.db-wal"), b"frames").unwrap();
+        folder(0o555);
+        let err = SqliteTarget::open_read_only(&path)
+            .err()
+            .unwrap()
+            .to_string();
+        folder(0o755);
+        assert!(
+            err.contains("state.db-wal") && err.contains("read-only") && err.contains("writable"),
+            "{err}"
+        );
     }
 
     #[test]
