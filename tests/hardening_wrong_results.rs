@@ -252,3 +252,170 @@ fn a_folder_the_user_cannot_write_is_read_as_well() {
     assert_eq!(files_of(&folder), before, "nothing created or changed");
     set_mode(&folder, 0o755);
 }
+
+/// A state file of 2,000 users applied from a commit, and what each reading
+/// command printed before anything happened to it.
+fn applied_directory() -> (Test, Vec<(Vec<&'static str>, crate::support::Output)>) {
+    let t = Test::repo();
+    let mut csv = HEADER.to_string();
+    for i in 0..2000 {
+        csv.push_str(&format!(
+            "{},First{i},Last{i},user{i},Sec_ret12,Desk {i},u{i}@example.com,,,virtual\n",
+            10_000 + i
+        ));
+    }
+    t.commit_csv(csv);
+    t.apply(&[]);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["export"],
+        vec!["history"],
+        vec!["history", "1"],
+        vec!["history", "1", "--format", "json"],
+        vec!["plan"],
+        vec!["plan", "--file", "users.csv"],
+        vec!["validate"],
+        vec!["licenses", "show"],
+        vec!["apply", "--auto-approve", "--file", "users.csv"],
+    ];
+    let before = commands
+        .into_iter()
+        .map(|args| {
+            let out = t.ok(&args);
+            (args, out)
+        })
+        .collect();
+    (t, before)
+}
+
+/// Every command either fails saying the state file is damaged and what to do,
+/// or (when it does not read the damaged part) prints what it printed before.
+/// `must_fail` must fail.
+fn damage_is_reported(
+    t: &Test,
+    before: &[(Vec<&str>, crate::support::Output)],
+    must_fail: &[&str],
+) {
+    for (args, earlier) in before {
+        let out = t.run(args);
+        if out.code == 0 && !must_fail.contains(&args.join(" ").as_str()) {
+            assert_eq!(
+                out.stdout, earlier.stdout,
+                "{args:?} read the damage as data"
+            );
+            continue;
+        }
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let state = t.state().display().to_string();
+        assert!(
+            out.stderr
+                .contains(&format!("the state file {state} is damaged"))
+                && out.stderr.contains("Restore it from a backup")
+                && out.stderr.contains("pbxsync apply"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// Where `needle` first occurs in the state file.
+fn offset_of(t: &Test, needle: &[u8]) -> usize {
+    let bytes = std::fs::read(t.state()).unwrap();
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| {
+            panic!(
+                "{:?} not in the state file",
+                String::from_utf8_lossy(needle)
+            )
+        })
+}
+
+fn overwrite(t: &Test, at: usize, with: &[u8]) {
+    use std::io::{Seek, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.state())
+        .unwrap();
+    file.seek(std::io::SeekFrom::Start(at as u64)).unwrap();
+    file.write_all(with).unwrap();
+}
+
+#[test]
+fn a_state_file_damaged_in_the_middle_fails_every_command_that_reads_it() {
+    let (t, before) = applied_directory();
+    // Text that is no longer UTF-8 in the middle of a row: it was "invalid utf-8
+    // sequence", and `export` exited 0 when it met other damage.
+    let at = offset_of(&t, b"Desk 1000");
+    overwrite(&t, at, b"\xff\xfe\xff\xfe");
+    damage_is_reported(&t, &before, &["export"]);
+    overwrite(&t, at, b"Desk");
+    assert_eq!(t.ok(["export"]).stdout, before[1].1.stdout, "restored");
+
+    // A whole page of garbage in the middle of the file.
+    let page = 32_768;
+    let at = offset_of(&t, b"Desk 1000") / page * page;
+    let garbage: Vec<u8> = (0..page).map(|i| (i * 7919 % 251) as u8).collect();
+    overwrite(&t, at, &garbage);
+    damage_is_reported(&t, &before, &["export"]);
+}
+
+#[test]
+fn an_extension_whose_user_is_gone_fails_export_instead_of_leaving_it_out() {
+    let (t, before) = applied_directory();
+    // As damage to a user id, or a program that wrote with foreign keys off,
+    // leaves it: `export` printed every other extension and exited 0.
+    let db = t.db();
+    db.execute_batch(
+        "PRAGMA foreign_keys = OFF; UPDATE extensions SET user_id = 999999 WHERE number = '10500';",
+    )
+    .unwrap();
+    drop(db);
+    let out = t.run(["export"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("is damaged")
+            && out
+                .stderr
+                .contains("extension 10500 belongs to user id 999999"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "no partial export: {}", out.stdout);
+    // Everything else that reads the directory whole says so too.
+    for args in [&["plan", "--file", "users.csv"][..], &["status"]] {
+        let out = t.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert!(
+            out.stderr.contains("is damaged"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    drop(before);
+}
+
+#[test]
+fn a_damaged_recorded_csv_is_an_error_not_an_altered_or_empty_csv() {
+    let (t, before) = applied_directory();
+    // A byte inside the compressed CSV of apply #1 (after zstd's frame header):
+    // it read back as a CSV with some letters changed, or as none.
+    let at = offset_of(&t, &[0x28, 0xb5, 0x2f, 0xfd]) + 64;
+    let bytes = std::fs::read(t.state()).unwrap();
+    overwrite(&t, at, &[bytes[at] ^ 0x01]);
+    for args in [&["history", "1"][..], &["history", "1", "--format", "json"]] {
+        let out = t.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert!(
+            out.stderr.contains("is damaged")
+                && out
+                    .stderr
+                    .contains("the CSV recorded with apply #1 cannot be read"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // The list of applies does not read the CSVs.
+    assert_eq!(t.ok(["history"]).stdout, before[2].1.stdout);
+}

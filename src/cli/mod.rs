@@ -34,6 +34,10 @@ pub enum CliError {
     },
     #[error("{0}")]
     Message(String),
+    /// Kept whole, so that a command can tell a damaged state file from an
+    /// error it may report and go on after.
+    #[error(transparent)]
+    Target(#[from] crate::target::TargetError),
 }
 
 /// What a command ends with.

@@ -410,14 +410,14 @@ impl SqliteTarget {
                     .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
             Ok((app, version, objects))
         };
-        let (app, version, objects) = probe().map_err(|e| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                TargetError::NotAStateFile {
-                    path: path.clone(),
-                    reason: format!("SQLite cannot read it ({e})"),
-                }
-            }
-            _ => sqlite_error(format!("cannot open {path}"), e),
+        // The file starts as a SQLite database (`check_header`): one SQLite
+        // cannot read is damaged rather than foreign.
+        let (app, version, objects) = probe().map_err(|e| match damage(&e) {
+            Some(reason) => TargetError::Damaged {
+                path: path.clone(),
+                reason,
+            },
+            None => sqlite_error(format!("cannot open {path}"), e),
         })?;
         let not_ours = |reason: String| {
             Err(TargetError::NotAStateFile {
@@ -2086,7 +2086,7 @@ fn read_extensions_by_number(
             extension.username = names
                 .get(&id)
                 .cloned()
-                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                .ok_or_else(|| without_owner(&extension.number, id))?;
             Ok(extension)
         })
         .collect()
@@ -2254,13 +2254,53 @@ fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let user_id: i64 = row.get(1)?;
-        // The foreign key makes every owner exist; an extension without one is
-        // left out, as the join did.
-        if let Ok(at) = owners.binary_search_by_key(&user_id, |(id, _)| *id) {
-            extensions.push(extension_of(row, owners[at].1.clone())?);
-        }
+        // The foreign key makes every owner exist. Leaving an extension without
+        // one out (as a join would) made `export` print a directory short of
+        // it, and succeed.
+        let Ok(at) = owners.binary_search_by_key(&user_id, |(id, _)| *id) else {
+            return Err(without_owner(row.get_ref(0)?.as_str()?, user_id));
+        };
+        extensions.push(extension_of(row, owners[at].1.clone())?);
     }
     Ok(extensions)
+}
+
+/// An extension whose owner is not in the users table, which its foreign key
+/// forbids: the file is damaged (or was written with foreign keys off).
+fn without_owner(number: &str, user_id: i64) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!(
+            "extension {number} belongs to user id {user_id}, which does not exist"
+        )),
+    )
+}
+
+/// Why `e` means that the state file cannot be read as it was written, or `None`:
+/// SQLite found a page damaged, or a stored value is not of the type pbxsync
+/// writes (text that is not UTF-8 is how damage inside a row shows).
+pub fn damage(e: &rusqlite::Error) -> Option<String> {
+    use rusqlite::Error as E;
+    match e {
+        E::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            Some(e.to_string())
+        }
+        E::Utf8Error(..)
+        | E::FromSqlConversionFailure(..)
+        | E::InvalidColumnType(..)
+        | E::IntegralValueOutOfRange(..) => Some(format!("a stored value cannot be read: {e}")),
+        _ => None,
+    }
+}
+
+/// `damage` of a target error that SQLite caused.
+pub fn target_damage(e: &TargetError) -> Option<String> {
+    match e {
+        TargetError::Sqlite { source, .. } => damage(source),
+        _ => None,
+    }
 }
 
 /// An extension from `number, username, kind, device, description`.
@@ -3557,6 +3597,61 @@ mod tests {
             err.contains("state.db-wal") && err.contains("read-only") && err.contains("writable"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_extension_without_its_user_is_damage_not_left_out() {
+        let (dir, mut target) = seeded();
+        let number = target.load().unwrap().extensions[0].number.clone();
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        other.pragma_update(None, "foreign_keys", false).unwrap();
+        other
+            .execute(
+                "UPDATE extensions SET user_id = 4242 WHERE number = ?1",
+                [number.as_str()],
+            )
+            .unwrap();
+        for err in [
+            target.load().unwrap_err(),
+            target
+                .load_subset(&super::super::Keys {
+                    extensions: vec![number.clone()],
+                    ..super::super::Keys::default()
+                })
+                .unwrap_err(),
+        ] {
+            let TargetError::Sqlite { source, .. } = &err else {
+                panic!("{err}");
+            };
+            let reason = damage(source).unwrap_or_else(|| panic!("not damage: {err}"));
+            assert!(
+                reason.contains(&format!("extension {number} belongs to user id 4242")),
+                "{reason}"
+            );
+        }
+        // Text that is not UTF-8 is damage too; a busy file is not.
+        other
+            .execute(
+                "UPDATE users SET first_name = CAST(x'ff' AS TEXT) WHERE id = (SELECT min(id) FROM users)",
+                [],
+            )
+            .unwrap();
+        other
+            .execute(
+                "UPDATE extensions SET user_id = (SELECT min(id) FROM users)",
+                [],
+            )
+            .unwrap();
+        let err = target.load().unwrap_err();
+        assert!(
+            target_damage(&err).is_some_and(|r| r.contains("utf-8")),
+            "{err}"
+        );
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(damage(&busy), None);
     }
 
     #[test]
