@@ -419,3 +419,56 @@ fn a_damaged_recorded_csv_is_an_error_not_an_altered_or_empty_csv() {
     // The list of applies does not read the CSVs.
     assert_eq!(t.ok(["history"]).stdout, before[2].1.stdout);
 }
+
+/// Waits until `path` has been left alone for over a second: only then does a
+/// plan take git's index's word for the checkout (`FileStamp::settled`), which
+/// is the case this test is about. A wait for that condition, not a timing
+/// assertion.
+fn until_settled(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+    let settled = changed + std::time::Duration::from_millis(1100);
+    while let Ok(left) = settled.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}
+
+#[test]
+fn a_git_filter_that_keeps_the_length_cannot_make_plan_and_apply_disagree() {
+    let t = Test::repo();
+    // A clean/smudge filter that swaps J and K: the commit holds "Kason" while
+    // the checkout keeps "Jason", as long, and git's index calls it clean.
+    t.git(&["config", "filter.swap.clean", "tr JK KJ"]);
+    t.git(&["config", "filter.swap.smudge", "tr JK KJ"]);
+    t.write(".gitattributes", "users.csv filter=swap\n");
+    t.commit_csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n"));
+    assert!(t.git(&["show", "HEAD:users.csv"]).contains("Kason"));
+    assert!(t.read("users.csv").contains("Jason"));
+    assert_eq!(t.git(&["status", "--porcelain", "users.csv"]), "");
+    until_settled(&t.path("users.csv"));
+
+    // The plan showed the checkout ("Jason") and the apply wrote the commit.
+    let plan = t.plan_json(&[]);
+    let user = &plan["actions"][0];
+    assert_eq!(user["type"], "create_user", "{plan:#}");
+    let first_name = user["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "first_name")
+        .unwrap();
+    assert_eq!(
+        first_name["to"], "Kason",
+        "the plan shows the commit: {plan:#}"
+    );
+    let text = t.ok(["plan"]).stdout;
+    assert!(
+        text.contains("first_name: \"Kason\"") && !text.contains("Jason"),
+        "{text}"
+    );
+    t.apply(&[]);
+    assert!(t.export().contains("1001,Kason,Flynn,jflynn"));
+    assert!(t.ok(["plan"]).stdout.starts_with("No changes."));
+}
