@@ -49,14 +49,30 @@ pub enum Delimiter {
 
 impl<'de> Deserialize<'de> for Delimiter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "auto" => Ok(Delimiter::Auto),
-            "," | ";" | "\t" => Ok(Delimiter::Char(s.as_bytes()[0])),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown delimiter `{other}`, expected one of `auto`, `,`, `;`, `\\t`"
-            ))),
+        // Through a visitor rather than a `String` first, so that serde_yaml puts
+        // the line of the value (not of the whole document) on a refusal.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Delimiter;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of `auto`, `,`, `;`, `\\t`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Delimiter, E> {
+                match s {
+                    "auto" => Ok(Delimiter::Auto),
+                    "," | ";" => Ok(Delimiter::Char(s.as_bytes()[0])),
+                    // `'\t'` as the README writes it: YAML's single quotes keep the
+                    // backslash, so this is the two characters `\` and `t`; `"\t"`
+                    // is a real tab. Both, and the word, mean a tab.
+                    "\t" | "\\t" | "tab" => Ok(Delimiter::Char(b'\t')),
+                    other => Err(E::custom(format!(
+                        "unknown delimiter `{}`, expected one of `auto`, `,`, `;`, `\\t` (or `tab`)",
+                        other.escape_debug()
+                    ))),
+                }
+            }
         }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -300,7 +316,7 @@ impl Config {
             path: path.display().to_string(),
             message,
         };
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
+        let raw = read_yaml(text).map_err(invalid)?;
         let at = |key: &str| match key_line(text, key) {
             Some(line) => format!("line {line}: "),
             None => String::new(),
@@ -366,6 +382,63 @@ impl Config {
             .ok_or_else(|| ConfigError::NotFound {
                 start: start.display().to_string(),
             })
+    }
+}
+
+/// The raw config of `text`, with YAML's tags taken as YAML means them.
+fn read_yaml(text: &str) -> Result<RawConfig, String> {
+    let doc = serde_yaml::from_str::<serde_yaml::Value>(text);
+    // serde_yaml reads past a tag of its own (`!env DB_URL` would be the target
+    // `DB_URL`, `!secret x` the string `x`): pbxsync has none, so one is a
+    // mistake worth a word rather than a value nobody wrote.
+    if let Ok(doc) = &doc
+        && let Some((key, tag)) = local_tag(doc, String::new())
+    {
+        let at = key
+            .rsplit('.')
+            .next()
+            .and_then(|last| key_line(text, last))
+            .map(|line| format!("line {line}: "))
+            .unwrap_or_default();
+        return Err(format!(
+            "{at}`{}` has the YAML tag `{}`, which pbxsync does not know; write the value without it",
+            key.escape_debug(),
+            tag.escape_debug()
+        ));
+    }
+    serde_yaml::from_str::<RawConfig>(text).or_else(|e| {
+        // serde_yaml 0.9 takes a quoted value with a standard tag (`!!bool "true"`,
+        // `!!int "5"`, which YAML reads as `true` and `5`) only into a `Value`, and
+        // refuses it otherwise with "invalid type: boolean `true`, expected a
+        // boolean". Such a document is read through a `Value`; when that fails
+        // too, the first error, which knows the line, is the one shown.
+        doc.and_then(serde_yaml::from_value)
+            .map_err(|_| yaml_message(&e))
+    })
+}
+
+/// The first value of `doc` under a tag of its own (`!name`, not one of YAML's
+/// `!!` tags, which serde_yaml resolves), with its dotted key.
+fn local_tag(doc: &serde_yaml::Value, key: String) -> Option<(String, String)> {
+    match doc {
+        serde_yaml::Value::Tagged(tagged) => Some((key, tagged.tag.to_string())),
+        serde_yaml::Value::Mapping(map) => map.iter().find_map(|(k, v)| {
+            let name = match k {
+                serde_yaml::Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            let key = if key.is_empty() {
+                name
+            } else {
+                format!("{key}.{name}")
+            };
+            local_tag(v, key)
+        }),
+        serde_yaml::Value::Sequence(items) => items.iter().find_map(|v| local_tag(v, key.clone())),
+        _ => None,
     }
 }
 
@@ -534,6 +607,75 @@ mod tests {
         assert!(e.contains("0 to 100"), "{e}");
         let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
         assert!(e.contains("sqlite:PATH"), "{e}");
+    }
+
+    #[test]
+    fn a_tab_delimiter_in_every_spelling() {
+        // `'\t'` (the README's spelling: a backslash and a `t`), `"\t"` (a tab),
+        // `tab`, and a real tab character.
+        for spelling in ["'\\t'", "\"\\t\"", "tab", "\"\t\""] {
+            let c = parse(&format!("source: {{path: u.csv}}\ndelimiter: {spelling}\n"))
+                .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+            assert_eq!(c.delimiter, Delimiter::Char(b'\t'), "{spelling}");
+        }
+        let c = parse("source: {path: u.csv}\ndelimiter: auto\n").unwrap();
+        assert_eq!(c.delimiter, Delimiter::Auto);
+        // A refusal names the value (escaped) and its own line.
+        let e = parse("source: {path: u.csv}\nprune: false\ndelimiter: \"\\e|\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("`\\u{1b}|`"), "{e}");
+        assert!(e.contains("`tab`"), "{e}");
+    }
+
+    #[test]
+    fn yaml_tags_mean_what_yaml_says() {
+        // A standard tag on a quoted value is that value (serde_yaml alone says
+        // "invalid type: boolean `true`, expected a boolean").
+        let c = parse(
+            "source: {path: !!str u.csv}\nprune: !!bool \"true\"\n\
+             safety: {max_change_percent: !!int \"50\", min_existing: !!int 5}\n",
+        )
+        .unwrap();
+        assert!(c.prune);
+        assert_eq!(c.safety.max_change_percent, 50);
+        assert_eq!(c.safety.min_existing, 5);
+        assert!(
+            !parse("source: {path: u.csv}\nprune: !!bool 'false'\n")
+                .unwrap()
+                .prune
+        );
+        // A bad one is still refused, with its line and what was expected.
+        let e = parse("source: {path: u.csv}\nprune: !!bool \"yes\"\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("expected a boolean"),
+            "{e}"
+        );
+        let e = parse("source: {path: u.csv}\nsafety:\n  max_change_percent: !!int \"500\"\n")
+            .unwrap_err();
+        assert!(e.contains("line 3") && e.contains("0 to 100"), "{e}");
+        // A tag of its own is not silently dropped.
+        for (text, key, line) in [
+            (
+                "source: {path: u.csv}\nprune: !foo true\n",
+                "`prune`",
+                "line 2",
+            ),
+            (
+                "source: {path: u.csv}\ntarget: !env DB_URL\n",
+                "`target`",
+                "line 2",
+            ),
+            (
+                "source:\n  path: !secret u.csv\n",
+                "`source.path`",
+                "line 2",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.contains(line) && e.contains(key) && e.contains("YAML tag `!"),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
-use crate::target::sqlite::SqliteTarget;
+use crate::target::ReportsDamage;
+use crate::target::sqlite::{self, SqliteTarget};
 use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
 use std::path::{Path, PathBuf};
@@ -61,9 +62,24 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
 /// reads as `None` (an empty directory) and is not created.
 pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, TargetError> {
     match url {
-        TargetUrl::Sqlite(path) if write => Ok(Some(Box::new(SqliteTarget::open(path)?))),
         TargetUrl::Sqlite(path) => {
-            Ok(SqliteTarget::open_read_only(path)?.map(|t| Box::new(t) as Box<dyn Target>))
+            let name = path.display().to_string();
+            let opened = if write {
+                SqliteTarget::open(path).map(Some)
+            } else {
+                SqliteTarget::open_read_only(path)
+            };
+            let damaged = |e| match sqlite::target_damage(&e) {
+                Some(reason) => TargetError::Damaged {
+                    path: name.clone(),
+                    reason,
+                },
+                None => e,
+            };
+            Ok(opened.map_err(damaged)?.map(|t| {
+                Box::new(ReportsDamage::new(t, name.clone(), sqlite::target_damage))
+                    as Box<dyn Target>
+            }))
         }
         TargetUrl::Postgres(_) => Err(TargetError::Unsupported(
             "PostgreSQL targets are not supported by this version yet; use a `sqlite:` target"

@@ -9,7 +9,7 @@ use crate::target::{Target, TargetError};
 use std::path::Path;
 
 fn target_error(e: TargetError) -> CliError {
-    CliError::Message(e.to_string())
+    CliError::Target(e)
 }
 
 /// The target for reading; a state file that does not exist yet is an error here.
@@ -22,6 +22,14 @@ fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
                 "the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first".into(),
             )
         })
+}
+
+/// The state file as a damage message names it.
+fn state_file(ctx: &Context, target: &dyn Target) -> String {
+    match ctx.config().map(|c| c.target) {
+        Ok(crate::config::TargetUrl::Sqlite(path)) => path.display().to_string(),
+        _ => target.describe(),
+    }
 }
 
 fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
@@ -75,8 +83,13 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     };
     let holder = target.lock_holder().map_err(target_error)?;
     let counts = target.counts().map_err(target_error)?;
-    // Pending: what the committed CSV would change now.
-    let pending = super::sync::pending(ctx, &config, &mut target);
+    // Pending: what the committed CSV would change now. Shown as unknown when it
+    // cannot be planned (a CSV with errors, a missing commit), but a damaged
+    // state file fails the command, like every other read of it.
+    let pending = match super::sync::pending(ctx, &config, &mut target) {
+        Err(e @ CliError::Target(TargetError::Damaged { .. })) => return Err(e),
+        pending => pending,
+    };
     // Drift: what the last applied CSV would change now. Nothing, when nothing
     // has written since that apply; otherwise it is planned against the whole
     // directory (when its content is still in the repository).
@@ -163,8 +176,18 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     "there is no apply #{id} in the history; see `pbxsync history`"
                 )));
             };
+            // Damaged bytes are an error, not an empty (or altered) CSV.
+            let csv = r.csv.checked_text().map_err(|reason| {
+                CliError::Target(TargetError::Damaged {
+                    path: state_file(ctx, target.as_ref()),
+                    reason: format!("the CSV recorded with apply #{id} cannot be read: {reason}"),
+                })
+            })?;
             match format {
-                Format::Json => json(&serde_json::to_value(&r).unwrap_or_default())?,
+                Format::Json => json(
+                    &serde_json::to_value(&r)
+                        .map_err(|e| CliError::Message(format!("cannot show apply #{id}: {e}")))?,
+                )?,
                 _ => out(&format!(
                     "apply #{}\ntime:     {}\nwho:      {}{}\nsource:   {}\nblob:     {}\noutcome:  {}\nsummary:  {}\n\n{}",
                     r.id,
@@ -178,7 +201,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     r.blob,
                     r.outcome,
                     r.summary,
-                    crate::render::untrusted_lines(&r.csv.text())
+                    crate::render::untrusted_lines(&csv)
                 ))?,
             }
         }

@@ -43,7 +43,7 @@ fn source_error(e: crate::source::SourceError) -> CliError {
 }
 
 fn target_error(e: TargetError) -> CliError {
-    CliError::Message(e.to_string())
+    CliError::Target(e)
 }
 
 /// A plan saved with `plan --out`: the plan as JSON plus what is needed to make it
@@ -349,22 +349,17 @@ pub(super) fn pending(
     ctx: &Context,
     config: &Config,
     target: &mut Box<dyn Target>,
-) -> Result<Plan, String> {
+) -> Result<Plan, CliError> {
     let choice = SourceChoice::Git {
         rev: config.source_ref.clone(),
     };
     let options = SyncOptions::default();
     let inventory = read_inventory(config);
-    if unchanged_since_last_apply(config, &choice, &options, target, &inventory)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+    if unchanged_since_last_apply(config, &choice, &options, target, &inventory)?.is_some() {
         return Ok(Plan::default());
     }
-    let loaded = sync::load_source(config, &choice, true).map_err(|e| e.to_string())?;
-    let inventory = inventory
-        .and_then(|file| inventory_devices(config, file.as_deref()))
-        .map_err(|e| e.to_string())?;
+    let loaded = sync::load_source(config, &choice, true).map_err(source_error)?;
+    let inventory = inventory.and_then(|file| inventory_devices(config, file.as_deref()))?;
     run_pipeline(
         ctx,
         config,
@@ -375,7 +370,6 @@ pub(super) fn pending(
         false,
     )
     .map(|planned| planned.plan)
-    .map_err(|e| e.to_string())
 }
 
 pub fn plan_cmd(

@@ -70,8 +70,10 @@ pub fn read_committed(
             std::fs::read(&located.file).map(Bytes::from)
         };
         if let Ok(bytes) = read {
-            // Git's own word, checked again after the work like the hash would be.
-            let vouched = mapped && index_vouches(&located, &stamp);
+            // Git's own word, checked again after the work like the hash would be;
+            // not taken for a file git converts (its word is then about the
+            // converted bytes), which is hashed instead.
+            let vouched = mapped && !converted(&located) && index_vouches(&located, &stamp);
             return Ok(Pending::committed(
                 Loaded {
                     bytes,
@@ -120,6 +122,44 @@ fn index_vouches(located: &Located, stamp: &FileStamp) -> bool {
         && time(entry.mtime) == stamp.modified
         && time(entry.ctime) == stamp.changed
         && written > time(entry.mtime)
+}
+
+/// Whether git changes the bytes of the file between the commit and the checkout:
+/// a clean/smudge filter, line-end conversion (`text`, `eol`, `crlf`,
+/// `core.autocrlf`), another working-tree encoding, `$Id$` expansion. Git's index
+/// then calls the checkout clean when converting it gives the committed blob,
+/// which is not the checkout's bytes: a filter that keeps the length let `plan`
+/// validate the checkout while `apply` (which hashes it) applied the commit.
+/// An attribute that cannot be read counts as one that converts.
+fn converted(located: &Located) -> bool {
+    const CONVERTING: [&str; 6] = [
+        "filter",
+        "text",
+        "eol",
+        "crlf",
+        "working-tree-encoding",
+        "ident",
+    ];
+    let path = Path::new(&located.path);
+    let by_attribute = CONVERTING.iter().any(|name| {
+        match located
+            .repo
+            .get_attr_bytes(path, name, git2::AttrCheckFlags::default())
+        {
+            Ok(value) => !matches!(
+                git2::AttrValue::from_bytes(value),
+                git2::AttrValue::Unspecified | git2::AttrValue::False
+            ),
+            Err(_) => true,
+        }
+    });
+    by_attribute
+        || located.repo.config().is_ok_and(|config| {
+            // `true` or `input`; unset or `false` converts nothing.
+            config
+                .get_string("core.autocrlf")
+                .is_ok_and(|v| !v.eq_ignore_ascii_case("false"))
+        })
 }
 
 /// Where the CSV of `located` comes from, with the commit's author and summary.
@@ -919,6 +959,40 @@ mod tests {
             .alongside(|_| runs += 1)
             .unwrap();
         assert_eq!((runs, loaded.bytes.as_ref()), (1, V1.as_bytes()));
+    }
+
+    #[test]
+    fn git_converting_the_file_is_seen_in_its_attributes_and_config() {
+        let repo = TestRepo::new();
+        let at = "2024-03-05T10:00:00+0000";
+        repo.commit_file(ALICE, at, "users.csv", V1, "Add users");
+        // Whatever the global configuration says.
+        repo.git(ALICE, at, &["config", "core.autocrlf", "false"]);
+        let converts = |attributes: &str| {
+            repo.write(".gitattributes", attributes);
+            converted(&locate(repo.path(), csv(), "HEAD").unwrap())
+        };
+        for unconverted in [
+            "",
+            "*.csv -text\n",
+            "*.csv binary\n",
+            "other.csv filter=lfs\n",
+        ] {
+            assert!(!converts(unconverted), "{unconverted:?}");
+        }
+        for converting in [
+            "users.csv filter=swap\n",
+            "* text=auto\n",
+            "*.csv text\n",
+            "*.csv eol=crlf\n",
+            "*.csv crlf\n",
+            "*.csv working-tree-encoding=UTF-16\n",
+            "*.csv ident\n",
+        ] {
+            assert!(converts(converting), "{converting:?}");
+        }
+        repo.git(ALICE, at, &["config", "core.autocrlf", "input"]);
+        assert!(converts(""), "core.autocrlf");
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub enum TargetError {
     /// The file is not a pbxsync state file (corrupt, or another program's database).
     #[error("{path} is not a pbxsync state file: {reason}")]
     NotAStateFile { path: String, reason: String },
+    /// The store cannot be read as it was written: damaged on disk, or written
+    /// by something that broke its rules. Nothing was written.
+    #[error(
+        "the state file {path} is damaged ({reason}); nothing was written. Restore it from a \
+         backup; without one, move it away and run `pbxsync apply` to build the directory \
+         again from the CSV (history, inventory, license limits and SIP secrets start anew)"
+    )]
+    Damaged { path: String, reason: String },
     /// An action of the plan could not be carried out; nothing was written.
     #[error("action {index} ({action}) failed: {reason}; nothing was written")]
     ActionFailed {
@@ -140,10 +148,11 @@ pub enum Compression {
 /// on the second core, and must be done by the commit.
 const ZSTD_LEVEL: i32 = 1;
 
-/// As its text, as people read it.
+/// As its text, as people read it; damaged bytes fail rather than read as none.
 impl Serialize for RecordedCsv {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text())
+        let text = self.checked_text().map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&text)
     }
 }
 
@@ -162,6 +171,9 @@ impl RecordedCsv {
     ) -> RecordedCsv {
         let compress = || -> std::io::Result<Vec<u8>> {
             let mut encoder = zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
+            // 4 bytes that make a damaged entry fail to read instead of reading
+            // as a CSV with some letters changed.
+            encoder.include_checksum(true)?;
             write(&mut encoder)?;
             encoder.finish()
         };
@@ -185,16 +197,25 @@ impl RecordedCsv {
 
     /// The CSV; empty when none was recorded or the stored bytes are damaged.
     pub fn text(&self) -> String {
+        self.checked_text().unwrap_or_default()
+    }
+
+    /// The CSV (empty when none was recorded), or why the stored bytes cannot be
+    /// read back. Entries recorded before zstd's checksum was added find only
+    /// damage that breaks the compressed stream.
+    pub fn checked_text(&self) -> Result<String, String> {
         if self.bytes.is_empty() {
-            return String::new();
+            return Ok(String::new());
         }
         let bytes = match self.format {
-            Compression::Zstd => zstd::stream::decode_all(self.bytes.as_slice()).ok(),
-            Compression::Lz4 => lz4_flex::decompress_size_prepended(&self.bytes).ok(),
-        };
-        bytes
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_default()
+            Compression::Zstd => {
+                zstd::stream::decode_all(self.bytes.as_slice()).map_err(|e| e.to_string())
+            }
+            Compression::Lz4 => {
+                lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())
+            }
+        }?;
+        String::from_utf8(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -341,6 +362,120 @@ pub trait Target: Send {
     fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError>;
 }
 
+/// A target whose errors that mean its store is damaged become
+/// `TargetError::Damaged`, naming the store and what to do: whichever read
+/// meets the damage (a page of users, the history, a value of the wrong type),
+/// the user learns the same thing, and the command fails.
+pub struct ReportsDamage<T> {
+    inner: T,
+    path: String,
+    /// Why an error means damage, or `None` when it does not.
+    damage: fn(&TargetError) -> Option<String>,
+}
+
+impl<T: Target> ReportsDamage<T> {
+    pub fn new(inner: T, path: String, damage: fn(&TargetError) -> Option<String>) -> Self {
+        ReportsDamage {
+            inner,
+            path,
+            damage,
+        }
+    }
+
+    fn checked<R>(&self, result: Result<R, TargetError>) -> Result<R, TargetError> {
+        result.map_err(|e| match (self.damage)(&e) {
+            Some(reason) => TargetError::Damaged {
+                path: self.path.clone(),
+                reason,
+            },
+            None => e,
+        })
+    }
+}
+
+impl<T: Target> Target for ReportsDamage<T> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn load(&mut self) -> Result<Directory, TargetError> {
+        let r = self.inner.load();
+        self.checked(r)
+    }
+    fn counts(&mut self) -> Result<Counts, TargetError> {
+        let r = self.inner.counts();
+        self.checked(r)
+    }
+    fn load_index(&mut self) -> Result<(DigestIndex, Usage), TargetError> {
+        let r = self.inner.load_index();
+        self.checked(r)
+    }
+    fn keep_index(
+        &mut self,
+        serial: i64,
+        index: &DigestIndex,
+        usage: Usage,
+    ) -> Result<(), TargetError> {
+        let r = self.inner.keep_index(serial, index, usage);
+        self.checked(r)
+    }
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
+        let r = self.inner.missing_devices(wanted);
+        self.checked(r)
+    }
+    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, TargetError> {
+        let r = self.inner.load_subset(keys);
+        self.checked(r)
+    }
+    fn serial(&mut self) -> Result<i64, TargetError> {
+        let r = self.inner.serial();
+        self.checked(r)
+    }
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError> {
+        let r = self.inner.last_applied();
+        self.checked(r)
+    }
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError> {
+        let r = self.inner.try_lock();
+        self.checked(r)
+    }
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError> {
+        let r = self.inner.lock_holder();
+        self.checked(r)
+    }
+    fn apply(
+        &mut self,
+        request: ApplyRequest<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyReport, TargetError> {
+        let r = self.inner.apply(request, progress);
+        self.checked(r)
+    }
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError> {
+        let r = self.inner.record_failure(record);
+        self.checked(r)
+    }
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError> {
+        let r = self.inner.history();
+        self.checked(r)
+    }
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError> {
+        let r = self.inner.history_entry(id);
+        self.checked(r)
+    }
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError> {
+        let r = self.inner.add_devices(devices);
+        self.checked(r)
+    }
+    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError> {
+        let r = self.inner.remove_device(id);
+        self.checked(r)
+    }
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError> {
+        let r = self.inner.set_licenses(licenses);
+        self.checked(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +512,30 @@ mod tests {
             RecordedCsv::from_compressed(b"damaged".to_vec(), Compression::Zstd).text(),
             "",
             "damaged bytes read as no CSV"
+        );
+    }
+
+    #[test]
+    fn a_damaged_recorded_csv_never_reads_as_another_csv() {
+        let text: String = (0..300)
+            .map(|i| format!("{},First{i},Last{i},user{i},,Desk {i}\n", 1000 + i))
+            .collect();
+        let recorded = RecordedCsv::new(&text);
+        let (bytes, format) = recorded.compressed();
+        let mut errors = 0;
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.to_vec();
+            damaged[at] ^= 0x01;
+            match RecordedCsv::from_compressed(damaged, format).checked_text() {
+                Ok(read) => assert_eq!(read, text, "a flip at byte {at} read as another CSV"),
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(errors > bytes.len() / 2, "{errors} of {}", bytes.len());
+        let damaged = RecordedCsv::from_compressed(b"damaged".to_vec(), Compression::Zstd);
+        assert!(
+            serde_json::to_value(&damaged).is_err(),
+            "not shown as no CSV"
         );
     }
 }

@@ -264,6 +264,10 @@ pub struct SqliteTarget {
     reader: Option<Connection>,
     conn: Connection,
     read_only: bool,
+    /// Opened as a file nothing writes (SQLite's `immutable`): read-only, in a
+    /// folder where SQLite cannot make the shared memory a WAL file needs
+    /// (`without_shared_memory`).
+    immutable: bool,
     /// The ids of the users the last `load_subset` read and the numbers of their
     /// extensions, with the serial they were read at: an apply at that serial
     /// finds them here instead of looking each up.
@@ -290,7 +294,9 @@ impl SqliteTarget {
     pub fn open(path: &Path) -> Result<SqliteTarget, TargetError> {
         configure_library();
         create_private_file(path)?;
-        let read_only = is_read_only(path)?;
+        // A folder SQLite cannot write its WAL's shared memory into makes the
+        // file as read-only as its own permissions would.
+        let read_only = is_read_only(path)? || without_shared_memory(path)?;
         if !read_only {
             restore_sidecar_permissions(path);
         }
@@ -325,19 +331,21 @@ impl SqliteTarget {
     fn open_existing(path: &Path, read_only: bool) -> Result<SqliteTarget, TargetError> {
         // Checked before SQLite sees the file, so nothing is ever written to it.
         check_header(path)?;
+        let immutable = read_only && without_shared_memory(path)?;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
         flags |= if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE
         };
-        let conn = Connection::open_with_flags(path, flags)
+        let conn = open_connection(path, flags, immutable)
             .map_err(|e| sqlite_error(format!("cannot open {}", path.display()), e))?;
         let mut target = SqliteTarget {
             path: path.to_owned(),
             reader: None,
             conn,
             read_only,
+            immutable,
             read_users: None,
             checkpoint: None,
         };
@@ -402,14 +410,14 @@ impl SqliteTarget {
                     .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
             Ok((app, version, objects))
         };
-        let (app, version, objects) = probe().map_err(|e| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                TargetError::NotAStateFile {
-                    path: path.clone(),
-                    reason: format!("SQLite cannot read it ({e})"),
-                }
-            }
-            _ => sqlite_error(format!("cannot open {path}"), e),
+        // The file starts as a SQLite database (`check_header`): one SQLite
+        // cannot read is damaged rather than foreign.
+        let (app, version, objects) = probe().map_err(|e| match damage(&e) {
+            Some(reason) => TargetError::Damaged {
+                path: path.clone(),
+                reason,
+            },
+            None => sqlite_error(format!("cannot open {path}"), e),
         })?;
         let not_ours = |reason: String| {
             Err(TargetError::NotAStateFile {
@@ -524,7 +532,7 @@ impl SqliteTarget {
             Some(reader) => reader,
             slot => {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let reader = Connection::open_with_flags(&self.path, flags)?;
+                let reader = open_connection(&self.path, flags, self.immutable)?;
                 reader.busy_timeout(Duration::from_secs(5))?;
                 tune(&reader)?;
                 rusqlite::vtab::array::load_module(&reader)?;
@@ -2078,7 +2086,7 @@ fn read_extensions_by_number(
             extension.username = names
                 .get(&id)
                 .cloned()
-                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                .ok_or_else(|| without_owner(&extension.number, id))?;
             Ok(extension)
         })
         .collect()
@@ -2246,13 +2254,53 @@ fn read_extensions(conn: &Connection) -> rusqlite::Result<Vec<Extension>> {
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let user_id: i64 = row.get(1)?;
-        // The foreign key makes every owner exist; an extension without one is
-        // left out, as the join did.
-        if let Ok(at) = owners.binary_search_by_key(&user_id, |(id, _)| *id) {
-            extensions.push(extension_of(row, owners[at].1.clone())?);
-        }
+        // The foreign key makes every owner exist. Leaving an extension without
+        // one out (as a join would) made `export` print a directory short of
+        // it, and succeed.
+        let Ok(at) = owners.binary_search_by_key(&user_id, |(id, _)| *id) else {
+            return Err(without_owner(row.get_ref(0)?.as_str()?, user_id));
+        };
+        extensions.push(extension_of(row, owners[at].1.clone())?);
     }
     Ok(extensions)
+}
+
+/// An extension whose owner is not in the users table, which its foreign key
+/// forbids: the file is damaged (or was written with foreign keys off).
+fn without_owner(number: &str, user_id: i64) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!(
+            "extension {number} belongs to user id {user_id}, which does not exist"
+        )),
+    )
+}
+
+/// Why `e` means that the state file cannot be read as it was written, or `None`:
+/// SQLite found a page damaged, or a stored value is not of the type pbxsync
+/// writes (text that is not UTF-8 is how damage inside a row shows).
+pub fn damage(e: &rusqlite::Error) -> Option<String> {
+    use rusqlite::Error as E;
+    match e {
+        E::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            Some(e.to_string())
+        }
+        E::Utf8Error(..)
+        | E::FromSqlConversionFailure(..)
+        | E::InvalidColumnType(..)
+        | E::IntegralValueOutOfRange(..) => Some(format!("a stored value cannot be read: {e}")),
+        _ => None,
+    }
+}
+
+/// `damage` of a target error that SQLite caused.
+pub fn target_damage(e: &TargetError) -> Option<String> {
+    match e {
+        TargetError::Sqlite { source, .. } => damage(source),
+        _ => None,
+    }
 }
 
 /// An extension from `number, username, kind, device, description`.
@@ -2454,6 +2502,66 @@ fn is_read_only(path: &Path) -> Result<bool, TargetError> {
     }
 }
 
+/// Whether a read-only open must do without the `-shm` file of WAL mode: SQLite
+/// reads a WAL database through it, and when it is missing and the folder is
+/// read-only (a backup, a mount, a folder of another user), every read failed
+/// with "attempt to write a readonly database". Judged by the permission bits
+/// too, like `is_read_only`: root may write anywhere, but a folder made
+/// read-only is meant to stay as it is. Such a file is read as it is on disk
+/// (`immutable`), which is the whole state only when no `-wal` file holds
+/// commits not yet copied into it: then there is no way to read them, and
+/// that is said rather than an older state shown.
+fn without_shared_memory(path: &Path) -> Result<bool, TargetError> {
+    if std::fs::metadata(sidecar(path, "-shm")).is_ok() {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let writable = std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
+        && std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+            // SAFETY: a NUL-terminated path that lives through the call.
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
+    if writable {
+        return Ok(false);
+    }
+    let wal = sidecar(path, "-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(io_error(
+            format!(
+                "cannot read {}: the folder is read-only and {} holds changes that only \
+                 a writable folder lets SQLite read; make {} writable, or run pbxsync once \
+                 as a user who may write there",
+                path.display(),
+                wal.display(),
+                dir.display()
+            ),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        ));
+    }
+    Ok(true)
+}
+
+/// A connection to `path`; `immutable` opens it with SQLite's `immutable` URI
+/// parameter (no locks, no `-shm` or `-wal` file).
+fn open_connection(path: &Path, flags: OpenFlags, immutable: bool) -> rusqlite::Result<Connection> {
+    if !immutable {
+        return Connection::open_with_flags(path, flags);
+    }
+    let mut uri = String::from("file:");
+    for &b in std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()) {
+        // The URI's own characters, and anything not plain ASCII, percent-encoded.
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+}
+
 /// SQLite creates the `-wal` and `-shm` files with the mode of the database, so a
 /// read while the state file was read-only leaves read-only ones behind, which
 /// would keep it read-only for SQLite after the file is made writable again.
@@ -2491,7 +2599,7 @@ fn check_header(path: &Path) -> Result<(), TargetError> {
 fn read_only_error(path: &Path) -> TargetError {
     io_error(
         format!(
-            "cannot write the state file {}: it is read-only",
+            "cannot write the state file {}: it (or its folder) is read-only",
             path.display()
         ),
         std::io::Error::from(std::io::ErrorKind::PermissionDenied),
@@ -3451,6 +3559,99 @@ mod tests {
         }
         apply(&mut target, vec![create_user("dave", "Dave")]).unwrap();
         assert!(target.load().unwrap().user("dave").is_some());
+    }
+
+    #[test]
+    fn a_read_only_folder_is_read_as_the_file_is_unless_its_wal_holds_commits() {
+        let (dir, mut target) = seeded();
+        let path = dir.path().join("state.db");
+        let before = (target.load().unwrap(), target.serial().unwrap());
+        drop(target);
+        assert!(!dir.path().join("state.db-shm").exists());
+        let folder = |mode| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        folder(0o555);
+        let mut target = SqliteTarget::open_read_only(&path).unwrap().unwrap();
+        assert!(target.immutable);
+        assert_eq!((target.load().unwrap(), target.serial().unwrap()), before);
+        drop(target);
+        // Opened for writing, it is read-only too, and says so on a write.
+        let mut target = SqliteTarget::open(&path).unwrap();
+        assert_eq!(target.load().unwrap(), before.0);
+        let err = target.add_devices(&[]).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        drop(target);
+        assert!(!dir.path().join("state.db-shm").exists());
+        // Commits still in a WAL file cannot be read without its shared memory:
+        // refused, rather than the older state in the file shown.
+        folder(0o755);
+        std::fs::write(dir.path().join("state.db-wal"), b"frames").unwrap();
+        folder(0o555);
+        let err = SqliteTarget::open_read_only(&path)
+            .err()
+            .unwrap()
+            .to_string();
+        folder(0o755);
+        assert!(
+            err.contains("state.db-wal") && err.contains("read-only") && err.contains("writable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_extension_without_its_user_is_damage_not_left_out() {
+        let (dir, mut target) = seeded();
+        let number = target.load().unwrap().extensions[0].number.clone();
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        other.pragma_update(None, "foreign_keys", false).unwrap();
+        other
+            .execute(
+                "UPDATE extensions SET user_id = 4242 WHERE number = ?1",
+                [number.as_str()],
+            )
+            .unwrap();
+        for err in [
+            target.load().unwrap_err(),
+            target
+                .load_subset(&super::super::Keys {
+                    extensions: vec![number.clone()],
+                    ..super::super::Keys::default()
+                })
+                .unwrap_err(),
+        ] {
+            let TargetError::Sqlite { source, .. } = &err else {
+                panic!("{err}");
+            };
+            let reason = damage(source).unwrap_or_else(|| panic!("not damage: {err}"));
+            assert!(
+                reason.contains(&format!("extension {number} belongs to user id 4242")),
+                "{reason}"
+            );
+        }
+        // Text that is not UTF-8 is damage too; a busy file is not.
+        other
+            .execute(
+                "UPDATE users SET first_name = CAST(x'ff' AS TEXT) WHERE id = (SELECT min(id) FROM users)",
+                [],
+            )
+            .unwrap();
+        other
+            .execute(
+                "UPDATE extensions SET user_id = (SELECT min(id) FROM users)",
+                [],
+            )
+            .unwrap();
+        let err = target.load().unwrap_err();
+        assert!(
+            target_damage(&err).is_some_and(|r| r.contains("utf-8")),
+            "{err}"
+        );
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(damage(&busy), None);
     }
 
     #[test]
