@@ -31,16 +31,45 @@ type Rule = Result<(), Problem>;
 #[derive(Debug, Clone)]
 pub enum ExtensionRule {
     Default,
-    Pattern(regex::Regex),
+    /// `regex` is `pattern` anchored at both ends; `pattern` is what the config
+    /// says, for messages.
+    Pattern {
+        regex: regex::Regex,
+        pattern: String,
+    },
+}
+
+/// Why `policy.extension_pattern` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("it is empty, which would accept any extension")]
+    Empty,
+    #[error("it is not a valid regular expression: {0}")]
+    Invalid(#[from] regex::Error),
 }
 
 impl ExtensionRule {
-    pub fn new(pattern: &str) -> Result<ExtensionRule, regex::Error> {
-        if pattern == crate::config::DEFAULT_EXTENSION_PATTERN {
-            Ok(ExtensionRule::Default)
-        } else {
-            regex::Regex::new(pattern).map(ExtensionRule::Pattern)
+    /// Compiles the pattern so that it must match the whole cell: `[0-9]{2,8}`
+    /// must not accept `x12y` by matching its middle.
+    pub fn new(pattern: &str) -> Result<ExtensionRule, PatternError> {
+        if pattern.trim().is_empty() {
+            return Err(PatternError::Empty);
         }
+        // The default, anchored or not, is checked without a regex.
+        if matches!(
+            pattern,
+            crate::config::DEFAULT_EXTENSION_PATTERN | "[0-9]{2,8}"
+        ) {
+            return Ok(ExtensionRule::Default);
+        }
+        // Compiled alone first: wrapped, a pattern such as `1)|(2` would read as
+        // a valid one that it is not.
+        regex::Regex::new(pattern)?;
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+        Ok(ExtensionRule::Pattern {
+            regex,
+            pattern: pattern.to_string(),
+        })
     }
 
     pub fn check(&self, value: &str) -> Rule {
@@ -48,14 +77,16 @@ impl ExtensionRule {
             ExtensionRule::Default => {
                 (2..=8).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
             }
-            ExtensionRule::Pattern(re) => re.is_match(value),
+            ExtensionRule::Pattern { regex, .. } => regex.is_match(value),
         };
         if ok {
             return Ok(());
         }
         let expected = match self {
             ExtensionRule::Default => "2 to 8 digits".to_string(),
-            ExtensionRule::Pattern(re) => format!("the pattern `{}`", re.as_str()),
+            ExtensionRule::Pattern { pattern, .. } => {
+                format!("the whole of it to match the pattern `{pattern}`")
+            }
         };
         Err(Problem::new(
             Code::BadExtension,
@@ -312,6 +343,40 @@ mod tests {
         }
         let r = ExtensionRule::new("^[0-9]{3}$").unwrap();
         assert!(r.check("100").is_ok() && r.check("1000").is_err());
+    }
+
+    #[test]
+    fn an_extension_pattern_matches_the_whole_cell() {
+        // Not the default spelling, so the regex is used.
+        let r = ExtensionRule::new("[0-9]{2,4}").unwrap();
+        assert!(matches!(r, ExtensionRule::Pattern { .. }));
+        assert_eq!(r.check("1001"), Ok(()));
+        for bad in ["x12y", "12y", "x12", "12345", "1"] {
+            let e = r.check(bad).unwrap_err();
+            assert_eq!(e.code, Code::BadExtension, "{bad}");
+            // The message names the pattern as written, not the anchored one.
+            assert!(e.message.contains("`[0-9]{2,4}`"), "{}", e.message);
+        }
+        // An alternation is anchored as a whole, not only its first and last branch.
+        let r = ExtensionRule::new("1[0-9]|2[0-9]{2}").unwrap();
+        assert!(r.check("15").is_ok() && r.check("250").is_ok());
+        assert!(r.check("15x").is_err() && r.check("x250").is_err());
+        // The default pattern unanchored means the same, and takes the fast path.
+        assert!(matches!(
+            ExtensionRule::new("[0-9]{2,8}").unwrap(),
+            ExtensionRule::Default
+        ));
+        for empty in ["", "  "] {
+            assert!(matches!(
+                ExtensionRule::new(empty),
+                Err(PatternError::Empty)
+            ));
+        }
+        // Wrapped, `1)|(2` would compile; alone it is not a pattern.
+        assert!(matches!(
+            ExtensionRule::new("1)|(2"),
+            Err(PatternError::Invalid(_))
+        ));
     }
 
     #[test]
