@@ -327,9 +327,11 @@ impl Config {
                 at("path")
             )));
         }
-        if let Err(e) = regex::Regex::new(&raw.policy.extension_pattern) {
+        // Compiled as validation will use it (anchored), so what is checked here
+        // is what runs.
+        if let Err(e) = crate::validate::rules::ExtensionRule::new(&raw.policy.extension_pattern) {
             return Err(invalid(format!(
-                "{}`policy.extension_pattern` is not a valid regular expression: {e}",
+                "{}`policy.extension_pattern`: {e}; write the pattern that a whole extension must match, e.g. '^[0-9]{{2,8}}$'",
                 at("extension_pattern")
             )));
         }
@@ -601,6 +603,11 @@ mod tests {
         let e = parse("source: {path: u.csv}\npolicy:\n  extension_pattern: '[0-9'\n").unwrap_err();
         assert!(
             e.contains("line 3") && e.contains("extension_pattern"),
+            "{e}"
+        );
+        let e = parse("source: {path: u.csv}\npolicy:\n  extension_pattern: ''\n").unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("`policy.extension_pattern`") && e.contains("empty"),
             "{e}"
         );
         let e = parse("source: {path: u.csv}\nsafety: {max_change_percent: 300}\n").unwrap_err();

@@ -38,10 +38,11 @@ pub enum Code {
     StalePlan,
     Locked,
     FileTooLarge,
+    FormulaLikeCell,
 }
 
 impl Code {
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::BadHeader,
         Code::WrongColumnCount,
         Code::InvalidUtf8,
@@ -66,6 +67,7 @@ impl Code {
         Code::StalePlan,
         Code::Locked,
         Code::FileTooLarge,
+        Code::FormulaLikeCell,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +96,7 @@ impl Code {
             Code::StalePlan => "stale-plan",
             Code::Locked => "locked",
             Code::FileTooLarge => "file-too-large",
+            Code::FormulaLikeCell => "formula-like-cell",
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The current state as a CSV in the ten-column format: header row first, sorted by
-//! extension, passwords empty. Applying the export plans no change.
+//! extension, passwords empty. Applying the export plans no change. Cells that a
+//! spreadsheet would run as formulas are written with the `'` escape.
 
 use crate::model::{Column, Directory, ExtensionKind};
+use crate::validate::rules;
+use std::borrow::Cow;
 
 pub fn to_csv(dir: &Directory) -> String {
     let mut writer = csv::WriterBuilder::new()
@@ -25,20 +28,28 @@ pub fn to_csv(dir: &Directory) -> String {
             ExtensionKind::Virtual => "virtual",
             ExtensionKind::VoicemailOnly => "",
         };
-        ok &= writer
-            .write_record([
-                ext.number.as_str(),
-                field(Column::FirstName),
-                field(Column::LastName),
-                ext.username.as_str(),
-                "",
-                ext.description.as_str(),
-                field(Column::Email),
-                field(Column::Im),
-                field(Column::Mobile),
-                device,
-            ])
-            .is_ok();
+        let cells = [
+            ext.number.as_str(),
+            field(Column::FirstName),
+            field(Column::LastName),
+            ext.username.as_str(),
+            "",
+            ext.description.as_str(),
+            field(Column::Email),
+            field(Column::Im),
+            field(Column::Mobile),
+            device,
+        ];
+        // A cell a spreadsheet would run as a formula gets the `'` escape, which
+        // the reader takes away again: the export is safe to open and still plans
+        // no change.
+        let cells = Column::ALL.into_iter().zip(cells).map(|(column, value)| {
+            match rules::escape(column, value) {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            }
+        });
+        ok &= writer.write_record(cells).is_ok();
     }
     match writer.into_inner() {
         Ok(bytes) if ok => String::from_utf8(bytes).unwrap_or_default(),

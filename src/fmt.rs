@@ -72,6 +72,30 @@ mod tests {
     }
 
     #[test]
+    fn formula_like_cells_are_written_escaped_and_keep_their_value() {
+        let input = format!(
+            "{}1001,Jason,Flynn,-jflynn,=Sec_ret12,=SUM(A1),,@home,+1 555,\n1002,Wei,Chen,wchen,,'-x,,''y,,\n",
+            crate::model::Column::ALL
+                .map(crate::model::Column::header)
+                .join(",")
+                + "\n"
+        );
+        let out = fmt(&input);
+        assert!(
+            out.ends_with(
+                "1001,Jason,Flynn,'-jflynn,'=Sec_ret12,'=SUM(A1),,'@home,+1 555,\n1002,Wei,Chen,wchen,,'-x,,'y,,\n"
+            ),
+            "{out}"
+        );
+        let before = validate(input.as_bytes(), &Policy::default());
+        let after = validate(out.as_bytes(), &Policy::default());
+        assert_eq!(before.desired.users, after.desired.users);
+        assert_eq!(before.desired.extensions, after.desired.extensions);
+        assert!(after.diagnostics.is_empty(), "{:?}", after.diagnostics);
+        assert_eq!(fmt(&out), out);
+    }
+
+    #[test]
     fn formatting_is_idempotent() {
         let once = fmt("1001, Jason,Flynn,jflynn,Sec_ret12,,,,,0004f2123456\n");
         assert_eq!(fmt(&once), once);

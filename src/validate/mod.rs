@@ -162,6 +162,19 @@ fn trim(s: &str) -> &str {
     }
 }
 
+/// The value of a cell: trimmed, and without the `'` that keeps a spreadsheet from
+/// running it as a formula (`rules::unescape`). What that escape keeps is trimmed
+/// too (`'` and a tab), as `fmt` does.
+fn cell_value(raw: &str) -> &str {
+    let trimmed = trim(raw);
+    let unescaped = rules::unescape(trimmed);
+    if unescaped.len() == trimmed.len() {
+        trimmed
+    } else {
+        trim(unescaped)
+    }
+}
+
 fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
@@ -218,6 +231,27 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// Warns about a free-text cell that a spreadsheet would run as a formula
+    /// (the file does not write it with the escape).
+    #[cold]
+    fn formula_like(
+        &self,
+        sink: &mut Vec<Diagnostic>,
+        rec: &Record<'_>,
+        field: usize,
+        column: Column,
+        value: &str,
+    ) {
+        if let Err(problem) = rules::formula_like(column.header(), value) {
+            let mut one = Vec::with_capacity(1);
+            self.report(&mut one, rec.line, rec.start, field, problem);
+            sink.extend(one.into_iter().map(|d| Diagnostic {
+                severity: diagnostic::Severity::Warning,
+                ..d
+            }));
+        }
+    }
+
     /// Checks one data row; returns its extension and user when it has the keys.
     #[allow(clippy::type_complexity)]
     fn row(
@@ -255,8 +289,16 @@ impl Pass<'_, '_> {
         for i in 0..expected {
             let column = self.layout.columns[i];
             let raw = rec.get(i);
-            let value = trim(raw);
-            if value.len() != raw.len() {
+            let trimmed = trim(raw);
+            // Written with the formula escape (`'=…`): then the warning below is
+            // settled. Only a cell that starts with `'` is looked at further.
+            let (value, escaped) = if trimmed.as_bytes().first() == Some(&b'\'') {
+                let value = cell_value(trimmed);
+                (value, value.len() != trimmed.len())
+            } else {
+                (trimmed, false)
+            };
+            if trimmed.len() != raw.len() || (escaped && value.len() + 1 != trimmed.len()) {
                 self.report(
                     sink,
                     rec.line,
@@ -304,12 +346,24 @@ impl Pass<'_, '_> {
                     password = Some(value);
                     rules::password(value, &self.policy.password)
                 }
-                Column::Description => {
-                    description = value;
-                    Ok(())
+                Column::Description | Column::Email | Column::Im => {
+                    if !escaped
+                        && value
+                            .as_bytes()
+                            .first()
+                            .is_some_and(|&b| rules::is_formula_start(b))
+                    {
+                        self.formula_like(sink, rec, i, column, value);
+                    }
+                    match column {
+                        Column::Description => {
+                            description = value;
+                            Ok(())
+                        }
+                        Column::Email => rules::email(value),
+                        _ => Ok(()),
+                    }
                 }
-                Column::Email => rules::email(value),
-                Column::Im => Ok(()),
                 Column::Mobile => rules::mobile(value),
                 Column::Device => rules::device(value).map(|d| device = d),
             };
@@ -398,9 +452,7 @@ impl Pass<'_, '_> {
     /// The canonical value of `column` in the record at `start`.
     fn cell(&self, line: u32, start: u32, column: Column) -> String {
         let raw = self.reread(line, start, |rec| {
-            rec.map_or("", |r| r.get(self.field_of(column)))
-                .trim()
-                .to_string()
+            cell_value(rec.map_or("", |r| r.get(self.field_of(column)))).to_string()
         });
         let raw = raw.as_str();
         match column {
@@ -485,7 +537,7 @@ impl Pass<'_, '_> {
     }
 
     fn row_extension(&self, rec: Option<&Record<'_>>, line: u32) -> DesiredExtension {
-        let get = |c: Column| trim(rec.map_or("", |r| r.get(self.field_of(c))));
+        let get = |c: Column| cell_value(rec.map_or("", |r| r.get(self.field_of(c))));
         DesiredExtension {
             number: Text::from(get(Column::Extension)),
             username: Text::from(get(Column::WebUsername)),
@@ -496,7 +548,7 @@ impl Pass<'_, '_> {
     }
 
     fn row_user(&self, rec: Option<&Record<'_>>, line: u32, start: u32) -> RowUser {
-        let get = |c: Column| Text::from(rec.map_or("", |r| r.get(self.field_of(c))).trim());
+        let get = |c: Column| Text::from(cell_value(rec.map_or("", |r| r.get(self.field_of(c)))));
         let password = get(Column::Password);
         RowUser {
             username: get(Column::WebUsername),
@@ -1138,6 +1190,42 @@ mod tests {
                 .all(|d| !d.message.contains("secret12"))
         );
         assert!(v.diagnostics[9].message.contains("3 columns, expected 10"));
+    }
+
+    #[test]
+    fn formula_like_cells_and_their_escape() {
+        let csv = format!(
+            "{HEADER}1001,=cmd,-Chen,jflynn,Sec_ret12,=SUM(A1),-j@example.com,@home,+1 555 0100,\n\
+             1002,Wei,Chen,wchen,'=Sec_ret12,'=SUM(A1),'-j@example.com,'@home,'+1 555,\n\
+             1003,'=x,Lee,alee,Sec_ret12,''=y,,'\tz,,\n"
+        );
+        let v = check(&csv);
+        assert_eq!(
+            codes(&v),
+            [
+                (Some(2), Some(2), "bad-name"),
+                (Some(2), Some(3), "bad-name"),
+                (Some(2), Some(6), "formula-like-cell"),
+                (Some(2), Some(7), "formula-like-cell"),
+                (Some(2), Some(8), "formula-like-cell"),
+                // The escape keeps the value: still not a name.
+                (Some(4), Some(2), "bad-name"),
+                // What `'` keeps is trimmed like any cell.
+                (Some(4), Some(8), "whitespace"),
+            ]
+        );
+        let warnings: Vec<_> = v.diagnostics.iter().filter(|d| !d.is_error()).collect();
+        assert_eq!(warnings.len(), 3);
+        assert!(warnings.iter().all(|d| d.code == Code::FormulaLikeCell));
+        // Escaped cells read as the value after the `'`.
+        let wchen = v.desired.user("wchen").unwrap();
+        assert_eq!(wchen.field(Column::Email), "-j@example.com");
+        assert_eq!(wchen.field(Column::Im), "@home");
+        assert_eq!(wchen.field(Column::Mobile), "+1 555");
+        assert_eq!(wchen.password, Some(Secret::new("=Sec_ret12")));
+        assert_eq!(v.desired.extension("1002").unwrap().description, "=SUM(A1)");
+        assert_eq!(v.desired.extension("1003").unwrap().description, "'=y");
+        assert_eq!(v.desired.user("alee").unwrap().field(Column::Im), "z");
     }
 
     #[test]

@@ -31,16 +31,45 @@ type Rule = Result<(), Problem>;
 #[derive(Debug, Clone)]
 pub enum ExtensionRule {
     Default,
-    Pattern(regex::Regex),
+    /// `regex` is `pattern` anchored at both ends; `pattern` is what the config
+    /// says, for messages.
+    Pattern {
+        regex: regex::Regex,
+        pattern: String,
+    },
+}
+
+/// Why `policy.extension_pattern` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("it is empty, which would accept any extension")]
+    Empty,
+    #[error("it is not a valid regular expression: {0}")]
+    Invalid(#[from] regex::Error),
 }
 
 impl ExtensionRule {
-    pub fn new(pattern: &str) -> Result<ExtensionRule, regex::Error> {
-        if pattern == crate::config::DEFAULT_EXTENSION_PATTERN {
-            Ok(ExtensionRule::Default)
-        } else {
-            regex::Regex::new(pattern).map(ExtensionRule::Pattern)
+    /// Compiles the pattern so that it must match the whole cell: `[0-9]{2,8}`
+    /// must not accept `x12y` by matching its middle.
+    pub fn new(pattern: &str) -> Result<ExtensionRule, PatternError> {
+        if pattern.trim().is_empty() {
+            return Err(PatternError::Empty);
         }
+        // The default, anchored or not, is checked without a regex.
+        if matches!(
+            pattern,
+            crate::config::DEFAULT_EXTENSION_PATTERN | "[0-9]{2,8}"
+        ) {
+            return Ok(ExtensionRule::Default);
+        }
+        // Compiled alone first: wrapped, a pattern such as `1)|(2` would read as
+        // a valid one that it is not.
+        regex::Regex::new(pattern)?;
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+        Ok(ExtensionRule::Pattern {
+            regex,
+            pattern: pattern.to_string(),
+        })
     }
 
     pub fn check(&self, value: &str) -> Rule {
@@ -48,14 +77,16 @@ impl ExtensionRule {
             ExtensionRule::Default => {
                 (2..=8).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
             }
-            ExtensionRule::Pattern(re) => re.is_match(value),
+            ExtensionRule::Pattern { regex, .. } => regex.is_match(value),
         };
         if ok {
             return Ok(());
         }
         let expected = match self {
             ExtensionRule::Default => "2 to 8 digits".to_string(),
-            ExtensionRule::Pattern(re) => format!("the pattern `{}`", re.as_str()),
+            ExtensionRule::Pattern { pattern, .. } => {
+                format!("the whole of it to match the pattern `{pattern}`")
+            }
         };
         Err(Problem::new(
             Code::BadExtension,
@@ -89,8 +120,19 @@ pub fn username(value: &str) -> Rule {
     ))
 }
 
-/// First and last names: any letters, inner spaces; no apostrophe unless allowed.
+/// First and last names: any letters, inner spaces; no apostrophe unless allowed;
+/// nothing that a spreadsheet would run as a formula.
 pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
+    if let Some(&b) = value.as_bytes().first()
+        && is_formula_start(b)
+    {
+        let what = formula_start_name(b);
+        return Err(Problem::new(
+            Code::BadName,
+            format!("{column} starts with {what}, which a spreadsheet runs as a formula"),
+            format!("a name starts with a letter: remove the {what}"),
+        ));
+    }
     // An ASCII name (the usual one) is settled in one pass over its bytes.
     if value.is_ascii() && !value.bytes().any(|b| b == b'\'' || b.is_ascii_control()) {
         return Ok(());
@@ -120,6 +162,23 @@ pub fn name(column: &str, value: &str, allow_apostrophes: bool) -> Rule {
         ));
     }
     Ok(())
+}
+
+/// A free-text cell (Description, Email, IM) that a spreadsheet opening the file
+/// would run as a formula. The value may be meant, so the caller reports this as
+/// a warning; the hint gives the escape that keeps it. Never echoes the value.
+pub fn formula_like(column: &str, value: &str) -> Rule {
+    match value.as_bytes().first() {
+        Some(&b) if is_formula_start(b) => Err(Problem::new(
+            Code::FormulaLikeCell,
+            format!(
+                "{column} starts with {}, which a spreadsheet opening this file runs as a formula",
+                formula_start_name(b)
+            ),
+            "write a `'` before it (pbxsync reads a leading `'` before `=`, `+`, `-` or `@` as an escape and drops it), or run `pbxsync fmt`",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Never echoes the password: messages name the rule it breaks.
@@ -277,18 +336,82 @@ pub fn device(value: &str) -> Result<DeviceCell, Problem> {
     ))
 }
 
+/// Whether a spreadsheet that opens the file reads a cell starting with this byte
+/// as a formula (OWASP's list for CSV injection).
+pub fn is_formula_start(b: u8) -> bool {
+    matches!(b, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+}
+
+/// How messages name a formula start.
+pub fn formula_start_name(b: u8) -> &'static str {
+    match b {
+        b'=' => "`=`",
+        b'+' => "`+`",
+        b'-' => "`-`",
+        b'@' => "`@`",
+        b'\t' => "a tab",
+        _ => "a carriage return",
+    }
+}
+
+/// What the `'` escape may stand before: a formula start, or another `'` so that a
+/// value which itself starts with `'=` or `''` can be written as well.
+fn is_escapable(b: u8) -> bool {
+    is_formula_start(b) || b == b'\''
+}
+
+/// The value of a cell that may be written with the spreadsheet escape: a leading
+/// `'` before a formula start or another `'` is taken away (`'=SUM(A1)` is
+/// `=SUM(A1)`, `''x` is `'x`); any other leading `'` is part of the value. Looks
+/// at the first byte, and at the second only when the first is `'`.
+pub fn unescape(cell: &str) -> &str {
+    match cell.as_bytes() {
+        [b'\'', b, ..] if is_escapable(*b) => &cell[1..],
+        _ => cell,
+    }
+}
+
+/// The cell that `export` and `fmt` write for a value: `'` before it when a
+/// spreadsheet would run it as a formula, or when it starts the way an escape
+/// does, so that `unescape` gives the value back. Mobile is written as it is: its
+/// rule lets through no formula that calls anything, and `+` is how an
+/// international number starts.
+pub fn escape(column: crate::model::Column, value: &str) -> Cow<'_, str> {
+    let needed = match value.as_bytes() {
+        _ if column == crate::model::Column::Mobile => false,
+        [b'\'', b, ..] => is_escapable(*b),
+        [b, ..] => is_formula_start(*b),
+        [] => false,
+    };
+    if needed {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
 /// The canonical spelling of a cell, as `fmt` writes it: trimmed, MACs in 12
-/// upper-case hex digits, `virtual` in lower case.
+/// upper-case hex digits, `virtual` in lower case, and escaped where a spreadsheet
+/// would run it as a formula.
 pub fn canonical(column: crate::model::Column, value: &str) -> Cow<'_, str> {
     let trimmed = value.trim();
+    let unescaped = unescape(trimmed);
+    // `'` and a tab: what the escape keeps starts with whitespace, which fmt trims.
+    let value = if unescaped.len() == trimmed.len() {
+        trimmed
+    } else {
+        unescaped.trim()
+    };
     if column == crate::model::Column::Device {
-        match device(trimmed) {
+        match device(value) {
             Ok(DeviceCell::Virtual) => return Cow::Borrowed("virtual"),
-            Ok(DeviceCell::Device(id)) if id != trimmed => return Cow::Owned(id.to_string()),
+            Ok(DeviceCell::Device(id)) if id != value => {
+                return Cow::Owned(escape(column, &id).into_owned());
+            }
             _ => {}
         }
     }
-    Cow::Borrowed(trimmed)
+    escape(column, value)
 }
 
 #[cfg(test)]
@@ -312,6 +435,40 @@ mod tests {
         }
         let r = ExtensionRule::new("^[0-9]{3}$").unwrap();
         assert!(r.check("100").is_ok() && r.check("1000").is_err());
+    }
+
+    #[test]
+    fn an_extension_pattern_matches_the_whole_cell() {
+        // Not the default spelling, so the regex is used.
+        let r = ExtensionRule::new("[0-9]{2,4}").unwrap();
+        assert!(matches!(r, ExtensionRule::Pattern { .. }));
+        assert_eq!(r.check("1001"), Ok(()));
+        for bad in ["x12y", "12y", "x12", "12345", "1"] {
+            let e = r.check(bad).unwrap_err();
+            assert_eq!(e.code, Code::BadExtension, "{bad}");
+            // The message names the pattern as written, not the anchored one.
+            assert!(e.message.contains("`[0-9]{2,4}`"), "{}", e.message);
+        }
+        // An alternation is anchored as a whole, not only its first and last branch.
+        let r = ExtensionRule::new("1[0-9]|2[0-9]{2}").unwrap();
+        assert!(r.check("15").is_ok() && r.check("250").is_ok());
+        assert!(r.check("15x").is_err() && r.check("x250").is_err());
+        // The default pattern unanchored means the same, and takes the fast path.
+        assert!(matches!(
+            ExtensionRule::new("[0-9]{2,8}").unwrap(),
+            ExtensionRule::Default
+        ));
+        for empty in ["", "  "] {
+            assert!(matches!(
+                ExtensionRule::new(empty),
+                Err(PatternError::Empty)
+            ));
+        }
+        // Wrapped, `1)|(2` would compile; alone it is not a pattern.
+        assert!(matches!(
+            ExtensionRule::new("1)|(2"),
+            Err(PatternError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -345,6 +502,73 @@ mod tests {
             name("Last Name", "a\tb", true).unwrap_err().code,
             Code::BadName
         );
+    }
+
+    #[test]
+    fn names_that_a_spreadsheet_runs_are_refused() {
+        for bad in ["=cmd|' /C calc'!A0", "+1", "-Chen", "@SUM(1)", "\tx", "\rx"] {
+            let e = name("First Name", bad, true).unwrap_err();
+            assert_eq!(e.code, Code::BadName, "{bad:?}");
+            assert!(e.message.contains("formula"), "{}", e.message);
+        }
+        // Inside a name they are harmless.
+        assert_eq!(name("Last Name", "Smith-Jones", false), Ok(()));
+        assert_eq!(name("Last Name", "A+B", false), Ok(()));
+    }
+
+    #[test]
+    fn formula_like_free_text_is_named_without_its_value() {
+        for cell in ["=SUM(A1)", "+1 555", "-x", "@home", "\tx", "\rx"] {
+            let e = formula_like("Description", cell).unwrap_err();
+            assert_eq!(e.code, Code::FormulaLikeCell, "{cell:?}");
+            assert!(!e.message.contains(cell), "{}", e.message);
+        }
+        for ok in ["Sales desk", "a=b", "'=SUM(A1)", ""] {
+            assert_eq!(formula_like("IM", ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn the_formula_escape() {
+        use crate::model::Column;
+        for (cell, value) in [
+            ("'=SUM(A1)", "=SUM(A1)"),
+            ("'+1 555", "+1 555"),
+            ("'-x", "-x"),
+            ("'@home", "@home"),
+            ("'\tx", "\tx"),
+            ("''=x", "'=x"),
+            ("''x", "'x"),
+            // Any other leading `'` is part of the value.
+            ("'x", "'x"),
+            ("' =x", "' =x"),
+            ("'", "'"),
+            ("=x", "=x"),
+        ] {
+            assert_eq!(unescape(cell), value, "{cell:?}");
+        }
+        assert_eq!(escape(Column::Description, "=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(escape(Column::WebUsername, "-wchen"), "'-wchen");
+        assert_eq!(escape(Column::Description, "'=x"), "''=x");
+        assert_eq!(escape(Column::Description, "'x"), "'x");
+        assert_eq!(escape(Column::Description, "Sales"), "Sales");
+        // Mobile is exempt: `+` starts an international number.
+        assert_eq!(escape(Column::Mobile, "+1 555 0100"), "+1 555 0100");
+    }
+
+    proptest::proptest! {
+        /// Whatever the value, what `escape` writes reads back as it (Mobile
+        /// apart, whose rule allows no `'`), and never starts a formula.
+        #[test]
+        fn escaping_round_trips_and_is_never_a_formula(
+            value in proptest::string::string_regex("['=+\\-@\t\r a1é]{0,6}").unwrap(),
+            column in proptest::sample::select(crate::model::Column::ALL.to_vec()),
+        ) {
+            proptest::prop_assume!(column != crate::model::Column::Mobile);
+            let cell = escape(column, &value);
+            proptest::prop_assert_eq!(unescape(&cell), value.as_str());
+            proptest::prop_assert!(!cell.bytes().next().is_some_and(is_formula_start));
+        }
     }
 
     #[test]
@@ -443,5 +667,12 @@ mod tests {
         assert_eq!(canonical(Column::Device, "Virtual"), "virtual");
         assert_eq!(canonical(Column::Device, "bad value!"), "bad value!");
         assert_eq!(canonical(Column::FirstName, " Jason "), "Jason");
+        // The escaped form, whether the file had it or not.
+        assert_eq!(canonical(Column::Description, "=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(canonical(Column::Description, " '=SUM(A1) "), "'=SUM(A1)");
+        assert_eq!(canonical(Column::Description, "''x"), "'x");
+        assert_eq!(canonical(Column::Im, "'\t@home"), "'@home");
+        assert_eq!(canonical(Column::Mobile, "'+1 555"), "+1 555");
+        assert_eq!(canonical(Column::Device, "-soft"), "'-SOFT");
     }
 }
