@@ -266,12 +266,17 @@ impl Pass<'_, '_> {
             sink.push(
                 Diagnostic::error(
                     Code::WrongColumnCount,
-                    format!("this row has {n} columns, expected {expected}"),
+                    format!(
+                        "this row has {n} column{}, expected {expected}",
+                        if n == 1 { "" } else { "s" }
+                    ),
                 )
                 .at_line(rec.line)
                 .with_span(span)
                 .with_hint(if n > expected {
                     "a cell with a comma must be in double quotes: \"Conference room, 2nd floor\""
+                } else if n == 1 {
+                    "the row is one cell: when the file is separated by tabs or semicolons, set `delimiter` in pbxsync.yaml"
                 } else {
                     "every row needs all the columns, empty ones included (commas with nothing between)"
                 }),
