@@ -8,6 +8,7 @@ mod changed_rows;
 mod config;
 mod faults;
 mod fmt;
+mod hardening_bounds;
 mod init;
 mod plan;
 mod properties;
