@@ -266,7 +266,9 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
         Format::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
         Format::Markdown => super::out_streamed(|w| render_plan::write_markdown(&v, w)),
         Format::Text => {
-            if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
+            let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
+            all.extend(planned.plan.warnings.iter().cloned());
+            if !all.is_empty() {
                 // The decoded text to show lines of (decoding again is cheap;
                 // validating again is not needed).
                 let text = crate::csv::decode(&planned.loaded.bytes, config.encoding)
@@ -279,10 +281,9 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                     delimiter: planned.delimiter,
                     password_field: planned.layout.position(crate::model::Column::Password),
                 };
-                let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
-                all.extend(planned.plan.warnings.iter().cloned());
                 crate::diagnostic::sort(&mut all);
                 print_diagnostics_of(ctx, &view, &all);
+                super::print_omitted(ctx, &planned.plan.omitted);
             }
             if planned.plan.errors.is_empty() {
                 super::out_streamed(|w| render_plan::write_text(&v, ctx.style, w))?;
@@ -290,7 +291,7 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                 eprintln!(
                     "{}: {}; nothing can be applied",
                     source_name(config, &planned.loaded),
-                    crate::render::diagnostics::counts(&planned.plan.errors)
+                    crate::render::diagnostics::counts_with(&all, &planned.plan.omitted)
                 );
             }
             Ok(())
