@@ -300,6 +300,12 @@ impl Config {
             path: path.display().to_string(),
             message,
         };
+        if let Some(line) = too_deep(text) {
+            return Err(invalid(format!(
+                "line {line}: collections are nested more than {MAX_DEPTH} deep here; \
+                 pbxsync.yaml needs 4 levels at most (is a bracket left open?)"
+            )));
+        }
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
         let at = |key: &str| match key_line(text, key) {
             Some(line) => format!("line {line}: "),
@@ -402,6 +408,101 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
         Some(loc) => format!("line {}: {body}", loc.line()),
         None => body,
     }
+}
+
+/// The deepest nesting of collections a config may have. pbxsync.yaml needs four
+/// levels (`publish.provision.templates.MODEL`); the YAML parser takes time that
+/// grows with the square of the depth of flow collections (`[[[[…]]]]`: 50,000
+/// levels took 4 s, 100,000 a minute), so deeper text is refused before parsing.
+pub const MAX_DEPTH: usize = 32;
+
+/// The first line where `text` nests collections more than `MAX_DEPTH` deep, or
+/// `None`. One pass, without parsing: block levels are counted by indentation
+/// and by `- ` entries on one line, flow levels by the brackets `[` and `{` that
+/// open a collection (at the start of a value, or inside another flow
+/// collection); quoted scalars, block scalars (`|`, `>`) and comments are skipped,
+/// and a bracket inside a plain scalar (`^[0-9]{2,8}$`) opens nothing.
+fn too_deep(text: &str) -> Option<usize> {
+    // Indentation of the enclosing block collections.
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Inside a quoted scalar that goes on over lines: its quote.
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar: the indentation of the line that started it.
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+        let blank = bytes[indent..].iter().all(|b| b.is_ascii_whitespace());
+        if let Some(parent) = block_scalar {
+            if blank || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let mut i = 0;
+        // Whether a value may start here (a quote or bracket then opens one).
+        let mut value_start = true;
+        let mut entries = 0usize;
+        if quote.is_none() && flow == 0 {
+            if blank || bytes[indent] == b'#' {
+                continue;
+            }
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            i = indent;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            if let Some(q) = quote {
+                match b {
+                    b'\\' if q == b'"' => i += 1,
+                    b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                    _ if b == q => {
+                        quote = None;
+                        value_start = false;
+                    }
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            let space_after = bytes.get(i + 1).is_none_or(|c| c.is_ascii_whitespace());
+            match b {
+                b' ' | b'\t' => {}
+                b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => break,
+                b'"' | b'\'' if value_start => quote = Some(b),
+                b'[' | b'{' if value_start || flow > 0 => {
+                    flow += 1;
+                    value_start = true;
+                }
+                b']' | b'}' if flow > 0 => {
+                    flow -= 1;
+                    value_start = false;
+                }
+                b',' if flow > 0 => value_start = true,
+                b'-' if value_start && flow == 0 && space_after => {
+                    entries += 1;
+                    value_start = true;
+                }
+                b':' | b'?' if space_after => value_start = true,
+                b'|' | b'>' if value_start && flow == 0 => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => value_start = false,
+            }
+            if indents.len() + entries + flow > MAX_DEPTH {
+                return Some(n + 1);
+            }
+            i += 1;
+        }
+    }
+    None
 }
 
 /// The first line that sets `key:` (for messages about values serde accepted).
@@ -534,6 +635,52 @@ mod tests {
         assert!(e.contains("0 to 100"), "{e}");
         let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
         assert!(e.contains("sqlite:PATH"), "{e}");
+    }
+
+    #[test]
+    fn over_deep_nesting_is_refused_before_parsing() {
+        let head = "source:\n  path: users.csv\n";
+        let n = 100_000;
+        for (deep, line) in [
+            (format!("watch: {}{}\n", "[".repeat(n), "]".repeat(n)), 3),
+            (
+                format!("watch: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+                3,
+            ),
+            (format!("watch:\n  {}x\n", "- ".repeat(n)), 4),
+            // Open brackets on lines of their own: the line where it gets too deep.
+            (format!("watch:\n{}", "  [\n".repeat(n)), 3 + MAX_DEPTH - 1),
+        ] {
+            let e = parse(&format!("{head}{deep}")).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "line {line}: collections are nested more than 32 deep"
+                )),
+                "{e}"
+            );
+        }
+        let block: String = (0..40)
+            .map(|k| format!("{}k{k}:\n", " ".repeat(k + 2)))
+            .collect();
+        let e = parse(&format!("{head}watch:\n{block}")).unwrap_err();
+        assert!(e.contains(&format!("line {}:", 3 + MAX_DEPTH)), "{e}");
+    }
+
+    #[test]
+    fn brackets_that_open_nothing_do_not_count_as_depth() {
+        let many = "[".repeat(100);
+        for text in [
+            format!("policy:\n  extension_pattern: ^{many}x\n"),
+            format!("policy:\n  extension_pattern: '{many}'\n"),
+            format!("policy:\n  extension_pattern: \"\\\"{many}\"\n"),
+            format!("policy:\n  extension_pattern: 'it''s {many}'\n"),
+            format!("# {many}\npolicy: {{allow_apostrophes: true}} # {many}\n"),
+            format!("policy:\n  extension_pattern: >\n    {many}\n\n    {many}\nprune: true\n"),
+        ] {
+            assert_eq!(too_deep(&text), None, "{text}");
+        }
+        let nested = "publish:\n  provision:\n    templates: { \"Acme X1\": [a, {b: [c]}] }\n";
+        assert_eq!(too_deep(nested), None);
     }
 
     #[test]

@@ -208,3 +208,28 @@ fn a_plan_counts_what_it_leaves_out_of_the_file_and_its_own_checks() {
     let out = t.run(["status", "--format", "json"]);
     assert_eq!(out.json()["pending_errors"], 1400);
 }
+
+/// A config nested a hundred thousand deep is refused at once, naming the line
+/// (the YAML parser took a minute on it).
+#[test]
+fn an_over_deep_config_is_refused_naming_the_line() {
+    let t = Test::new();
+    let n = 100_000;
+    t.write(
+        "pbxsync.yaml",
+        format!(
+            "source:\n  path: users.csv\nwatch: {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        ),
+    );
+    t.csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n"));
+    let out = t.run(["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("pbxsync.yaml: line 3: collections are nested more than 32 deep here"),
+        "{}",
+        out.stderr
+    );
+}
