@@ -87,6 +87,79 @@ pub struct HashParams {
     pub p_cost: u32,
 }
 
+impl HashParams {
+    /// The most memory one hash may use: 4 GiB (RFC 9106's first choice is 2 GiB).
+    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+    /// The most passes over that memory. OWASP's settings use up to 5.
+    pub const MAX_T_COST: u32 = 256;
+    /// The most lanes. RFC 9106 uses 4; argon2 here fills them one after another,
+    /// so more lanes only cost memory.
+    pub const MAX_P_COST: u32 = 64;
+    /// The most memory a hash may pass over in all (m_cost_kib × t_cost, in KiB):
+    /// 4 GiB, a few seconds for one password (the phone system's login pays it
+    /// too). Without it, a typo (`t_cost: 4294967295`) makes an apply hash for
+    /// ever.
+    pub const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
+
+    /// Checks each parameter against argon2's lower bounds and pbxsync's upper
+    /// ones. The error is the key at fault (`t_cost`) and a message naming it and
+    /// its bounds.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let key = "policy.password_hash";
+        if !(1..=Self::MAX_P_COST).contains(&self.p_cost) {
+            return Err((
+                "p_cost",
+                format!(
+                    "`{key}.p_cost` is {}; it must be from 1 to {}",
+                    self.p_cost,
+                    Self::MAX_P_COST
+                ),
+            ));
+        }
+        if !(1..=Self::MAX_T_COST).contains(&self.t_cost) {
+            return Err((
+                "t_cost",
+                format!(
+                    "`{key}.t_cost` is {}; it must be from 1 to {}",
+                    self.t_cost,
+                    Self::MAX_T_COST
+                ),
+            ));
+        }
+        let min_m = 8 * self.p_cost;
+        if !(min_m..=Self::MAX_M_COST_KIB).contains(&self.m_cost_kib) {
+            return Err((
+                "m_cost_kib",
+                format!(
+                    "`{key}.m_cost_kib` is {}; it must be from 8 × p_cost ({min_m}) to {} (4 GiB)",
+                    self.m_cost_kib,
+                    Self::MAX_M_COST_KIB
+                ),
+            ));
+        }
+        let work = u64::from(self.m_cost_kib) * u64::from(self.t_cost);
+        if work > Self::MAX_WORK_KIB {
+            return Err((
+                "t_cost",
+                format!(
+                    "`{key}.t_cost` is {} with m_cost_kib {}: m_cost_kib × t_cost is {work}, and at most {} (4 GiB of memory passes) keeps one password to seconds; lower one of them",
+                    self.t_cost,
+                    self.m_cost_kib,
+                    Self::MAX_WORK_KIB
+                ),
+            ));
+        }
+        argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
+            .map(|_| ())
+            .map_err(|e| {
+                (
+                    "password_hash",
+                    format!("`{key}` is not a valid argon2id setting: {e}"),
+                )
+            })
+    }
+}
+
 impl Default for HashParams {
     fn default() -> Self {
         HashParams {
@@ -330,12 +403,10 @@ impl Config {
                 raw.safety.max_change_percent
             )));
         }
-        let h = raw.policy.password_hash;
-        if argon2::Params::new(h.m_cost_kib, h.t_cost, h.p_cost, None).is_err() {
-            return Err(invalid(format!(
-                "{}`policy.password_hash` is not a valid argon2id setting (m_cost_kib ≥ 8 × p_cost, t_cost ≥ 1, p_cost ≥ 1)",
-                at("password_hash")
-            )));
+        if let Err((key, message)) = raw.policy.password_hash.check() {
+            let line = key_line(text, key).or_else(|| key_line(text, "password_hash"));
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            return Err(invalid(format!("{at}{message}")));
         }
         if raw.watch.poll_seconds == 0 {
             return Err(invalid(format!(
@@ -635,6 +706,68 @@ mod tests {
         assert!(e.contains("0 to 100"), "{e}");
         let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
         assert!(e.contains("sqlite:PATH"), "{e}");
+    }
+
+    #[test]
+    fn password_hash_parameters_are_bounded_and_the_message_names_the_key() {
+        let with = |h: &str| {
+            parse(&format!(
+                "source: {{path: u.csv}}\npolicy:\n  password_hash: {h}\n"
+            ))
+        };
+        for (h, expected) in [
+            (
+                "{t_cost: 4294967295}",
+                "`policy.password_hash.t_cost` is 4294967295; it must be from 1 to 256",
+            ),
+            (
+                "{t_cost: 0}",
+                "`policy.password_hash.t_cost` is 0; it must be from 1 to 256",
+            ),
+            (
+                "{p_cost: 0}",
+                "`policy.password_hash.p_cost` is 0; it must be from 1 to 64",
+            ),
+            (
+                "{p_cost: 16777215}",
+                "`policy.password_hash.p_cost` is 16777215; it must be from 1 to 64",
+            ),
+            (
+                "{m_cost_kib: 4294967295}",
+                "`policy.password_hash.m_cost_kib` is 4294967295; it must be from 8 × p_cost (8) to 4194304 (4 GiB)",
+            ),
+            (
+                "{m_cost_kib: 16, p_cost: 4}",
+                "`policy.password_hash.m_cost_kib` is 16; it must be from 8 × p_cost (32)",
+            ),
+            (
+                "{m_cost_kib: 1048576, t_cost: 5}",
+                "m_cost_kib × t_cost is 5242880, and at most 4194304",
+            ),
+        ] {
+            let e = with(h).unwrap_err();
+            assert!(e.contains("line 3: ") && e.contains(expected), "{h}: {e}");
+        }
+        // The bounds themselves are accepted, and so are the usual settings
+        // (OWASP's, RFC 9106's two, libsodium's "sensitive").
+        for h in [
+            "{m_cost_kib: 8, t_cost: 1, p_cost: 1}",
+            "{m_cost_kib: 4194304, t_cost: 1, p_cost: 64}",
+            "{m_cost_kib: 16384, t_cost: 256, p_cost: 1}",
+            "{m_cost_kib: 19456, t_cost: 2, p_cost: 1}",
+            "{m_cost_kib: 2097152, t_cost: 1, p_cost: 4}",
+            "{m_cost_kib: 65536, t_cost: 3, p_cost: 4}",
+            "{m_cost_kib: 1048576, t_cost: 4, p_cost: 1}",
+        ] {
+            assert!(with(h).is_ok(), "{h}: {:?}", with(h));
+        }
+        // Block style: the line of the key itself.
+        let e = parse("source: {path: u.csv}\npolicy:\n  password_hash:\n    m_cost_kib: 64\n    t_cost: 999\n")
+            .unwrap_err();
+        assert!(
+            e.contains("line 5: `policy.password_hash.t_cost` is 999"),
+            "{e}"
+        );
     }
 
     #[test]

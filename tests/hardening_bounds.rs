@@ -233,3 +233,27 @@ fn an_over_deep_config_is_refused_naming_the_line() {
         out.stderr
     );
 }
+
+/// `policy.password_hash` beyond its bounds is refused when the config is read,
+/// naming the key, its line and the bounds: `t_cost: 4294967295` used to make
+/// `apply` hash for ever.
+#[test]
+fn password_hash_parameters_beyond_their_bounds_are_refused() {
+    let t = Test::repo_with(
+        "policy:\n  password_hash: {m_cost_kib: 64, t_cost: 4294967295, p_cost: 1}\n",
+    );
+    t.commit_csv(format!("{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n"));
+    let out = t.run(["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "line 3: `policy.password_hash.t_cost` is 4294967295; it must be from 1 to 256"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !t.state().exists(),
+        "nothing may be written with a refused config"
+    );
+}
