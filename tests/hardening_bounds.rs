@@ -257,3 +257,48 @@ fn password_hash_parameters_beyond_their_bounds_are_refused() {
         "nothing may be written with a refused config"
     );
 }
+
+/// A hashing failure is recorded in the history like any failed apply, with the
+/// redacted CSV and without any password, and nothing is written. The failure is
+/// real: argon2 cannot allocate its 2 GiB under a 1 GiB address-space limit
+/// (`ulimit -v`, as on a shared host).
+#[test]
+fn a_hashing_failure_is_recorded_in_the_history_without_the_password() {
+    let t =
+        Test::repo_with("policy:\n  password_hash: {m_cost_kib: 2097152, t_cost: 1, p_cost: 1}\n");
+    t.commit_csv(format!(
+        "{HEADER}1001,Jason,Flynn,jflynn,Sec_ret12,,,,,\n1002,Wei,Chen,wchen,\"Pass,word34\",,,,,\n"
+    ));
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .current_dir(t.dir.path())
+        .env_remove("PBXSYNC_TARGET")
+        .env("NO_COLOR", "1")
+        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh"])
+        .args([env!("CARGO_BIN_EXE_pbxsync"), "apply", "--auto-approve"]);
+    let out = limited.output().expect("run pbxsync under ulimit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("hashing a password failed: out of memory"),
+        "{stderr}"
+    );
+
+    let history = t.ok(["history", "--format", "json"]).json();
+    let entries = history.as_array().expect("history");
+    assert_eq!(entries.len(), 1, "{history}");
+    assert_eq!(
+        entries[0]["outcome"],
+        "failed: hashing a password failed: out of memory"
+    );
+    let id = entries[0]["id"].to_string();
+    let text = t.ok(["history", &id]).stdout;
+    let json = t.ok(["history", &id, "--format", "json"]).stdout;
+    for shown in [&text, &json] {
+        assert!(shown.contains("1001,Jason,Flynn,jflynn,,"), "{shown}");
+        for password in ["Sec_ret12", "Pass,word34", "word34"] {
+            assert!(!shown.contains(password), "{password} in {shown}");
+        }
+    }
+    assert_eq!(t.sql("SELECT count(*) FROM users"), ["0"]);
+}

@@ -695,12 +695,13 @@ pub fn apply_cmd(
     if hashed > 0 {
         draw.message(&format!("hashing {hashed} passwords"));
     }
+    // A failure (argon2 finding too little memory) is recorded below, like a
+    // failed write.
     let hashes = apply::hash_passwords(
         &planned.desired,
         &planned.plan.actions,
         &config.policy.password_hash,
-    )
-    .map_err(|e| CliError::Message(e.to_string()))?;
+    );
     clock.lap(&format!("hash {hashed} passwords"));
     let revision = &planned.loaded.revision;
     let record = HistoryRecord {
@@ -724,6 +725,20 @@ pub fn apply_cmd(
             apply::redact_into(&text.text, planned.delimiter, &planned.layout, out)
         }),
         _ => RecordedCsv::default(),
+    };
+    let hashes = match hashes {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            draw.finish();
+            // The message names a user at most, never a password.
+            let failed = HistoryRecord {
+                outcome: format!("failed: {e}"),
+                csv: recorded_csv(),
+                ..record
+            };
+            let _ = target.record_failure(&failed);
+            return Err(CliError::Message(e.to_string()));
+        }
     };
     // The target writes on one core. The other makes the history's CSV, which the
     // commit needs, and then the digest index after the apply (one thread, so the
