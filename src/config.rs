@@ -103,6 +103,79 @@ pub struct HashParams {
     pub p_cost: u32,
 }
 
+impl HashParams {
+    /// The most memory one hash may use: 4 GiB (RFC 9106's first choice is 2 GiB).
+    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+    /// The most passes over that memory. OWASP's settings use up to 5.
+    pub const MAX_T_COST: u32 = 256;
+    /// The most lanes. RFC 9106 uses 4; argon2 here fills them one after another,
+    /// so more lanes only cost memory.
+    pub const MAX_P_COST: u32 = 64;
+    /// The most memory a hash may pass over in all (m_cost_kib × t_cost, in KiB):
+    /// 4 GiB, a few seconds for one password (the phone system's login pays it
+    /// too). Without it, a typo (`t_cost: 4294967295`) makes an apply hash for
+    /// ever.
+    pub const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
+
+    /// Checks each parameter against argon2's lower bounds and pbxsync's upper
+    /// ones. The error is the key at fault (`t_cost`) and a message naming it and
+    /// its bounds.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let key = "policy.password_hash";
+        if !(1..=Self::MAX_P_COST).contains(&self.p_cost) {
+            return Err((
+                "p_cost",
+                format!(
+                    "`{key}.p_cost` is {}; it must be from 1 to {}",
+                    self.p_cost,
+                    Self::MAX_P_COST
+                ),
+            ));
+        }
+        if !(1..=Self::MAX_T_COST).contains(&self.t_cost) {
+            return Err((
+                "t_cost",
+                format!(
+                    "`{key}.t_cost` is {}; it must be from 1 to {}",
+                    self.t_cost,
+                    Self::MAX_T_COST
+                ),
+            ));
+        }
+        let min_m = 8 * self.p_cost;
+        if !(min_m..=Self::MAX_M_COST_KIB).contains(&self.m_cost_kib) {
+            return Err((
+                "m_cost_kib",
+                format!(
+                    "`{key}.m_cost_kib` is {}; it must be from 8 × p_cost ({min_m}) to {} (4 GiB)",
+                    self.m_cost_kib,
+                    Self::MAX_M_COST_KIB
+                ),
+            ));
+        }
+        let work = u64::from(self.m_cost_kib) * u64::from(self.t_cost);
+        if work > Self::MAX_WORK_KIB {
+            return Err((
+                "t_cost",
+                format!(
+                    "`{key}.t_cost` is {} with m_cost_kib {}: m_cost_kib × t_cost is {work}, and at most {} (4 GiB of memory passes) keeps one password to seconds; lower one of them",
+                    self.t_cost,
+                    self.m_cost_kib,
+                    Self::MAX_WORK_KIB
+                ),
+            ));
+        }
+        argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
+            .map(|_| ())
+            .map_err(|e| {
+                (
+                    "password_hash",
+                    format!("`{key}` is not a valid argon2id setting: {e}"),
+                )
+            })
+    }
+}
+
 impl Default for HashParams {
     fn default() -> Self {
         HashParams {
@@ -316,6 +389,12 @@ impl Config {
             path: path.display().to_string(),
             message,
         };
+        if let Some(line) = too_deep(text) {
+            return Err(invalid(format!(
+                "line {line}: collections are nested more than {MAX_DEPTH} deep here; \
+                 pbxsync.yaml needs 4 levels at most (is a bracket left open?)"
+            )));
+        }
         let raw = read_yaml(text).map_err(invalid)?;
         let at = |key: &str| match key_line(text, key) {
             Some(line) => format!("line {line}: "),
@@ -342,12 +421,10 @@ impl Config {
                 raw.safety.max_change_percent
             )));
         }
-        let h = raw.policy.password_hash;
-        if argon2::Params::new(h.m_cost_kib, h.t_cost, h.p_cost, None).is_err() {
-            return Err(invalid(format!(
-                "{}`policy.password_hash` is not a valid argon2id setting (m_cost_kib ≥ 8 × p_cost, t_cost ≥ 1, p_cost ≥ 1)",
-                at("password_hash")
-            )));
+        if let Err((key, message)) = raw.policy.password_hash.check() {
+            let line = key_line(text, key).or_else(|| key_line(text, "password_hash"));
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            return Err(invalid(format!("{at}{message}")));
         }
         if raw.watch.poll_seconds == 0 {
             return Err(invalid(format!(
@@ -477,6 +554,101 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
         Some(loc) => format!("line {}: {body}", loc.line()),
         None => body,
     }
+}
+
+/// The deepest nesting of collections a config may have. pbxsync.yaml needs four
+/// levels (`publish.provision.templates.MODEL`); the YAML parser takes time that
+/// grows with the square of the depth of flow collections (`[[[[…]]]]`: 50,000
+/// levels took 4 s, 100,000 a minute), so deeper text is refused before parsing.
+pub const MAX_DEPTH: usize = 32;
+
+/// The first line where `text` nests collections more than `MAX_DEPTH` deep, or
+/// `None`. One pass, without parsing: block levels are counted by indentation
+/// and by `- ` entries on one line, flow levels by the brackets `[` and `{` that
+/// open a collection (at the start of a value, or inside another flow
+/// collection); quoted scalars, block scalars (`|`, `>`) and comments are skipped,
+/// and a bracket inside a plain scalar (`^[0-9]{2,8}$`) opens nothing.
+fn too_deep(text: &str) -> Option<usize> {
+    // Indentation of the enclosing block collections.
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Inside a quoted scalar that goes on over lines: its quote.
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar: the indentation of the line that started it.
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+        let blank = bytes[indent..].iter().all(|b| b.is_ascii_whitespace());
+        if let Some(parent) = block_scalar {
+            if blank || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let mut i = 0;
+        // Whether a value may start here (a quote or bracket then opens one).
+        let mut value_start = true;
+        let mut entries = 0usize;
+        if quote.is_none() && flow == 0 {
+            if blank || bytes[indent] == b'#' {
+                continue;
+            }
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            i = indent;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            if let Some(q) = quote {
+                match b {
+                    b'\\' if q == b'"' => i += 1,
+                    b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                    _ if b == q => {
+                        quote = None;
+                        value_start = false;
+                    }
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            let space_after = bytes.get(i + 1).is_none_or(|c| c.is_ascii_whitespace());
+            match b {
+                b' ' | b'\t' => {}
+                b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => break,
+                b'"' | b'\'' if value_start => quote = Some(b),
+                b'[' | b'{' if value_start || flow > 0 => {
+                    flow += 1;
+                    value_start = true;
+                }
+                b']' | b'}' if flow > 0 => {
+                    flow -= 1;
+                    value_start = false;
+                }
+                b',' if flow > 0 => value_start = true,
+                b'-' if value_start && flow == 0 && space_after => {
+                    entries += 1;
+                    value_start = true;
+                }
+                b':' | b'?' if space_after => value_start = true,
+                b'|' | b'>' if value_start && flow == 0 => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => value_start = false,
+            }
+            if indents.len() + entries + flow > MAX_DEPTH {
+                return Some(n + 1);
+            }
+            i += 1;
+        }
+    }
+    None
 }
 
 /// The first line that sets `key:` (for messages about values serde accepted).
@@ -617,72 +789,111 @@ mod tests {
     }
 
     #[test]
-    fn a_tab_delimiter_in_every_spelling() {
-        // `'\t'` (the README's spelling: a backslash and a `t`), `"\t"` (a tab),
-        // `tab`, and a real tab character.
-        for spelling in ["'\\t'", "\"\\t\"", "tab", "\"\t\""] {
-            let c = parse(&format!("source: {{path: u.csv}}\ndelimiter: {spelling}\n"))
-                .unwrap_or_else(|e| panic!("{spelling}: {e}"));
-            assert_eq!(c.delimiter, Delimiter::Char(b'\t'), "{spelling}");
+    fn password_hash_parameters_are_bounded_and_the_message_names_the_key() {
+        let with = |h: &str| {
+            parse(&format!(
+                "source: {{path: u.csv}}\npolicy:\n  password_hash: {h}\n"
+            ))
+        };
+        for (h, expected) in [
+            (
+                "{t_cost: 4294967295}",
+                "`policy.password_hash.t_cost` is 4294967295; it must be from 1 to 256",
+            ),
+            (
+                "{t_cost: 0}",
+                "`policy.password_hash.t_cost` is 0; it must be from 1 to 256",
+            ),
+            (
+                "{p_cost: 0}",
+                "`policy.password_hash.p_cost` is 0; it must be from 1 to 64",
+            ),
+            (
+                "{p_cost: 16777215}",
+                "`policy.password_hash.p_cost` is 16777215; it must be from 1 to 64",
+            ),
+            (
+                "{m_cost_kib: 4294967295}",
+                "`policy.password_hash.m_cost_kib` is 4294967295; it must be from 8 × p_cost (8) to 4194304 (4 GiB)",
+            ),
+            (
+                "{m_cost_kib: 16, p_cost: 4}",
+                "`policy.password_hash.m_cost_kib` is 16; it must be from 8 × p_cost (32)",
+            ),
+            (
+                "{m_cost_kib: 1048576, t_cost: 5}",
+                "m_cost_kib × t_cost is 5242880, and at most 4194304",
+            ),
+        ] {
+            let e = with(h).unwrap_err();
+            assert!(e.contains("line 3: ") && e.contains(expected), "{h}: {e}");
         }
-        let c = parse("source: {path: u.csv}\ndelimiter: auto\n").unwrap();
-        assert_eq!(c.delimiter, Delimiter::Auto);
-        // A refusal names the value (escaped) and its own line.
-        let e = parse("source: {path: u.csv}\nprune: false\ndelimiter: \"\\e|\"\n").unwrap_err();
-        assert!(e.contains("line 3") && e.contains("`\\u{1b}|`"), "{e}");
-        assert!(e.contains("`tab`"), "{e}");
+        // The bounds themselves are accepted, and so are the usual settings
+        // (OWASP's, RFC 9106's two, libsodium's "sensitive").
+        for h in [
+            "{m_cost_kib: 8, t_cost: 1, p_cost: 1}",
+            "{m_cost_kib: 4194304, t_cost: 1, p_cost: 64}",
+            "{m_cost_kib: 16384, t_cost: 256, p_cost: 1}",
+            "{m_cost_kib: 19456, t_cost: 2, p_cost: 1}",
+            "{m_cost_kib: 2097152, t_cost: 1, p_cost: 4}",
+            "{m_cost_kib: 65536, t_cost: 3, p_cost: 4}",
+            "{m_cost_kib: 1048576, t_cost: 4, p_cost: 1}",
+        ] {
+            assert!(with(h).is_ok(), "{h}: {:?}", with(h));
+        }
+        // Block style: the line of the key itself.
+        let e = parse("source: {path: u.csv}\npolicy:\n  password_hash:\n    m_cost_kib: 64\n    t_cost: 999\n")
+            .unwrap_err();
+        assert!(
+            e.contains("line 5: `policy.password_hash.t_cost` is 999"),
+            "{e}"
+        );
     }
 
     #[test]
-    fn yaml_tags_mean_what_yaml_says() {
-        // A standard tag on a quoted value is that value (serde_yaml alone says
-        // "invalid type: boolean `true`, expected a boolean").
-        let c = parse(
-            "source: {path: !!str u.csv}\nprune: !!bool \"true\"\n\
-             safety: {max_change_percent: !!int \"50\", min_existing: !!int 5}\n",
-        )
-        .unwrap();
-        assert!(c.prune);
-        assert_eq!(c.safety.max_change_percent, 50);
-        assert_eq!(c.safety.min_existing, 5);
-        assert!(
-            !parse("source: {path: u.csv}\nprune: !!bool 'false'\n")
-                .unwrap()
-                .prune
-        );
-        // A bad one is still refused, with its line and what was expected.
-        let e = parse("source: {path: u.csv}\nprune: !!bool \"yes\"\n").unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("expected a boolean"),
-            "{e}"
-        );
-        let e = parse("source: {path: u.csv}\nsafety:\n  max_change_percent: !!int \"500\"\n")
-            .unwrap_err();
-        assert!(e.contains("line 3") && e.contains("0 to 100"), "{e}");
-        // A tag of its own is not silently dropped.
-        for (text, key, line) in [
+    fn over_deep_nesting_is_refused_before_parsing() {
+        let head = "source:\n  path: users.csv\n";
+        let n = 100_000;
+        for (deep, line) in [
+            (format!("watch: {}{}\n", "[".repeat(n), "]".repeat(n)), 3),
             (
-                "source: {path: u.csv}\nprune: !foo true\n",
-                "`prune`",
-                "line 2",
+                format!("watch: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+                3,
             ),
-            (
-                "source: {path: u.csv}\ntarget: !env DB_URL\n",
-                "`target`",
-                "line 2",
-            ),
-            (
-                "source:\n  path: !secret u.csv\n",
-                "`source.path`",
-                "line 2",
-            ),
+            (format!("watch:\n  {}x\n", "- ".repeat(n)), 4),
+            // Open brackets on lines of their own: the line where it gets too deep.
+            (format!("watch:\n{}", "  [\n".repeat(n)), 3 + MAX_DEPTH - 1),
         ] {
-            let e = parse(text).unwrap_err();
+            let e = parse(&format!("{head}{deep}")).unwrap_err();
             assert!(
-                e.contains(line) && e.contains(key) && e.contains("YAML tag `!"),
-                "{text}: {e}"
+                e.contains(&format!(
+                    "line {line}: collections are nested more than 32 deep"
+                )),
+                "{e}"
             );
         }
+        let block: String = (0..40)
+            .map(|k| format!("{}k{k}:\n", " ".repeat(k + 2)))
+            .collect();
+        let e = parse(&format!("{head}watch:\n{block}")).unwrap_err();
+        assert!(e.contains(&format!("line {}:", 3 + MAX_DEPTH)), "{e}");
+    }
+
+    #[test]
+    fn brackets_that_open_nothing_do_not_count_as_depth() {
+        let many = "[".repeat(100);
+        for text in [
+            format!("policy:\n  extension_pattern: ^{many}x\n"),
+            format!("policy:\n  extension_pattern: '{many}'\n"),
+            format!("policy:\n  extension_pattern: \"\\\"{many}\"\n"),
+            format!("policy:\n  extension_pattern: 'it''s {many}'\n"),
+            format!("# {many}\npolicy: {{allow_apostrophes: true}} # {many}\n"),
+            format!("policy:\n  extension_pattern: >\n    {many}\n\n    {many}\nprune: true\n"),
+        ] {
+            assert_eq!(too_deep(&text), None, "{text}");
+        }
+        let nested = "publish:\n  provision:\n    templates: { \"Acme X1\": [a, {b: [c]}] }\n";
+        assert_eq!(too_deep(nested), None);
     }
 
     #[test]

@@ -262,13 +262,15 @@ fn finish_plan(
         &config.safety,
         options.allow_large_change,
     );
-    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = validated
-        .diagnostics
-        .iter()
-        .cloned()
-        .partition(Diagnostic::is_error);
-    plan.errors.extend(errors);
-    plan.warnings.extend(warnings);
+    // Together, the file's and the plan's keep the first of each code again.
+    let mut sink = crate::diagnostic::Sink::default();
+    sink.extend(plan.errors.drain(..));
+    sink.extend(plan.warnings.drain(..));
+    sink.extend(validated.diagnostics.iter().cloned());
+    let (all, omitted) = sink.finish();
+    plan.omitted.merge(&validated.omitted);
+    plan.omitted.merge(&omitted);
+    (plan.errors, plan.warnings) = all.into_iter().partition(Diagnostic::is_error);
     crate::diagnostic::sort(&mut plan.errors);
     crate::diagnostic::sort(&mut plan.warnings);
     if !plan.errors.is_empty() {

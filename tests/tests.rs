@@ -9,6 +9,7 @@ mod config;
 mod faults;
 mod fmt;
 mod fuzz;
+mod hardening_bounds;
 mod hardening_formula;
 mod hardening_wrong_results;
 mod hostile;

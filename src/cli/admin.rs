@@ -118,7 +118,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             "last_applied": last,
             "last_applied_at": last_record.as_ref().map(|r| r.time.clone()),
             "pending": pending.as_ref().ok().map(|p| p.summary()),
-            "pending_errors": pending.as_ref().map(|p| p.errors.len()).unwrap_or(0),
+            "pending_errors": pending.as_ref().map(|p| p.error_count()).unwrap_or(0),
             "drift": drift.as_ref().map(|p| p.summary()),
             "lock_holder": holder,
         }))?,
@@ -140,7 +140,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             match &pending {
                 Ok(p) if !p.errors.is_empty() => s.push_str(&format!(
                     "pending:       the committed CSV has {} errors (run `pbxsync plan`)\n",
-                    p.errors.len()
+                    p.error_count()
                 )),
                 Ok(p) if p.has_changes() => s.push_str(&format!(
                     "pending:       {}\n",

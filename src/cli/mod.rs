@@ -238,6 +238,16 @@ pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 pub fn print_diagnostics(ctx: &Context, name: &str, v: &Validated<'_>) {
     let view = SourceView::new(name, &v.text, v.delimiter, Some(&v.layout));
     print_diagnostics_of(ctx, &view, &v.diagnostics);
+    print_omitted(ctx, &v.omitted);
+}
+
+/// Says on stderr how many diagnostics of each code were left out.
+pub fn print_omitted(ctx: &Context, omitted: &crate::diagnostic::Omitted) {
+    let _ = write!(
+        std::io::stderr().lock(),
+        "{}",
+        render_diag::omitted_text(omitted, ctx.quiet, ctx.stderr_style)
+    );
 }
 
 /// Shows diagnostics about a file (the file's own, or a plan's) on stderr.
@@ -350,6 +360,8 @@ fn validate_cmd(
         };
         v.diagnostics = plan.errors;
         v.diagnostics.extend(plan.warnings);
+        // The plan's count includes the file's.
+        v.omitted = plan.omitted;
         crate::diagnostic::sort(&mut v.diagnostics);
         v
     } else {
@@ -360,7 +372,7 @@ fn validate_cmd(
     match format {
         Format::Json => {
             let (errors, warnings) = render_diag::json(&v.diagnostics);
-            let doc = serde_json::json!({
+            let mut doc = serde_json::json!({
                 "format_version": 1,
                 "source": { "kind": "file", "path": name },
                 "rows": v.rows,
@@ -369,6 +381,9 @@ fn validate_cmd(
                 "errors": errors,
                 "warnings": warnings,
             });
+            if !v.omitted.is_empty() {
+                doc["omitted"] = serde_json::to_value(&v.omitted).unwrap_or_default();
+            }
             out(&format!(
                 "{}\n",
                 serde_json::to_string_pretty(&doc).unwrap_or_default()
@@ -377,13 +392,16 @@ fn validate_cmd(
         Format::Text | Format::Markdown => {
             print_diagnostics(ctx, &name, &v);
             if v.has_errors() {
-                eprintln!("{name}: {}", render_diag::counts(&v.diagnostics));
+                eprintln!(
+                    "{name}: {}",
+                    render_diag::counts_with(&v.diagnostics, &v.omitted)
+                );
             } else if !ctx.quiet {
                 out(&format!(
                     "{name}: valid, {} rows, {} users ({})\n",
                     v.rows,
                     v.users,
-                    render_diag::counts(&v.diagnostics)
+                    render_diag::counts_with(&v.diagnostics, &v.omitted)
                 ))?;
             }
         }
@@ -421,7 +439,7 @@ fn fmt_cmd(ctx: &Context, file: Option<&Path>, check: bool) -> Result<Outcome, C
         print_diagnostics(ctx, &name, &v);
         eprintln!(
             "{name}: not formatted; fix these first ({})",
-            render_diag::counts(&v.diagnostics)
+            render_diag::counts_with(&v.diagnostics, &v.omitted)
         );
         return Ok(Outcome::Failure);
     }

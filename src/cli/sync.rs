@@ -266,7 +266,9 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
         Format::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
         Format::Markdown => super::out_streamed(|w| render_plan::write_markdown(&v, w)),
         Format::Text => {
-            if !planned.plan.errors.is_empty() || !planned.plan.warnings.is_empty() {
+            let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
+            all.extend(planned.plan.warnings.iter().cloned());
+            if !all.is_empty() {
                 // The decoded text to show lines of (decoding again is cheap;
                 // validating again is not needed).
                 let text = crate::csv::decode(&planned.loaded.bytes, config.encoding)
@@ -279,10 +281,9 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                     planned.delimiter,
                     Some(&planned.layout),
                 );
-                let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
-                all.extend(planned.plan.warnings.iter().cloned());
                 crate::diagnostic::sort(&mut all);
                 print_diagnostics_of(ctx, &view, &all);
+                super::print_omitted(ctx, &planned.plan.omitted);
             }
             if planned.plan.errors.is_empty() {
                 super::out_streamed(|w| render_plan::write_text(&v, ctx.style, w))?;
@@ -290,7 +291,7 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
                 eprintln!(
                     "{}: {}; nothing can be applied",
                     source_name(config, &planned.loaded),
-                    crate::render::diagnostics::counts(&planned.plan.errors)
+                    crate::render::diagnostics::counts_with(&all, &planned.plan.omitted)
                 );
             }
             Ok(())
@@ -688,12 +689,13 @@ pub fn apply_cmd(
     if hashed > 0 {
         draw.message(&format!("hashing {hashed} passwords"));
     }
+    // A failure (argon2 finding too little memory) is recorded below, like a
+    // failed write.
     let hashes = apply::hash_passwords(
         &planned.desired,
         &planned.plan.actions,
         &config.policy.password_hash,
-    )
-    .map_err(|e| CliError::Message(e.to_string()))?;
+    );
     clock.lap(&format!("hash {hashed} passwords"));
     let revision = &planned.loaded.revision;
     let record = HistoryRecord {
@@ -717,6 +719,20 @@ pub fn apply_cmd(
             apply::redact_into(&text.text, planned.delimiter, &planned.layout, out)
         }),
         _ => RecordedCsv::default(),
+    };
+    let hashes = match hashes {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            draw.finish();
+            // The message names a user at most, never a password.
+            let failed = HistoryRecord {
+                outcome: format!("failed: {e}"),
+                csv: recorded_csv(),
+                ..record
+            };
+            let _ = target.record_failure(&failed);
+            return Err(CliError::Message(e.to_string()));
+        }
     };
     // The target writes on one core. The other makes the history's CSV, which the
     // commit needs, and then the digest index after the apply (one thread, so the

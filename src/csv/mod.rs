@@ -196,6 +196,13 @@ impl Layout {
     }
 }
 
+/// The most cells a header row may have and still get one diagnostic per bad cell.
+/// A header names each of the ten columns at most once, so a wider one is wrong
+/// anyway; past this many cells one `bad-header` error says so, instead of one per
+/// surplus cell (a row of 100,000 repeated names used to give 99,999 errors, each
+/// shown with the whole line).
+pub const MAX_HEADER_CELLS: usize = 64;
+
 /// Decides whether the first record is a header row and maps its cells.
 ///
 /// A row is a header when most of its non-empty cells are column names; then every
@@ -212,6 +219,24 @@ pub fn detect_header(
     let filled = cells.iter().filter(|c| !c.trim().is_empty()).count();
     if known == 0 || known * 2 < filled {
         return Ok(None);
+    }
+    if cells.len() > MAX_HEADER_CELLS {
+        return Err(vec![
+            Diagnostic::error(
+                Code::BadHeader,
+                format!(
+                    "the header row has {} cells; a pbxsync CSV has at most {} columns, each named once",
+                    cells.len(),
+                    Column::ALL.len()
+                ),
+            )
+            .at_line(line)
+            .with_span(span)
+            .with_hint(format!(
+                "keep only these columns in the header and the rows, and delete the others (a spreadsheet may have saved empty columns on the right): {}",
+                Column::ALL.map(Column::header).join(", ")
+            )),
+        ]);
     }
     let mut errors = Vec::new();
     let mut columns = Vec::with_capacity(cells.len());
@@ -831,6 +856,31 @@ mod tests {
         assert_eq!((e[0].code, e[0].column), (Code::BadHeader, Some(3)));
         let e = detect_header(&["Extension", "First Name", "Last Name"], 1, 0..0).unwrap_err();
         assert!(e[0].message.contains("Web Username"));
+    }
+
+    #[test]
+    fn a_header_wider_than_the_limit_is_one_error_however_wide() {
+        let wide = vec!["Extension"; 100_000];
+        let e = detect_header(&wide, 1, 0..5).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].code, e[0].line), (Code::BadHeader, Some(1)));
+        assert!(e[0].message.contains("100000 cells"), "{}", e[0].message);
+        // Up to the limit every bad cell is named: a surplus column is found.
+        let mut some = vec![
+            "Extension",
+            "First Name",
+            "Last Name",
+            "Web Username",
+            "Notes",
+        ];
+        some.resize(MAX_HEADER_CELLS, "");
+        let e = detect_header(&some, 1, 0..5).unwrap_err();
+        assert_eq!(e.len(), MAX_HEADER_CELLS - 4);
+        assert_eq!(e[0].column, Some(5));
+        // A first row that is mostly data is not a header, however wide.
+        let mut data = vec!["1001"; 100_000];
+        data[0] = "Extension";
+        assert_eq!(detect_header(&data, 1, 0..5).unwrap(), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::{Action, Change, Plan, PlannedAction};
 use crate::FastMap;
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::{Code, Diagnostic, Sink};
 use crate::model::{
     Column, Desired, DesiredExtension, DeviceCell, Directory, Extension, ExtensionKind,
     SortedCursor, Text, USER_COLUMNS, cmp_extension,
@@ -66,7 +66,7 @@ struct Builder<'a> {
     desired: &'a Desired,
     current: &'a Directory,
     opts: &'a DiffOptions,
-    errors: Vec<Diagnostic>,
+    errors: Sink,
     /// Devices of the inventory file that the target lacks, sorted.
     new_devices: Vec<&'a crate::model::Device>,
     /// Who holds each device now: device id → index into current.extensions.
@@ -303,11 +303,11 @@ fn plan_users(
     desired: &Desired,
     current: &Directory,
     opts: &DiffOptions,
-) -> (Vec<PlannedAction>, Vec<PlannedAction>, Vec<Diagnostic>) {
+) -> (Vec<PlannedAction>, Vec<PlannedAction>, Sink) {
     let managed = desired.managed;
     let mut create_users = Vec::new();
     let mut update_users = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Sink::default();
     // Both sides are sorted by the same key: walk them together (a merge join)
     // instead of searching one for every entry of the other.
     let mut users = SortedCursor::new(&current.users);
@@ -389,7 +389,7 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         desired,
         current,
         opts,
-        errors: Vec::new(),
+        errors: Sink::default(),
         new_devices,
         holders: None,
     };
@@ -413,7 +413,7 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
         || plan_users(desired, current, opts),
         || b.plan_extensions(),
     );
-    b.errors.extend(user_errors);
+    b.errors.append(user_errors);
 
     if opts.prune {
         let mut wanted = SortedCursor::new(&desired.extensions);
@@ -484,12 +484,13 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
     ] {
         actions.extend(group);
     }
-    let mut errors = b.errors;
+    let (mut errors, omitted) = b.errors.finish();
     crate::diagnostic::sort(&mut errors);
     Plan {
         actions,
         errors,
         warnings: Vec::new(),
+        omitted,
     }
 }
 

@@ -7,7 +7,7 @@ pub mod simulate;
 
 pub use diff::{DiffOptions, diff};
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Omitted};
 use crate::model::{ExtensionKind, Text};
 use serde::{Serialize, Serializer};
 
@@ -193,8 +193,11 @@ impl Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     pub actions: Vec<PlannedAction>,
+    /// At most `diagnostic::KEPT_PER_CODE` of each code, the first ones.
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// How many more errors and warnings there were.
+    pub omitted: Omitted,
 }
 
 impl Plan {
@@ -206,5 +209,9 @@ impl Plan {
     }
     pub fn is_applicable(&self) -> bool {
         self.errors.is_empty()
+    }
+    /// How many errors the plan has, those left out included.
+    pub fn error_count(&self) -> u64 {
+        self.errors.len() as u64 + self.omitted.errors()
     }
 }

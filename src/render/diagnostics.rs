@@ -3,7 +3,7 @@
 
 use super::{Style, is_unsafe_char, push_char_escaped, untrusted};
 use crate::csv::{self as reader, Layout};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, Omitted, Severity};
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 use std::cell::OnceCell;
 use std::fmt::Write;
@@ -292,14 +292,45 @@ pub fn fill_spans(diagnostics: &mut [Diagnostic], view: &SourceView<'_>) {
 
 /// `"3 errors, 1 warning"`.
 pub fn counts(diagnostics: &[Diagnostic]) -> String {
-    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = diagnostics.len() - errors;
-    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    counts_with(diagnostics, &Omitted::default())
+}
+
+/// `"3 errors, 1 warning"`, counting the diagnostics left out too.
+pub fn counts_with(diagnostics: &[Diagnostic], omitted: &Omitted) -> String {
+    let kept_errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = (diagnostics.len() - kept_errors) as u64 + omitted.warnings();
+    let errors = kept_errors as u64 + omitted.errors();
+    let plural = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     format!(
         "{}, {}",
         plural(errors, "error"),
         plural(warnings, "warning")
     )
+}
+
+/// One line for each code that had more diagnostics than were kept: the output
+/// must not look like all there is. Warnings are left out with `errors_only`
+/// (`--quiet`).
+pub fn omitted_text(omitted: &Omitted, errors_only: bool, style: Style) -> String {
+    let mut out = String::new();
+    for severity in [Severity::Error, Severity::Warning] {
+        if errors_only && severity == Severity::Warning {
+            continue;
+        }
+        let word = match severity {
+            Severity::Error => "errors",
+            Severity::Warning => "warnings",
+        };
+        for (code, n) in omitted.of(severity) {
+            let _ = writeln!(
+                out,
+                "{}: {n} more `{code}` {word} are not shown (only the first {} of each code are)",
+                style.bold("note"),
+                crate::diagnostic::KEPT_PER_CODE
+            );
+        }
+    }
+    out
 }
 
 /// The `errors` and `warnings` arrays of SPEC section 9.

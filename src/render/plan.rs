@@ -227,6 +227,10 @@ pub struct PlanDoc<'a> {
     pub actions: &'a [PlannedAction],
     pub errors: &'a [crate::diagnostic::Diagnostic],
     pub warnings: &'a [crate::diagnostic::Diagnostic],
+    /// Present when some errors or warnings were left out (more than
+    /// `diagnostic::KEPT_PER_CODE` of a code): how many, by code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<&'a crate::diagnostic::Omitted>,
     /// Present in saved plans: the flags the plan was made with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<crate::sync::SyncOptions>,
@@ -241,6 +245,7 @@ pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {
         actions: &view.plan.actions,
         errors: &view.plan.errors,
         warnings: &view.plan.warnings,
+        omitted: Some(&view.plan.omitted).filter(|o| !o.is_empty()),
         options: None,
     }
 }
@@ -432,7 +437,7 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
         let _ = writeln!(
             out,
             "**{} error(s): this plan cannot be applied.**\n",
-            plan.errors.len()
+            plan.error_count()
         );
         for e in &plan.errors {
             let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();
@@ -447,6 +452,13 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
                 e.code,
                 md_escape(&e.message),
                 md_escape(&hint)
+            );
+        }
+        for (code, n) in plan.omitted.of(crate::diagnostic::Severity::Error) {
+            let _ = writeln!(
+                out,
+                "- … and {n} more `{code}` errors (the first {} of each code are listed)",
+                crate::diagnostic::KEPT_PER_CODE
             );
         }
         out.push('\n');

@@ -5,7 +5,7 @@ pub mod rules;
 
 use crate::config::{Config, PasswordPolicy};
 use crate::csv::{self as reader, Layout, ReadOptions, Record, Records};
-use crate::diagnostic::{self, Code, Diagnostic};
+use crate::diagnostic::{self, Code, Diagnostic, Omitted, Sink};
 use crate::model::{
     Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
     cmp_extension,
@@ -70,8 +70,11 @@ pub struct Validated<'a> {
     pub desired: Desired,
     /// Every row with its digest, sorted by extension (empty from `check`).
     pub index: Vec<RowRef>,
-    /// Errors and warnings, in line order.
+    /// Errors and warnings, in line order: at most `diagnostic::KEPT_PER_CODE` of
+    /// each code, the first ones.
     pub diagnostics: Vec<Diagnostic>,
+    /// How many more there were.
+    pub omitted: Omitted,
 }
 
 /// A row, by extension, with the digest of what it asks for (`model::row_digest`)
@@ -103,7 +106,7 @@ impl Validated<'_> {
             text: &self.text,
             delimiter: self.delimiter,
             layout: self.layout.clone(),
-            diagnostics: Vec::new(),
+            diagnostics: Sink::default(),
         };
         // Each row is read once, for its user and its extension both, on every
         // core: a plan may read a hundred thousand rows.
@@ -201,7 +204,7 @@ struct Pass<'p, 't> {
     text: &'t str,
     delimiter: u8,
     layout: Layout,
-    diagnostics: Vec<Diagnostic>,
+    diagnostics: Sink,
 }
 
 impl Pass<'_, '_> {
@@ -213,21 +216,30 @@ impl Pass<'_, '_> {
 
     fn report(
         &self,
-        sink: &mut Vec<Diagnostic>,
+        sink: &mut Sink,
         record_line: u32,
         start: usize,
         field: usize,
         problem: Problem,
     ) {
+        sink.push(self.diagnostic(record_line, start, field, problem));
+    }
+
+    /// The error for `problem` in field `field` of the record at `start`.
+    fn diagnostic(
+        &self,
+        record_line: u32,
+        start: usize,
+        field: usize,
+        problem: Problem,
+    ) -> Diagnostic {
         let span = reader::field_span(self.text, start, self.delimiter, field);
-        sink.push(Diagnostic {
+        Diagnostic {
             line: Some(record_line),
             column: Some(u32::try_from(field + 1).unwrap_or(u32::MAX)),
             span: Some(span),
+            hint: problem.hint,
             ..Diagnostic::error(problem.code, problem.message)
-        });
-        if let Some(d) = sink.last_mut() {
-            d.hint = problem.hint;
         }
     }
 
@@ -236,19 +248,17 @@ impl Pass<'_, '_> {
     #[cold]
     fn formula_like(
         &self,
-        sink: &mut Vec<Diagnostic>,
+        sink: &mut Sink,
         rec: &Record<'_>,
         field: usize,
         column: Column,
         value: &str,
     ) {
         if let Err(problem) = rules::formula_like(column.header(), value) {
-            let mut one = Vec::with_capacity(1);
-            self.report(&mut one, rec.line, rec.start, field, problem);
-            sink.extend(one.into_iter().map(|d| Diagnostic {
+            sink.push(Diagnostic {
                 severity: diagnostic::Severity::Warning,
-                ..d
-            }));
+                ..self.diagnostic(rec.line, rec.start, field, problem)
+            });
         }
     }
 
@@ -257,7 +267,7 @@ impl Pass<'_, '_> {
     fn row(
         &self,
         rec: &Record<'_>,
-        sink: &mut Vec<Diagnostic>,
+        sink: &mut Sink,
     ) -> Option<(RowKey, Option<(DesiredExtension, RowUser)>, Sighting)> {
         let expected = self.layout.columns.len();
         if rec.len() != expected {
@@ -830,7 +840,7 @@ struct BatchOutput {
     keys: Vec<RowKey>,
     extensions: Vec<DesiredExtension>,
     users: Vec<RowUser>,
-    diagnostics: Vec<Diagnostic>,
+    diagnostics: Sink,
 }
 
 impl Pass<'_, '_> {
@@ -897,7 +907,7 @@ pub fn check<'a>(bytes: &'a [u8], policy: &Policy) -> Validated<'a> {
 
 fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
     let build = mode == Mode::Build;
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = Sink::default();
     let text = match reader::decode(bytes, policy.read.encoding) {
         Ok((text, warning)) => {
             diagnostics.extend(warning);
@@ -914,11 +924,12 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
                 desired: Desired::default(),
                 index: Vec::new(),
                 diagnostics: vec![error],
+                omitted: Omitted::default(),
             };
         }
     };
     let delimiter = reader::detect_delimiter(&text.text, policy.read.delimiter);
-    let (layout, rows, user_count, extensions, users, index, mut diagnostics) = {
+    let (layout, rows, user_count, extensions, users, index, diagnostics) = {
         let mut pass = Pass {
             policy,
             mode,
@@ -988,7 +999,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
             index.extend(out.index);
             extensions.extend(out.extensions);
             users.extend(out.users);
-            pass.diagnostics.extend(out.diagnostics);
+            pass.diagnostics.append(out.diagnostics);
         }
         let all = || keys.iter().flatten();
         if !extension_order.increasing {
@@ -1026,6 +1037,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
             pass.diagnostics,
         )
     };
+    let (mut diagnostics, omitted) = diagnostics.finish();
     if rows == 0 && !policy.allow_empty && !diagnostics.iter().any(|d| d.code == Code::BadHeader) {
         diagnostics.push(
             Diagnostic::error(
@@ -1051,6 +1063,7 @@ fn run<'a>(bytes: &'a [u8], policy: &Policy, mode: Mode) -> Validated<'a> {
         desired,
         index,
         diagnostics,
+        omitted,
     }
 }
 
