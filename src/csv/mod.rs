@@ -109,15 +109,38 @@ pub fn line_of(text: &[u8], offset: usize) -> u32 {
 
 /// How many lines end in `range` of `text`: each LF, and each CR that no LF follows
 /// (looked up past the range, so a CRLF cut between its bytes counts once, at its LF).
+/// A file without CR is counted by `count_byte`; one with CRs in blocks of 64
+/// bytes beside the same block shifted by one, a loop the compiler vectorises.
 pub fn line_breaks(text: &[u8], range: Range<usize>) -> usize {
     let part = &text[range.clone()];
-    let lf = part.iter().filter(|&&b| b == b'\n').count();
     if memchr::memchr(b'\r', part).is_none() {
-        return lf;
+        return count_byte(part, b'\n');
     }
-    lf + memchr::memchr_iter(b'\r', part)
-        .filter(|&i| text.get(range.start + i + 1) != Some(&b'\n'))
-        .count()
+    let mut n = 0usize;
+    let mut blocks = part.chunks_exact(64);
+    let mut at = range.start;
+    for block in &mut blocks {
+        let mut next = [0u8; 64];
+        next[..63].copy_from_slice(&block[1..]);
+        next[63] = text.get(at + 64).copied().unwrap_or(0);
+        let mut k = 0u8;
+        for (&b, &c) in block.iter().zip(&next) {
+            k += u8::from(b == b'\n') | (u8::from(b == b'\r') & u8::from(c != b'\n'));
+        }
+        n += usize::from(k);
+        at += 64;
+    }
+    n + (at..range.end).filter(|&i| ends_line(text, i)).count()
+}
+
+/// How often a byte occurs; counts in blocks of 255 so the compiler can keep the
+/// counters in bytes and vectorise (a plain filter and count is several times slower
+/// on a file of 100 MB).
+pub fn count_byte(bytes: &[u8], needle: u8) -> usize {
+    bytes
+        .chunks(255)
+        .map(|block| block.iter().fold(0u8, |n, &b| n + u8::from(b == needle)) as usize)
+        .sum()
 }
 
 /// Whether the byte at `i` ends a line: an LF, or a CR that no LF follows.
@@ -715,6 +738,14 @@ mod tests {
         );
         assert_eq!(line_breaks(text, 0..5), 2);
         assert_eq!(line_of(text, 8), 4);
+        // Against a count that looks at every byte, on text with every mix of ends.
+        let mixed: Vec<u8> = (0..2000u32)
+            .map(|i| [b'\r', b'\n', b'a', b'\r'][(i * 7 + i / 3) as usize % 4])
+            .collect();
+        let slow = |r: Range<usize>| r.filter(|&i| ends_line(&mixed, i)).count();
+        for r in [0..2000, 0..1, 3..700, 511..1999, 0..0] {
+            assert_eq!(line_breaks(&mixed, r.clone()), slow(r.clone()), "{r:?}");
+        }
     }
 
     /// What the `csv` crate reads (flexible, no headers), with the lines and

@@ -713,7 +713,7 @@ pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
         .par_iter()
         .enumerate()
         .map(|(k, &t)| {
-            count_byte(
+            crate::csv::count_byte(
                 &bytes[targets.get(k.wrapping_sub(1)).copied().unwrap_or(start)..t],
                 b'"',
             )
@@ -763,15 +763,6 @@ pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
             }
         })
         .collect()
-}
-
-/// How often a byte occurs; counts in blocks of 255 so the compiler can keep the
-/// counters in bytes and vectorise.
-fn count_byte(bytes: &[u8], needle: u8) -> usize {
-    bytes
-        .chunks(255)
-        .map(|block| block.iter().fold(0u8, |n, &b| n + u8::from(b == needle)) as usize)
-        .sum()
 }
 
 /// The values of a row that the duplicate checks can often settle by order alone.
