@@ -297,6 +297,9 @@ enum Kill {
     /// Once the write-ahead log has grown past its size before the apply: pages
     /// of the apply's transaction are being written.
     WalGrown,
+    /// Once the history holds the apply: it has committed, and may still be
+    /// keeping its digest index or closing the database.
+    Committed,
     /// Once the process has closed its stderr, i.e. finished.
     AtExit,
 }
@@ -350,6 +353,7 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
         Kill::AtLine("applied 5000/"),
         Kill::AtLine("applied 15000/"),
         Kill::AtLine("committing"),
+        Kill::Committed,
         Kill::AtExit,
     ] {
         restore();
@@ -372,6 +376,13 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 "once the log grew".to_string()
+            }
+            Kill::Committed => {
+                // Bounded by the apply too: it commits or it ends.
+                while t.history().len() < 2 && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                "once committed".to_string()
             }
             Kill::AtExit => {
                 std::io::copy(&mut stderr, &mut std::io::sink()).unwrap();
@@ -397,6 +408,12 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
             "before"
         } else if export == after {
             assert_eq!(t.history().len(), 2, "{label}");
+            // Whatever of the kept digest index the kill cut short, a plan of the
+            // applied file has nothing left to do.
+            let plan = t
+                .ok(["plan", "--file", "big.csv", "--format", "json"])
+                .json();
+            assert_eq!(plan["summary"]["total"], 0, "killed {label}");
             "after"
         } else {
             panic!(
