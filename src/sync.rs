@@ -738,26 +738,18 @@ pub fn locked(holder: &crate::target::LockHolder) -> Diagnostic {
     .with_hint("wait for it to finish; the lock goes away with that process")
 }
 
-/// The local user, for history.
+/// The local user, for history: `$USER` or `$LOGNAME`, else (services,
+/// containers) the account of this process's effective user, else its uid.
 pub fn local_user() -> String {
     if let Ok(user) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
         return user;
     }
-    // Without a login environment (services, containers): the owner of this process.
+    if let Ok(user) = whoami::username() {
+        return user;
+    }
     use std::os::unix::fs::MetadataExt;
-    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return "unknown".into();
-    };
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+    std::fs::metadata("/proc/self")
+        .map_or_else(|_| "unknown".into(), |m| format!("uid {}", m.uid()))
 }
 
 #[cfg(test)]

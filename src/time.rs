@@ -1,49 +1,47 @@
-//! Dates without a date library: UTC only, which is all that history and blame need.
+//! Dates, by `jiff`: UTC for what is stored and machine-read (history records,
+//! JSON, blame), local time for what is shown to people.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
-/// Proleptic Gregorian (year, month, day) of a count of days since 1970-01-01,
-/// after Howard Hinnant's `civil_from_days`
-/// (<https://howardhinnant.github.io/date_algorithms.html>): shift the year to
-/// start in March so the leap day is last, then split into 400-year eras.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of March-based year, [0, 365]
-    let mp = (5 * doy + 2) / 153; // March-based month, [0, 11]
-    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Both are in range by construction.
-    (year, month as u32, day as u32)
-}
-
-/// `YYYY-MM-DD` (UTC) of a Unix timestamp.
+/// `YYYY-MM-DD` (UTC) of a Unix timestamp. A time outside jiff's range (the
+/// years -9999 to 9999) (only a hand-made commit has one) is written as `@<seconds>`, the form
+/// in which git takes a raw date.
 pub fn utc_date(seconds: i64) -> String {
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    format!("{year:04}-{month:02}-{day:02}")
+    match Timestamp::from_second(seconds) {
+        Ok(t) => t.strftime("%Y-%m-%d").to_string(),
+        Err(_) => format!("@{seconds}"),
+    }
 }
 
-/// RFC 3339 UTC of a Unix timestamp, e.g. `2025-03-01T09:30:00Z`.
+/// RFC 3339 UTC of a Unix timestamp, e.g. `2025-03-01T09:30:00Z`; outside the
+/// years -9999 to 9999, `@<seconds>` as for [`utc_date`].
 pub fn utc_timestamp(seconds: i64) -> String {
-    let rem = seconds.rem_euclid(86_400);
-    format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        utc_date(seconds),
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match Timestamp::from_second(seconds) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => format!("@{seconds}"),
+    }
 }
 
-/// The current time as RFC 3339 UTC.
+/// The current time as RFC 3339 UTC, to the second.
 pub fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    utc_timestamp(secs)
+    utc_timestamp(Timestamp::now().as_second())
+}
+
+/// A stored RFC 3339 time shown in the local time zone, e.g.
+/// `2025-03-01 10:30:00 CET`; `None` if `utc` is not such a time.
+pub fn local_time(utc: &str) -> Option<String> {
+    time_in(utc, TimeZone::system())
+}
+
+/// A stored RFC 3339 time shown in `tz`, as [`local_time`].
+pub fn time_in(utc: &str, tz: TimeZone) -> Option<String> {
+    let t: Timestamp = utc.parse().ok()?;
+    Some(
+        t.to_zoned_datetime(tz)
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -62,33 +60,37 @@ mod tests {
     }
 
     #[test]
-    fn civil_from_days_counts_like_a_calendar() {
-        // Walk day by day from 1900 to 2200 with a naive calendar.
-        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let month_len = |y: i64, m: u32| match m {
-            2 if leap(y) => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        let (mut y, mut m, mut d) = (1900, 1, 1);
-        let start = -25_567; // 1900-01-01
-        for days in start..start + 300 * 366 {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
-            d += 1;
-            if d > month_len(y, m) {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
+    fn times_out_of_the_calendar_are_written_raw() {
+        assert_eq!(utc_date(i64::MAX), format!("@{}", i64::MAX));
+        assert_eq!(utc_date(i64::MIN), format!("@{}", i64::MIN));
+        assert_eq!(utc_timestamp(i64::MAX), format!("@{}", i64::MAX));
+        assert_eq!(utc_date(253_402_128_000), "9999-12-30");
+        assert_eq!(utc_date(-30_610_224_001), "0999-12-31");
     }
 
     #[test]
     fn timestamps() {
         assert_eq!(utc_timestamp(951_782_400 + 3723), "2000-02-29T01:02:03Z");
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn now_is_to_the_second_and_reads_back() {
+        let now = utc_now();
+        assert_eq!(now.len(), "2025-03-01T09:30:00Z".len(), "{now}");
+        assert!(now.ends_with('Z'), "{now}");
+        assert!(now.parse::<Timestamp>().is_ok(), "{now}");
+    }
+
+    #[test]
+    fn stored_times_are_shown_in_a_zone() {
+        let plus_one = TimeZone::fixed(jiff::tz::offset(1));
+        let shown = time_in("2025-03-01T09:30:00Z", plus_one).unwrap();
+        assert!(shown.starts_with("2025-03-01 10:30:00 "), "{shown}");
+        assert_eq!(
+            time_in("2025-12-31T23:30:00Z", TimeZone::UTC).unwrap(),
+            "2025-12-31 23:30:00 UTC"
+        );
+        assert_eq!(time_in("not a time", TimeZone::UTC), None);
     }
 }

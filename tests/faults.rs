@@ -23,12 +23,8 @@ fn pending() -> Test {
 }
 
 /// What must not change: the export, the serial and the number of applies.
-fn snapshot(t: &Test) -> (String, Vec<String>, Vec<String>) {
-    (
-        t.export(),
-        t.sql("SELECT value FROM meta WHERE key = 'serial'"),
-        t.sql("SELECT count(*) FROM history"),
-    )
+fn snapshot(t: &Test) -> (String, u64, usize) {
+    (t.export(), t.serial(), t.history().len())
 }
 
 /// A pbxsync process started in the test directory.
@@ -238,9 +234,13 @@ fn a_second_apply_fails_at_once_naming_the_holder() {
         "{text}"
     );
 
-    let started = Instant::now();
+    // The first apply waits at its prompt until it is answered below: a second
+    // apply that waited for the lock would never return while it runs.
     let out = t.run(["apply", "--auto-approve", "--format", "json"]);
-    assert!(started.elapsed() < Duration::from_secs(4), "it waited");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first apply ended before the second returned"
+    );
     assert_eq!(out.code, 1);
     let doc = out.json();
     assert_eq!(codes(&doc), ["locked"]);
@@ -288,10 +288,18 @@ fn base_rows() -> String {
         .collect()
 }
 
+/// When the test kills an apply: each a moment the test observes, never a delay.
 enum Kill {
-    After(u64),
-    /// This many milliseconds after the first stderr line that starts with this.
-    AtLine(&'static str, u64),
+    /// As soon as it is started.
+    AtSpawn,
+    /// At the first stderr line that starts with this.
+    AtLine(&'static str),
+    /// Once the write-ahead log has grown past its size before the apply: pages
+    /// of the apply's transaction are being written.
+    WalGrown,
+    /// Once the history holds the apply: it has committed, and may still be
+    /// keeping its digest index or closing the database.
+    Committed,
     /// Once the process has closed its stderr, i.e. finished.
     AtExit,
 }
@@ -324,6 +332,7 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
     let before = t.export();
     let wal = t.path(".pbxsync/state.db-wal");
     let pristine = (std::fs::read(t.state()).unwrap(), std::fs::read(&wal).ok());
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let restore = || {
         let _ = std::fs::remove_file(t.path(".pbxsync/state.db-shm"));
         let _ = std::fs::remove_file(&wal);
@@ -335,35 +344,45 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
     };
 
     let mut outcomes = Vec::new();
+    let mut interrupted = 0;
     for kill in [
-        Kill::After(5),
-        Kill::After(50),
-        Kill::After(150),
-        Kill::After(400),
-        Kill::AtLine("hashing", 0),
-        Kill::AtLine("applying", 0),
-        Kill::AtLine("applied 5000/", 0),
-        Kill::AtLine("applied 15000/", 0),
-        Kill::AtLine("committing", 0),
-        Kill::AtLine("committing", 20),
+        Kill::AtSpawn,
+        Kill::AtLine("hashing"),
+        Kill::AtLine("applying"),
+        Kill::WalGrown,
+        Kill::AtLine("applied 5000/"),
+        Kill::AtLine("applied 15000/"),
+        Kill::AtLine("committing"),
+        Kill::Committed,
         Kill::AtExit,
     ] {
         restore();
+        let wal_before = wal_len();
         let mut child = spawn(&t, &ARGS);
         let mut stderr = child.stderr.take().unwrap();
         let label = match kill {
-            Kill::After(ms) => {
-                std::thread::sleep(Duration::from_millis(ms));
-                format!("{ms} ms")
-            }
-            Kill::AtLine(prefix, ms) => {
+            Kill::AtSpawn => "at spawn".to_string(),
+            Kill::AtLine(prefix) => {
                 for line in BufReader::new(&mut stderr).lines() {
                     if line.unwrap().starts_with(prefix) {
                         break;
                     }
                 }
-                std::thread::sleep(Duration::from_millis(ms));
-                format!("{ms} ms after {prefix:?}")
+                format!("at {prefix:?}")
+            }
+            Kill::WalGrown => {
+                // Bounded by the apply itself: it grows the log or it ends.
+                while wal_len() <= wal_before && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                "once the log grew".to_string()
+            }
+            Kill::Committed => {
+                // Bounded by the apply too: it commits or it ends.
+                while t.history().len() < 2 && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                "once committed".to_string()
             }
             Kill::AtExit => {
                 std::io::copy(&mut stderr, &mut std::io::sink()).unwrap();
@@ -373,6 +392,9 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
         let _ = child.kill();
         let status = child.wait().unwrap();
         drop(stderr);
+        if status.code().is_none() {
+            interrupted += 1;
+        }
         let export = t.export();
         // The apply drops pbxsync's triggers inside its transaction: a kill at any
         // moment leaves them all in place.
@@ -382,10 +404,16 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
             "killed {label}"
         );
         let state = if export == before {
-            assert_eq!(t.sql("SELECT count(*) FROM history"), ["1"], "{label}");
+            assert_eq!(t.history().len(), 1, "{label}");
             "before"
         } else if export == after {
-            assert_eq!(t.sql("SELECT count(*) FROM history"), ["2"], "{label}");
+            assert_eq!(t.history().len(), 2, "{label}");
+            // Whatever of the kept digest index the kill cut short, a plan of the
+            // applied file has nothing left to do.
+            let plan = t
+                .ok(["plan", "--file", "big.csv", "--format", "json"])
+                .json();
+            assert_eq!(plan["summary"]["total"], 0, "killed {label}");
             "after"
         } else {
             panic!(
@@ -400,7 +428,10 @@ fn a_killed_apply_leaves_the_target_as_before_or_as_after() {
         );
         outcomes.push(format!("{label}: {state} ({status})"));
     }
-    assert!(outcomes[0].contains("before"), "{outcomes:#?}");
+    assert!(
+        interrupted > 0,
+        "no kill interrupted an apply: {outcomes:#?}"
+    );
     assert!(
         outcomes.last().unwrap().contains("after"),
         "an apply that was not killed is complete: {outcomes:#?}"
@@ -428,22 +459,16 @@ fn a_failing_action_writes_nothing_and_names_the_action() {
         out.stderr
     );
     assert_eq!(t.export(), before.0);
-    assert_eq!(
-        t.sql("SELECT value FROM meta WHERE key = 'serial'"),
-        before.1
-    );
-    assert_eq!(
-        t.sql("SELECT username FROM users ORDER BY username"),
-        ["jflynn", "mgarcia"]
-    );
+    assert_eq!(t.serial(), before.1);
+    assert_eq!(t.exported("Web Username"), ["jflynn", "mgarcia"]);
     // The failure is in the history.
-    let history = t.ok(["history", "--format", "json"]).json();
+    let history = t.history();
     assert!(
         history[0]["outcome"]
             .as_str()
             .unwrap()
             .starts_with("failed: "),
-        "{history:#}"
+        "{history:#?}"
     );
-    assert_eq!(t.sql("SELECT count(*) FROM history"), ["2"]);
+    assert_eq!(history.len(), 2);
 }

@@ -205,6 +205,42 @@ impl Test {
         self.ok(["export"]).stdout
     }
 
+    /// One column of `pbxsync export`, by its header, a value per extension in
+    /// the export's order (by number). The device column tells the kind: a MAC,
+    /// `virtual`, or empty for voicemail only.
+    pub fn exported(&self, column: &str) -> Vec<String> {
+        let export = self.export();
+        let mut reader = csv::Reader::from_reader(export.as_bytes());
+        let at = reader
+            .headers()
+            .expect("export header")
+            .iter()
+            .position(|h| h == column)
+            .unwrap_or_else(|| panic!("no column {column:?} in the export"));
+        reader
+            .records()
+            .map(|r| r.expect("export row")[at].to_string())
+            .collect()
+    }
+
+    /// `pbxsync status --format json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        self.ok(["status", "--format", "json"]).json()
+    }
+
+    /// The target's serial, from `status`.
+    pub fn serial(&self) -> u64 {
+        self.status_json()["serial"].as_u64().expect("serial")
+    }
+
+    /// The applies recorded in the history, newest first (`history --format json`).
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        match self.ok(["history", "--format", "json"]).json() {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("history is not a list: {other:#}"),
+        }
+    }
+
     /// Adds devices to the inventory.
     pub fn devices(&self, ids: &[&str]) {
         for id in ids {
