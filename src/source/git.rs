@@ -995,6 +995,22 @@ mod tests {
         assert!(converts(""), "core.autocrlf");
     }
 
+    /// Waits (a bounded poll) until a file written now gets a modification time
+    /// later than `path`'s.
+    fn until_clock_passes(path: &Path) {
+        let then = std::fs::metadata(path).unwrap().modified().unwrap();
+        let probe = path.with_extension("clock");
+        for _ in 0..1000 {
+            std::fs::write(&probe, b"").unwrap();
+            if std::fs::metadata(&probe).unwrap().modified().unwrap() > then {
+                std::fs::remove_file(&probe).unwrap();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("the file-system clock did not move past {then:?}");
+    }
+
     #[test]
     fn a_settled_checkout_is_mapped_for_a_plan_and_dropped_when_written_meanwhile() {
         let repo = TestRepo::new();
@@ -1040,7 +1056,9 @@ mod tests {
             .alongside(|bytes| {
                 if seen.is_empty() {
                     use std::io::Write;
-                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    // The write must land at a later file-system time than the
+                    // stamp's, whatever the clock's granularity.
+                    until_clock_passes(&repo.path().join("users.csv"));
                     let mut file = std::fs::OpenOptions::new()
                         .write(true)
                         .open(repo.path().join("users.csv"))
