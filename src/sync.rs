@@ -1,14 +1,14 @@
 //! The pipeline that `plan`, `apply` (and later `watch`) share: source → validate →
 //! target → diff → checks. It returns values; the CLI decides what to print.
 
+use crate::backend::ReportsDamage;
+use crate::backend::sqlite::{self, SqliteTarget};
+use crate::backend::{BackendError, DigestIndex, Target};
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
-use crate::target::ReportsDamage;
-use crate::target::sqlite::{self, SqliteTarget};
-use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,7 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
 
 /// Opens the target. With `write` false, a SQLite file that does not exist yet
 /// reads as `None` (an empty directory) and is not created.
-pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, TargetError> {
+pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, BackendError> {
     match url {
         TargetUrl::Sqlite(path) => {
             let name = path.display().to_string();
@@ -70,7 +70,7 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target
                 SqliteTarget::open_read_only(path)
             };
             let damaged = |e| match sqlite::target_damage(&e) {
-                Some(reason) => TargetError::Damaged {
+                Some(reason) => BackendError::Damaged {
                     path: name.clone(),
                     reason,
                 },
@@ -81,7 +81,7 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target
                     as Box<dyn Target>
             }))
         }
-        TargetUrl::Postgres(_) => Err(TargetError::Unsupported(
+        TargetUrl::Postgres(_) => Err(BackendError::Unsupported(
             "PostgreSQL targets are not supported by this version yet; use a `sqlite:` target"
                 .into(),
         )),
@@ -321,9 +321,9 @@ pub fn validate_with_index<'t>(
     policy: &Policy,
     target: &mut Box<dyn Target>,
     inventory: &[Device],
-) -> (Validated<'t>, Result<TargetDigests, TargetError>) {
+) -> (Validated<'t>, Result<TargetDigests, BackendError>) {
     std::thread::scope(|s| {
-        let digests = s.spawn(|| -> Result<_, TargetError> {
+        let digests = s.spawn(|| -> Result<_, BackendError> {
             let serial = target.serial()?;
             let index = target.load_index()?;
             let new_devices = match inventory {
@@ -419,7 +419,7 @@ pub fn plan_all(
     target: Option<&mut Box<dyn Target>>,
     inventory: Vec<Device>,
     keep_index: bool,
-) -> Result<Planned, TargetError> {
+) -> Result<Planned, BackendError> {
     let (current, (index, usage)) = match target {
         Some(t) => (t.load()?, t.load_index()?),
         None => (Directory::default(), (Vec::new(), Default::default())),
@@ -473,10 +473,10 @@ pub fn plan_changed_rows(
     options: &SyncOptions,
     validated: &Validated<'_>,
     target: &mut Box<dyn Target>,
-    (index, usage): (crate::target::DigestIndex, crate::target::Usage),
+    (index, usage): (crate::backend::DigestIndex, crate::backend::Usage),
     new_devices: Vec<Device>,
     keep_index: bool,
-) -> Result<Option<Planned>, TargetError> {
+) -> Result<Option<Planned>, BackendError> {
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;
@@ -484,7 +484,7 @@ pub fn plan_changed_rows(
     // rows of an owner that the CSV names are planned with the changed ones).
     let gone = if prune {
         let numbers = not_in_rows(&validated.index, &index);
-        target.load_subset(&crate::target::Keys {
+        target.load_subset(&crate::backend::Keys {
             users: Vec::new(),
             extensions: numbers,
             devices: Vec::new(),
@@ -543,7 +543,7 @@ pub fn plan_changed_rows(
         .collect();
     let mut key_users: Vec<Text> = desired.users.iter().map(|u| u.username.clone()).collect();
     key_users.extend(removed_users.iter().cloned());
-    let keys = crate::target::Keys {
+    let keys = crate::backend::Keys {
         users: key_users,
         // An extension the index does not hold is not in the target: only the
         // others are looked up (the rows are sorted by number).
@@ -730,7 +730,7 @@ pub fn stale_plan(planned: i64, current: i64) -> Diagnostic {
 }
 
 /// The diagnostic for a second apply while one runs.
-pub fn locked(holder: &crate::target::LockHolder) -> Diagnostic {
+pub fn locked(holder: &crate::backend::LockHolder) -> Diagnostic {
     Diagnostic::error(
         Code::Locked,
         format!("an apply is already running on this target ({holder})"),

@@ -2,13 +2,13 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
+use crate::backend::{BackendError, Target};
 use crate::model::{Device, Licenses, Text};
 use crate::render::untrusted;
 use crate::sync;
-use crate::target::{Target, TargetError};
 use std::path::Path;
 
-fn target_error(e: TargetError) -> CliError {
+fn target_error(e: BackendError) -> CliError {
     CliError::Target(e)
 }
 
@@ -87,7 +87,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     // cannot be planned (a CSV with errors, a missing commit), but a damaged
     // state file fails the command, like every other read of it.
     let pending = match super::sync::pending(ctx, &config, &mut target) {
-        Err(e @ CliError::Target(TargetError::Damaged { .. })) => return Err(e),
+        Err(e @ CliError::Target(BackendError::Damaged { .. })) => return Err(e),
         pending => pending,
     };
     // Drift: what the last applied CSV would change now. Nothing, when nothing
@@ -178,7 +178,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
             };
             // Damaged bytes are an error, not an empty (or altered) CSV.
             let csv = r.csv.checked_text().map_err(|reason| {
-                CliError::Target(TargetError::Damaged {
+                CliError::Target(BackendError::Damaged {
                     path: state_file(ctx, target.as_ref()),
                     reason: format!("the CSV recorded with apply #{id} cannot be read: {reason}"),
                 })

@@ -6,8 +6,8 @@
 
 use super::writeback::Writeback;
 use super::{
-    AppliedRevision, ApplyReport, ApplyRequest, Compression, Counts, HistoryRecord, LockGuard,
-    LockHolder, Progress, RecordedCsv, Target, TargetError, snapshot,
+    AppliedRevision, ApplyReport, ApplyRequest, BackendError, Compression, Counts, HistoryRecord,
+    LockGuard, LockHolder, Progress, RecordedCsv, Target, snapshot,
 };
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, USER_COLUMNS, User, cmp_extension,
@@ -291,7 +291,7 @@ impl SqliteTarget {
     /// Opens the state file, creating it (mode 0600, with its parent directories)
     /// when missing and bringing its schema up to date. A file without write
     /// permission is opened read-only: reads work, writes fail with a clear error.
-    pub fn open(path: &Path) -> Result<SqliteTarget, TargetError> {
+    pub fn open(path: &Path) -> Result<SqliteTarget, BackendError> {
         configure_library();
         create_private_file(path)?;
         // A folder SQLite cannot write its WAL's shared memory into makes the
@@ -309,7 +309,7 @@ impl SqliteTarget {
 
     /// Opens an existing state file for reading only; `None` when there is none
     /// yet (or it was never initialised), which reads as an empty directory.
-    pub fn open_read_only(path: &Path) -> Result<Option<SqliteTarget>, TargetError> {
+    pub fn open_read_only(path: &Path) -> Result<Option<SqliteTarget>, BackendError> {
         configure_library();
         match std::fs::metadata(path) {
             Ok(_) => {}
@@ -319,7 +319,7 @@ impl SqliteTarget {
         let target = match SqliteTarget::open_existing(path, true) {
             // A state file of an older pbxsync: bring it up to date first (as
             // `open` does), unless the file itself is read-only.
-            Err(TargetError::Unsupported(_)) if !is_read_only(path)? => SqliteTarget::open(path)?,
+            Err(BackendError::Unsupported(_)) if !is_read_only(path)? => SqliteTarget::open(path)?,
             other => other?,
         };
         if target.schema_version()? == 0 {
@@ -328,7 +328,7 @@ impl SqliteTarget {
         Ok(Some(target))
     }
 
-    fn open_existing(path: &Path, read_only: bool) -> Result<SqliteTarget, TargetError> {
+    fn open_existing(path: &Path, read_only: bool) -> Result<SqliteTarget, BackendError> {
         // Checked before SQLite sees the file, so nothing is ever written to it.
         check_header(path)?;
         let immutable = read_only && without_shared_memory(path)?;
@@ -353,7 +353,7 @@ impl SqliteTarget {
         Ok(target)
     }
 
-    fn configure(&mut self) -> Result<(), TargetError> {
+    fn configure(&mut self) -> Result<(), BackendError> {
         let path = self.path.display().to_string();
         let context = || format!("cannot open {path}");
         self.conn
@@ -369,7 +369,7 @@ impl SqliteTarget {
         let version = self.schema_version()?;
         if self.read_only {
             if version != 0 && version < MIGRATIONS.len() as i64 {
-                return Err(TargetError::Unsupported(format!(
+                return Err(BackendError::Unsupported(format!(
                     "the state file {path} has schema version {version} and needs an upgrade, \
                      but it is read-only"
                 )));
@@ -385,7 +385,7 @@ impl SqliteTarget {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(|e| sqlite_error(context(), e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(TargetError::Unsupported(format!(
+            return Err(BackendError::Unsupported(format!(
                 "cannot put {path} in WAL mode (journal mode is {mode})"
             )));
         }
@@ -396,7 +396,7 @@ impl SqliteTarget {
     }
 
     /// Refuses databases of other programs and of newer pbxsync versions.
-    fn check_identity(&self) -> Result<(), TargetError> {
+    fn check_identity(&self) -> Result<(), BackendError> {
         let path = self.path.display().to_string();
         let probe = || -> rusqlite::Result<(i64, i64, i64)> {
             let app: i64 = self
@@ -413,14 +413,14 @@ impl SqliteTarget {
         // The file starts as a SQLite database (`check_header`): one SQLite
         // cannot read is damaged rather than foreign.
         let (app, version, objects) = probe().map_err(|e| match damage(&e) {
-            Some(reason) => TargetError::Damaged {
+            Some(reason) => BackendError::Damaged {
                 path: path.clone(),
                 reason,
             },
             None => sqlite_error(format!("cannot open {path}"), e),
         })?;
         let not_ours = |reason: String| {
-            Err(TargetError::NotAStateFile {
+            Err(BackendError::NotAStateFile {
                 path: path.clone(),
                 reason,
             })
@@ -441,7 +441,7 @@ impl SqliteTarget {
         }
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(TargetError::NewerSchema {
+            return Err(BackendError::NewerSchema {
                 path,
                 found: version,
                 known,
@@ -450,13 +450,13 @@ impl SqliteTarget {
         Ok(())
     }
 
-    fn schema_version(&self) -> Result<i64, TargetError> {
+    fn schema_version(&self) -> Result<i64, BackendError> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| sqlite_error("cannot read the schema version", e))
     }
 
-    fn migrate(&mut self) -> Result<(), TargetError> {
+    fn migrate(&mut self) -> Result<(), BackendError> {
         let known = MIGRATIONS.len() as i64;
         let mut compact = false;
         // Only an outdated file takes the write lock: opening must not wait for
@@ -599,7 +599,7 @@ impl SqliteTarget {
         )
     }
 
-    fn ensure_writable(&self) -> Result<(), TargetError> {
+    fn ensure_writable(&self) -> Result<(), BackendError> {
         if self.read_only {
             Err(read_only_error(&self.path))
         } else {
@@ -645,7 +645,7 @@ impl SqliteTarget {
         &self,
         wanted: &[Device],
         lookups: usize,
-    ) -> Result<Vec<Device>, TargetError> {
+    ) -> Result<Vec<Device>, BackendError> {
         let read = || -> rusqlite::Result<Vec<Device>> {
             if wanted.len() <= lookups {
                 let ids: Vec<Text> = wanted.iter().map(|d| d.id.clone()).collect();
@@ -733,7 +733,7 @@ impl Target for SqliteTarget {
         format!("sqlite:{}", self.path.display())
     }
 
-    fn counts(&mut self) -> Result<Counts, TargetError> {
+    fn counts(&mut self) -> Result<Counts, BackendError> {
         let count = |row: &Row<'_>, i| row.get::<_, i64>(i).map(|n| n.max(0) as usize);
         self.conn
             .query_row(
@@ -751,7 +751,7 @@ impl Target for SqliteTarget {
             .map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))
     }
 
-    fn load(&mut self) -> Result<Directory, TargetError> {
+    fn load(&mut self) -> Result<Directory, BackendError> {
         let path = self.path.display().to_string();
         let context = || format!("cannot read {path}");
         for _ in 0..3 {
@@ -782,7 +782,7 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
-    fn load_index(&mut self) -> Result<(super::DigestIndex, super::Usage), TargetError> {
+    fn load_index(&mut self) -> Result<(super::DigestIndex, super::Usage), BackendError> {
         if let Some(kept) = self.kept_index() {
             return Ok(kept);
         }
@@ -817,7 +817,7 @@ impl Target for SqliteTarget {
     /// A short list is looked up by id; a long one (an inventory file of a
     /// whole site) is merged with the ids in the order of their index, which
     /// reads each page of it once instead of once per device.
-    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, BackendError> {
         self.missing_devices_looking_up(wanted, 20_000)
     }
 
@@ -829,7 +829,7 @@ impl Target for SqliteTarget {
         serial: i64,
         index: &super::DigestIndex,
         usage: super::Usage,
-    ) -> Result<(), TargetError> {
+    ) -> Result<(), BackendError> {
         self.ensure_writable()?;
         let tag = self
             .index_tag()
@@ -860,7 +860,7 @@ impl Target for SqliteTarget {
         })
     }
 
-    fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, TargetError> {
+    fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, BackendError> {
         let path = self.path.display().to_string();
         let context = || format!("cannot read {path}");
         // Both connections about as busy, a lookup costing about the same
@@ -918,16 +918,16 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
-    fn serial(&mut self) -> Result<i64, TargetError> {
+    fn serial(&mut self) -> Result<i64, BackendError> {
         read_serial(&self.conn).map_err(|e| sqlite_error("cannot read the serial", e))
     }
 
-    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError> {
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError> {
         read_last_applied(&self.conn)
             .map_err(|e| sqlite_error("cannot read the last applied revision", e))
     }
 
-    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError> {
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError> {
         let path = self.lock_path();
         let file = OpenOptions::new()
             .read(true)
@@ -940,7 +940,7 @@ impl Target for SqliteTarget {
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => {}
             Err(fs4::TryLockError::WouldBlock) => {
-                return Err(TargetError::Locked(read_holder(&file)));
+                return Err(BackendError::Locked(read_holder(&file)));
             }
             Err(fs4::TryLockError::Error(e)) => {
                 return Err(io_error(format!("cannot lock {}", path.display()), e));
@@ -958,7 +958,7 @@ impl Target for SqliteTarget {
         Ok(Box::new(SqliteLock { file }))
     }
 
-    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError> {
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
         let path = self.lock_path();
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -985,7 +985,7 @@ impl Target for SqliteTarget {
         &mut self,
         request: ApplyRequest<'_>,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<ApplyReport, TargetError> {
+    ) -> Result<ApplyReport, BackendError> {
         self.ensure_writable()?;
         // One checkpoint at a time: the last apply's is done before this one.
         self.settle();
@@ -1019,13 +1019,13 @@ impl Target for SqliteTarget {
         result
     }
 
-    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError> {
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
         self.ensure_writable()?;
         insert_history(&self.conn, record)
             .map_err(|e| sqlite_error("cannot record the failed apply in the history", e))
     }
 
-    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError> {
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
         let read = || -> rusqlite::Result<Vec<HistoryRecord>> {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {HISTORY_LIST_COLUMNS} FROM history ORDER BY id DESC"
@@ -1035,7 +1035,7 @@ impl Target for SqliteTarget {
         read().map_err(|e| sqlite_error("cannot read the history", e))
     }
 
-    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError> {
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
         let read = || -> rusqlite::Result<Option<HistoryRecord>> {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {HISTORY_COLUMNS} FROM history WHERE id = ?1"
@@ -1045,7 +1045,7 @@ impl Target for SqliteTarget {
         read().map_err(|e| sqlite_error(format!("cannot read history entry {id}"), e))
     }
 
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError> {
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
         self.ensure_writable()?;
         let write = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1063,7 +1063,7 @@ impl Target for SqliteTarget {
         write(&mut self.conn).map_err(|e| sqlite_error("cannot add devices", e))
     }
 
-    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError> {
+    fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
         self.ensure_writable()?;
         let context = || format!("cannot remove device {id}");
         let tx = self
@@ -1079,7 +1079,7 @@ impl Target for SqliteTarget {
             .optional()
             .map_err(|e| sqlite_error(context(), e))?;
         if let Some(number) = holder {
-            return Err(TargetError::Unsupported(format!(
+            return Err(BackendError::Unsupported(format!(
                 "device {id} is assigned to extension {number}; \
                  take it off the extension before removing it from the inventory"
             )));
@@ -1091,12 +1091,12 @@ impl Target for SqliteTarget {
         Ok(removed)
     }
 
-    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError> {
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
         self.ensure_writable()?;
-        let limit = |n: Option<u64>| -> Result<Option<i64>, TargetError> {
+        let limit = |n: Option<u64>| -> Result<Option<i64>, BackendError> {
             n.map(|n| {
                 i64::try_from(n).map_err(|_| {
-                    TargetError::Unsupported(format!("license limit {n} is too large"))
+                    BackendError::Unsupported(format!("license limit {n} is too large"))
                 })
             })
             .transpose()
@@ -1164,7 +1164,7 @@ fn apply_in_transaction(
     read_users: Option<ReadUsers>,
     progress: &mut dyn FnMut(Progress),
     context: &dyn Fn() -> String,
-) -> Result<ApplyReport, TargetError> {
+) -> Result<ApplyReport, BackendError> {
     // IMMEDIATE takes the write lock now, so the serial cannot change between the
     // check and the writes.
     let tx = conn
@@ -1172,7 +1172,7 @@ fn apply_in_transaction(
         .map_err(|e| sqlite_error(context(), e))?;
     let current = read_serial(&tx).map_err(|e| sqlite_error(context(), e))?;
     if current != request.expected_serial {
-        return Err(TargetError::Stale {
+        return Err(BackendError::Stale {
             planned: request.expected_serial,
             current,
         });
@@ -1507,7 +1507,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     /// Returns the extensions outside the actions whose digests it cleared.
-    fn run(mut self) -> Result<Vec<Text>, TargetError> {
+    fn run(mut self) -> Result<Vec<Text>, BackendError> {
         let actions = self.request.actions;
 
         self.phase("creating devices and users");
@@ -1662,8 +1662,8 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     /// Reports a failed step of action `index`.
-    fn check<T>(&self, index: usize, outcome: Result<T, Reason>) -> Result<T, TargetError> {
-        outcome.map_err(|Reason(reason)| TargetError::ActionFailed {
+    fn check<T>(&self, index: usize, outcome: Result<T, Reason>) -> Result<T, BackendError> {
+        outcome.map_err(|Reason(reason)| BackendError::ActionFailed {
             index,
             action: label(&self.request.actions[index]),
             reason,
@@ -1671,7 +1671,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     }
 
     /// Like `check`, for the last step of action `index`.
-    fn finish(&mut self, index: usize, outcome: Outcome) -> Result<(), TargetError> {
+    fn finish(&mut self, index: usize, outcome: Outcome) -> Result<(), BackendError> {
         self.check(index, outcome)?;
         self.done += 1;
         if self.done.is_multiple_of(STEP_EVERY) {
@@ -2296,9 +2296,9 @@ pub fn damage(e: &rusqlite::Error) -> Option<String> {
 }
 
 /// `damage` of a target error that SQLite caused.
-pub fn target_damage(e: &TargetError) -> Option<String> {
+pub fn target_damage(e: &BackendError) -> Option<String> {
     match e {
-        TargetError::Sqlite { source, .. } => damage(source),
+        BackendError::Sqlite { source, .. } => damage(source),
         _ => None,
     }
 }
@@ -2470,7 +2470,7 @@ fn history_row(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
 
 /// Creates the state file (and its directory) readable by its owner only, before
 /// SQLite creates it with the default mode.
-fn create_private_file(path: &Path) -> Result<(), TargetError> {
+fn create_private_file(path: &Path) -> Result<(), BackendError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| io_error(format!("cannot create {}", parent.display()), e))?;
@@ -2489,7 +2489,7 @@ fn create_private_file(path: &Path) -> Result<(), TargetError> {
 
 /// Judged by the permission bits, not by trying: root may write any file, but a
 /// state file made read-only is meant to stay unchanged.
-fn is_read_only(path: &Path) -> Result<bool, TargetError> {
+fn is_read_only(path: &Path) -> Result<bool, BackendError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
     if meta.permissions().readonly() {
@@ -2511,7 +2511,7 @@ fn is_read_only(path: &Path) -> Result<bool, TargetError> {
 /// (`immutable`), which is the whole state only when no `-wal` file holds
 /// commits not yet copied into it: then there is no way to read them, and
 /// that is said rather than an older state shown.
-fn without_shared_memory(path: &Path) -> Result<bool, TargetError> {
+fn without_shared_memory(path: &Path) -> Result<bool, BackendError> {
     if std::fs::metadata(sidecar(path, "-shm")).is_ok() {
         return Ok(false);
     }
@@ -2580,7 +2580,7 @@ fn restore_sidecar_permissions(path: &Path) {
 }
 
 /// An empty file (a state file about to be initialised) or a SQLite database.
-fn check_header(path: &Path) -> Result<(), TargetError> {
+fn check_header(path: &Path) -> Result<(), BackendError> {
     const MAGIC: &[u8; 16] = b"SQLite format 3\0";
     let mut header = Vec::with_capacity(16);
     File::open(path)
@@ -2589,14 +2589,14 @@ fn check_header(path: &Path) -> Result<(), TargetError> {
     if header.is_empty() || header == MAGIC {
         Ok(())
     } else {
-        Err(TargetError::NotAStateFile {
+        Err(BackendError::NotAStateFile {
             path: path.display().to_string(),
             reason: "it is not a SQLite database".to_owned(),
         })
     }
 }
 
-fn read_only_error(path: &Path) -> TargetError {
+fn read_only_error(path: &Path) -> BackendError {
     io_error(
         format!(
             "cannot write the state file {}: it (or its folder) is read-only",
@@ -2606,15 +2606,15 @@ fn read_only_error(path: &Path) -> TargetError {
     )
 }
 
-fn sqlite_error(context: impl Into<String>, source: rusqlite::Error) -> TargetError {
-    TargetError::Sqlite {
+fn sqlite_error(context: impl Into<String>, source: rusqlite::Error) -> BackendError {
+    BackendError::Sqlite {
         context: context.into(),
         source,
     }
 }
 
-fn io_error(context: impl Into<String>, source: std::io::Error) -> TargetError {
-    TargetError::Io {
+fn io_error(context: impl Into<String>, source: std::io::Error) -> BackendError {
+    BackendError::Io {
         context: context.into(),
         source,
     }
@@ -2659,7 +2659,7 @@ mod tests {
         target: &mut SqliteTarget,
         actions: Vec<Action>,
         hashes: &FastMap<Text, String>,
-    ) -> Result<ApplyReport, TargetError> {
+    ) -> Result<ApplyReport, BackendError> {
         let actions: Vec<_> = actions.into_iter().map(planned).collect();
         let expected_serial = target.serial().unwrap();
         let request = ApplyRequest {
@@ -2674,7 +2674,7 @@ mod tests {
         target.apply(request, &mut |_| {})
     }
 
-    fn apply(target: &mut SqliteTarget, actions: Vec<Action>) -> Result<ApplyReport, TargetError> {
+    fn apply(target: &mut SqliteTarget, actions: Vec<Action>) -> Result<ApplyReport, BackendError> {
         apply_with(target, actions, &FastMap::default())
     }
 
@@ -2872,7 +2872,7 @@ mod tests {
         assert_eq!(target.load().unwrap(), Directory::default());
         assert!(matches!(
             target.set_licenses(Licenses::default()),
-            Err(TargetError::Io { .. })
+            Err(BackendError::Io { .. })
         ));
     }
 
@@ -3009,7 +3009,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&err, TargetError::ActionFailed { index: 0, action, .. } if action == "update_user bob"),
+            matches!(&err, BackendError::ActionFailed { index: 0, action, .. } if action == "update_user bob"),
             "{err}"
         );
     }
@@ -3125,7 +3125,7 @@ mod tests {
         };
         let err = target.apply(request, &mut |p| events.push(p)).unwrap_err();
         match &err {
-            TargetError::ActionFailed {
+            BackendError::ActionFailed {
                 index,
                 action,
                 reason,
@@ -3197,7 +3197,7 @@ mod tests {
         };
         let err = target.apply(request, &mut |_| {}).unwrap_err();
         assert!(
-            matches!(err, TargetError::Stale { planned, current } if planned == planned_serial && current == now)
+            matches!(err, BackendError::Stale { planned, current } if planned == planned_serial && current == now)
         );
         assert_eq!(target.load().unwrap(), before);
         assert_eq!(target.serial().unwrap(), now);
@@ -3210,7 +3210,7 @@ mod tests {
     #[test]
     fn a_plan_keeps_the_ids_of_the_users_it_read_for_its_apply() {
         let (dir, mut target) = seeded();
-        let keys = crate::target::Keys {
+        let keys = crate::backend::Keys {
             users: vec![t("bob"), t("nobody")],
             ..Default::default()
         };
@@ -3342,7 +3342,7 @@ mod tests {
             };
             target.apply(request, &mut |_| {}).unwrap();
             if plan_read_the_users {
-                let keys = crate::target::Keys {
+                let keys = crate::backend::Keys {
                     users: vec![t("alice"), t("bob")],
                     ..Default::default()
                 };
@@ -3453,7 +3453,7 @@ mod tests {
 
         let guard = first.try_lock().unwrap();
         match second.try_lock() {
-            Err(TargetError::Locked(holder)) => {
+            Err(BackendError::Locked(holder)) => {
                 assert_eq!(holder.pid, std::process::id());
                 assert_eq!(holder.host, gethostname::gethostname().to_string_lossy());
                 assert!(holder.since.ends_with('Z'), "{}", holder.since);
@@ -3466,7 +3466,7 @@ mod tests {
         drop(guard);
         assert_eq!(second.lock_holder().unwrap(), None);
         let _guard = second.try_lock().unwrap();
-        assert!(matches!(first.try_lock(), Err(TargetError::Locked(_))));
+        assert!(matches!(first.try_lock(), Err(BackendError::Locked(_))));
     }
 
     #[test]
@@ -3477,11 +3477,11 @@ mod tests {
         let bytes: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&garbage, &bytes).unwrap();
         let err = SqliteTarget::open(&garbage).err().unwrap();
-        assert!(matches!(err, TargetError::NotAStateFile { .. }), "{err}");
+        assert!(matches!(err, BackendError::NotAStateFile { .. }), "{err}");
         assert_eq!(std::fs::read(&garbage).unwrap(), bytes);
         assert!(matches!(
             SqliteTarget::open_read_only(&garbage),
-            Err(TargetError::NotAStateFile { .. })
+            Err(BackendError::NotAStateFile { .. })
         ));
 
         let foreign = dir.path().join("foreign.db");
@@ -3492,7 +3492,7 @@ mod tests {
         }
         let bytes = std::fs::read(&foreign).unwrap();
         let err = SqliteTarget::open(&foreign).err().unwrap();
-        assert!(matches!(err, TargetError::NotAStateFile { .. }), "{err}");
+        assert!(matches!(err, BackendError::NotAStateFile { .. }), "{err}");
         assert!(err.to_string().contains("not one of pbxsync"), "{err}");
         assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
 
@@ -3515,7 +3515,7 @@ mod tests {
             .pragma_update(None, "user_version", 999)
             .unwrap();
         match SqliteTarget::open(&path) {
-            Err(TargetError::NewerSchema { found, known, .. }) => {
+            Err(BackendError::NewerSchema { found, known, .. }) => {
                 assert_eq!((found, known), (999, MIGRATIONS.len() as i64));
             }
             other => panic!("expected NewerSchema, got {:?}", other.err()),
@@ -3620,7 +3620,7 @@ mod tests {
                 })
                 .unwrap_err(),
         ] {
-            let TargetError::Sqlite { source, .. } = &err else {
+            let BackendError::Sqlite { source, .. } = &err else {
                 panic!("{err}");
             };
             let reason = damage(source).unwrap_or_else(|| panic!("not damage: {err}"));
