@@ -5,9 +5,7 @@ use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
-pub mod snapshot;
 pub mod sqlite;
-mod writeback;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
