@@ -44,12 +44,23 @@ pub enum BackendError {
     },
     #[error("{0}")]
     Unsupported(String),
-    #[error("{context}: {source}")]
-    Sqlite {
-        context: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The store is busy: another program kept it locked past the wait. Nothing
+    /// was written; try again once it is done.
+    #[error("{context}: {reason}")]
+    Busy { context: String, reason: String },
+    /// The store cannot hold more: the disk (or a quota) is full. Nothing was
+    /// written; free space and try again.
+    #[error("{context}: {reason}")]
+    Full { context: String, reason: String },
+    /// What the store holds cannot be read as it was written (a damaged page, a
+    /// value of the wrong type). `ReportsDamage` turns it into `Damaged`, which
+    /// names the store and what to do.
+    #[error("{context}: {reason}")]
+    Corrupt { context: String, reason: String },
+    /// Any other failure of the store (permissions, the disk, a constraint
+    /// someone else added), as the store reports it.
+    #[error("{context}: {reason}")]
+    Store { context: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -579,7 +579,7 @@ impl Target for SqliteTarget {
 /// Why `e` means that the state file cannot be read as it was written, or `None`:
 /// SQLite found a page damaged, or a stored value is not of the type pbxsync
 /// writes (text that is not UTF-8 is how damage inside a row shows).
-pub fn damage(e: &rusqlite::Error) -> Option<String> {
+fn damage(e: &rusqlite::Error) -> Option<String> {
     use rusqlite::Error as E;
     match e {
         E::SqliteFailure(f, _)
@@ -595,18 +595,28 @@ pub fn damage(e: &rusqlite::Error) -> Option<String> {
     }
 }
 
-/// `damage` of a target error that SQLite caused.
+/// `damage` of a target error that SQLite caused (`ReportsDamage` asks).
 pub fn target_damage(e: &BackendError) -> Option<String> {
     match e {
-        BackendError::Sqlite { source, .. } => damage(source),
+        BackendError::Corrupt { reason, .. } => Some(reason.clone()),
         _ => None,
     }
 }
 
+/// A SQLite error as the backend's own, by what the user can do about it; the
+/// message is SQLite's, after `context`.
 fn sqlite_error(context: impl Into<String>, source: rusqlite::Error) -> BackendError {
-    BackendError::Sqlite {
-        context: context.into(),
-        source,
+    let context = context.into();
+    if let Some(reason) = damage(&source) {
+        return BackendError::Corrupt { context, reason };
+    }
+    let reason = source.to_string();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            BackendError::Busy { context, reason }
+        }
+        Some(ErrorCode::DiskFull) => BackendError::Full { context, reason },
+        _ => BackendError::Store { context, reason },
     }
 }
 

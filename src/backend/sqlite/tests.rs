@@ -997,10 +997,9 @@ fn an_extension_without_its_user_is_damage_not_left_out() {
             })
             .unwrap_err(),
     ] {
-        let BackendError::Sqlite { source, .. } = &err else {
-            panic!("{err}");
+        let BackendError::Corrupt { reason, .. } = &err else {
+            panic!("not damage: {err}");
         };
-        let reason = damage(source).unwrap_or_else(|| panic!("not damage: {err}"));
         assert!(
             reason.contains(&format!("extension {number} belongs to user id 4242")),
             "{reason}"
@@ -1027,6 +1026,13 @@ fn an_extension_without_its_user_is_damage_not_left_out() {
     let busy =
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
     assert_eq!(damage(&busy), None);
+    let err = sqlite_error("cannot read the users", busy);
+    assert!(matches!(err, BackendError::Busy { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot read the users: Error code 5: database is locked"
+    );
+    assert_eq!(target_damage(&err), None);
 }
 
 #[test]
