@@ -814,10 +814,10 @@ fn a_running_write_does_not_block_opening_and_reading() {
     writer
         .execute_batch("BEGIN IMMEDIATE; DELETE FROM extensions;")
         .unwrap();
-    let started = std::time::Instant::now();
+    // Blocked, the open or the read would wait out the busy timeout and fail
+    // with `Busy`; they succeed, and see the state before the write.
     let mut reader = SqliteTarget::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(reader.load().unwrap(), before);
-    assert!(started.elapsed() < Duration::from_secs(1));
     writer.execute_batch("ROLLBACK").unwrap();
 }
 
@@ -1170,7 +1170,7 @@ fn history_is_newest_first() {
     assert_eq!(target.history_entry(id + 100).unwrap(), None);
 }
 
-/// `cargo test --release --lib target::sqlite -- --ignored --nocapture`
+/// `cargo test --release --lib backend::sqlite -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn performance() {
