@@ -3,7 +3,7 @@
 
 use crate::backend::ReportsDamage;
 use crate::backend::sqlite::{self, SqliteTarget};
-use crate::backend::{BackendError, DigestIndex, Target};
+use crate::backend::{Backend, BackendError, DigestIndex};
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
@@ -60,7 +60,7 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
 
 /// Opens the target. With `write` false, a SQLite file that does not exist yet
 /// reads as `None` (an empty directory) and is not created.
-pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, BackendError> {
+pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backend>>, BackendError> {
     match url {
         TargetUrl::Sqlite(path) => {
             let name = path.display().to_string();
@@ -78,7 +78,7 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target
             };
             Ok(opened.map_err(damaged)?.map(|t| {
                 Box::new(ReportsDamage::new(t, name.clone(), sqlite::target_damage))
-                    as Box<dyn Target>
+                    as Box<dyn Backend>
             }))
         }
         TargetUrl::Postgres(_) => Err(BackendError::Unsupported(
@@ -306,8 +306,9 @@ pub fn can_plan_changed_rows(options: &SyncOptions, layout: Option<&crate::csv::
 pub struct TargetDigests {
     /// Read first: a write after it makes the plan stale.
     pub serial: i64,
-    /// The digest index and extension counts.
-    pub index: (DigestIndex, Usage),
+    /// The digest index and extension counts; `None` when the target keeps no
+    /// row digests (the whole directory is planned).
+    pub index: Option<(DigestIndex, Usage)>,
     /// The devices of the inventory file that the target lacks.
     pub new_devices: Vec<Device>,
 }
@@ -319,7 +320,7 @@ pub struct TargetDigests {
 pub fn validate_with_index<'t>(
     bytes: &'t [u8],
     policy: &Policy,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
     inventory: &[Device],
 ) -> (Validated<'t>, Result<TargetDigests, BackendError>) {
     std::thread::scope(|s| {
@@ -411,18 +412,28 @@ fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
 
 /// Plans from the whole directory (`validated` from `validate::validate`). With
 /// `keep_index`, the digest index read comes with the plan, so that an apply can
-/// keep the index after it (`Target::keep_index`) as after a plan of changed rows.
+/// keep the index after it (`RowDigests::keep_index`) as after a plan of changed rows.
 pub fn plan_all(
     config: &Config,
     options: &SyncOptions,
     validated: Validated<'_>,
-    target: Option<&mut Box<dyn Target>>,
+    target: Option<&mut Box<dyn Backend>>,
     inventory: Vec<Device>,
     keep_index: bool,
 ) -> Result<Planned, BackendError> {
-    let (current, (index, usage)) = match target {
+    let (current, index) = match target {
         Some(t) => (t.load()?, t.load_index()?),
-        None => (Directory::default(), (Vec::new(), Default::default())),
+        None => (Directory::default(), Some(Default::default())),
+    };
+    // A target without row digests stores none and keeps no index.
+    let Some((index, usage)) = index else {
+        let plan = make_plan(config, options, &validated, &current, inventory);
+        return Ok(Planned {
+            plan,
+            desired: validated.desired,
+            digests: Vec::new(),
+            index: None,
+        });
     };
     let plan = make_plan(config, options, &validated, &current, inventory);
     // A digest stands for the whole row: a file that leaves columns out says
@@ -460,23 +471,27 @@ pub fn plan_all(
 
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
-/// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
+/// `RowDigests::load_index`): an unchanged row costs an eight-byte comparison, and the
 /// target is read for the changed rows only. `new_devices`: the devices of the
-/// inventory file that the target lacks (`Target::missing_devices`).
+/// inventory file that the target lacks (`DirectoryStore::missing_devices`).
 ///
 /// Pruning removes the extensions of the index that no row names, and their
 /// owners that the CSV does not name. `None` when the target holds users that
 /// the CSV does not name besides those (users without extensions): only the
-/// whole directory finds them.
+/// whole directory finds them; `None` too when the target keeps no row digests
+/// (`index` is `None`).
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
     validated: &Validated<'_>,
-    target: &mut Box<dyn Target>,
-    (index, usage): (crate::backend::DigestIndex, crate::backend::Usage),
+    target: &mut Box<dyn Backend>,
+    index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
     new_devices: Vec<Device>,
     keep_index: bool,
 ) -> Result<Option<Planned>, BackendError> {
+    let Some((index, usage)) = index else {
+        return Ok(None);
+    };
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;

@@ -2,7 +2,7 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
-use crate::backend::{BackendError, Target};
+use crate::backend::{Backend, BackendError};
 use crate::model::{Device, Licenses, Text};
 use crate::render::untrusted;
 use crate::sync;
@@ -13,7 +13,7 @@ fn target_error(e: BackendError) -> CliError {
 }
 
 /// The target for reading; a state file that does not exist yet is an error here.
-fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+fn read_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
     let config = ctx.config()?;
     sync::open_target(&config.target, false)
         .map_err(target_error)?
@@ -25,14 +25,14 @@ fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
 }
 
 /// The state file as a damage message names it.
-fn state_file(ctx: &Context, target: &dyn Target) -> String {
+fn state_file(ctx: &Context, target: &dyn Backend) -> String {
     match ctx.config().map(|c| c.target) {
         Ok(crate::config::TargetUrl::Sqlite(path)) => path.display().to_string(),
         _ => target.describe(),
     }
 }
 
-fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+fn write_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
     let config = ctx.config()?;
     sync::open_target(&config.target, true)
         .map_err(target_error)?

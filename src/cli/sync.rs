@@ -3,7 +3,7 @@
 use super::args::{Format, PlanFlags, PlanSource};
 use super::{CliError, Context, Outcome, display_path, out, print_diagnostics_of};
 use crate::apply;
-use crate::backend::{ApplyRequest, BackendError, HistoryRecord, Progress, RecordedCsv, Target};
+use crate::backend::{ApplyRequest, Backend, BackendError, HistoryRecord, Progress, RecordedCsv};
 use crate::config::Config;
 use crate::diagnostic::Diagnostic;
 use crate::plan::Plan;
@@ -140,7 +140,7 @@ fn run_pipeline(
     options: &SyncOptions,
     source: Pending,
     inventory: Vec<crate::model::Device>,
-    mut target: Option<&mut Box<dyn Target>>,
+    mut target: Option<&mut Box<dyn Backend>>,
     keep_index: bool,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
@@ -308,7 +308,7 @@ fn unchanged_since_last_apply(
     config: &Config,
     choice: &SourceChoice,
     options: &SyncOptions,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
     inventory: &InventoryFile,
 ) -> Result<Option<(String, Option<String>, i64)>, CliError> {
     if options.reset_passwords {
@@ -349,7 +349,7 @@ fn unchanged_since_last_apply(
 pub(super) fn pending(
     ctx: &Context,
     config: &Config,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
 ) -> Result<Plan, CliError> {
     let choice = SourceChoice::Git {
         rev: config.source_ref.clone(),

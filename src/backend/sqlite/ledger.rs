@@ -1,5 +1,6 @@
 //! pbxsync's own records: the change serial, the last apply, the history.
 
+use super::*;
 use crate::backend::{AppliedRevision, Compression, HistoryRecord, RecordedCsv};
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, Row, params};
@@ -102,4 +103,41 @@ pub(super) fn history_row(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
             (None, None) => RecordedCsv::new(row.get_ref(9)?.as_str()?),
         },
     })
+}
+
+impl Ledger for SqliteTarget {
+    fn serial(&mut self) -> Result<i64, BackendError> {
+        read_serial(&self.conn).map_err(|e| sqlite_error("cannot read the serial", e))
+    }
+
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError> {
+        read_last_applied(&self.conn)
+            .map_err(|e| sqlite_error("cannot read the last applied revision", e))
+    }
+
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
+        self.ensure_writable()?;
+        insert_history(&self.conn, record)
+            .map_err(|e| sqlite_error("cannot record the failed apply in the history", e))
+    }
+
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
+        let read = || -> rusqlite::Result<Vec<HistoryRecord>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {HISTORY_LIST_COLUMNS} FROM history ORDER BY id DESC"
+            ))?;
+            stmt.query_map([], history_row)?.collect()
+        };
+        read().map_err(|e| sqlite_error("cannot read the history", e))
+    }
+
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
+        let read = || -> rusqlite::Result<Option<HistoryRecord>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {HISTORY_COLUMNS} FROM history WHERE id = ?1"
+            ))?;
+            stmt.query_row([id], history_row).optional()
+        };
+        read().map_err(|e| sqlite_error(format!("cannot read history entry {id}"), e))
+    }
 }

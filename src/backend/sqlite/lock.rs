@@ -59,3 +59,59 @@ impl SqliteTarget {
         sidecar(&self.path, ".lock")
     }
 }
+
+impl ApplyLock for SqliteTarget {
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError> {
+        let path = self.lock_path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error(format!("cannot open the lock file {}", path.display()), e))?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(BackendError::Locked(read_holder(&file)));
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(io_error(format!("cannot lock {}", path.display()), e));
+            }
+        }
+        let holder = LockHolder {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            since: utc_now(),
+        };
+        let json = serde_json::to_vec(&holder).unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| (&file).write_all(&json))
+            .map_err(|e| io_error(format!("cannot write the lock file {}", path.display()), e))?;
+        Ok(Box::new(SqliteLock { file }))
+    }
+
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
+        let path = self.lock_path();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_error(
+                    format!("cannot open the lock file {}", path.display()),
+                    e,
+                ));
+            }
+        };
+        match fs4::FileExt::try_lock_shared(&file) {
+            // Closing the file releases the probe.
+            Ok(()) => Ok(None),
+            Err(fs4::TryLockError::WouldBlock) => Ok(Some(read_holder(&file))),
+            Err(fs4::TryLockError::Error(e)) => Err(io_error(
+                format!("cannot probe the lock {}", path.display()),
+                e,
+            )),
+        }
+    }
+}

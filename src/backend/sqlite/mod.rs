@@ -11,6 +11,7 @@
 
 mod digests;
 mod file;
+mod inventory;
 mod ledger;
 mod lock;
 mod read;
@@ -24,21 +25,20 @@ mod writeback;
 
 use crate::FastMap;
 use crate::backend::{
-    AppliedRevision, ApplyReport, ApplyRequest, BackendError, Counts, HistoryRecord, LockGuard,
-    LockHolder, Progress, Target,
+    ApplyLock, ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore, Inventory, Ledger,
+    Progress, RowDigests,
 };
 use crate::model::{Device, Directory, Licenses, Text, cmp_extension};
 use crate::time::utc_now;
 use file::*;
 use ledger::*;
-use lock::*;
 use read::*;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
 use schema::*;
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -191,7 +191,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-impl Target for SqliteTarget {
+impl DirectoryStore for SqliteTarget {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
@@ -245,38 +245,6 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
-    fn load_index(&mut self) -> Result<(super::DigestIndex, super::Usage), BackendError> {
-        if let Some(kept) = self.kept_index() {
-            return Ok(kept);
-        }
-        let read = || -> rusqlite::Result<(super::DigestIndex, super::Usage)> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT number, row_digest, kind = 'voicemail_only' FROM extensions",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut index = Vec::new();
-            let mut usage = super::Usage::default();
-            while let Some(row) = rows.next()? {
-                let digest: Option<i64> = row.get(1)?;
-                // Stored as the bits of a u64.
-                index.push((text(row, 0)?, digest.map(|d| d as u64)));
-                if row.get::<_, bool>(2)? {
-                    usage.voicemail_licenses += 1;
-                } else {
-                    usage.user_licenses += 1;
-                }
-            }
-            usage.extensions = index.len() as u64;
-            Ok((index, usage))
-        };
-        let (mut index, usage) =
-            read().map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
-        if !index.is_sorted_by(|a, b| cmp_extension(&a.0, &b.0).is_le()) {
-            index.sort_by(|a, b| cmp_extension(&a.0, &b.0));
-        }
-        Ok((index, usage))
-    }
-
     /// A short list is looked up by id; a long one (an inventory file of a
     /// whole site) is merged with the ids in the order of their index, which
     /// reads each page of it once instead of once per device.
@@ -284,46 +252,7 @@ impl Target for SqliteTarget {
         self.missing_devices_looking_up(wanted, 20_000)
     }
 
-    /// Writes the snapshot beside the state file, whole or not at all (a new
-    /// file renamed over the old one). Not synced: a snapshot lost in a crash
-    /// only costs the next plan a full read.
-    fn keep_index(
-        &mut self,
-        serial: i64,
-        index: &super::DigestIndex,
-        usage: super::Usage,
-    ) -> Result<(), BackendError> {
-        self.ensure_writable()?;
-        let tag = self
-            .index_tag()
-            .map_err(|e| sqlite_error(format!("cannot read {}", self.path.display()), e))?;
-        // Something wrote after the apply: the index is not the current one.
-        let Some((_, tag)) = tag.filter(|(current, _)| *current == serial) else {
-            return Ok(());
-        };
-        let Some(bytes) = snapshot::encode(&tag, index, usage) else {
-            // Not kept: the tag of the one there no longer matches.
-            return Ok(());
-        };
-        let path = self.index_path();
-        let partial = sidecar(&self.path, ".digests.partial");
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&partial)?;
-            file.write_all(&bytes)?;
-            std::fs::rename(&partial, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            io_error(format!("cannot write {}", path.display()), e)
-        })
-    }
-
-    fn load_subset(&mut self, keys: &super::Keys) -> Result<Directory, BackendError> {
+    fn load_subset(&mut self, keys: &crate::backend::Keys) -> Result<Directory, BackendError> {
         let path = self.path.display().to_string();
         let context = || format!("cannot read {path}");
         // Both connections about as busy, a lookup costing about the same
@@ -381,69 +310,6 @@ impl Target for SqliteTarget {
         Ok(dir)
     }
 
-    fn serial(&mut self) -> Result<i64, BackendError> {
-        read_serial(&self.conn).map_err(|e| sqlite_error("cannot read the serial", e))
-    }
-
-    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError> {
-        read_last_applied(&self.conn)
-            .map_err(|e| sqlite_error("cannot read the last applied revision", e))
-    }
-
-    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError> {
-        let path = self.lock_path();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_error(format!("cannot open the lock file {}", path.display()), e))?;
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => {
-                return Err(BackendError::Locked(read_holder(&file)));
-            }
-            Err(fs4::TryLockError::Error(e)) => {
-                return Err(io_error(format!("cannot lock {}", path.display()), e));
-            }
-        }
-        let holder = LockHolder {
-            pid: std::process::id(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            since: utc_now(),
-        };
-        let json = serde_json::to_vec(&holder).unwrap_or_default();
-        file.set_len(0)
-            .and_then(|()| (&file).write_all(&json))
-            .map_err(|e| io_error(format!("cannot write the lock file {}", path.display()), e))?;
-        Ok(Box::new(SqliteLock { file }))
-    }
-
-    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
-        let path = self.lock_path();
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(io_error(
-                    format!("cannot open the lock file {}", path.display()),
-                    e,
-                ));
-            }
-        };
-        match fs4::FileExt::try_lock_shared(&file) {
-            // Closing the file releases the probe.
-            Ok(()) => Ok(None),
-            Err(fs4::TryLockError::WouldBlock) => Ok(Some(read_holder(&file))),
-            Err(fs4::TryLockError::Error(e)) => Err(io_error(
-                format!("cannot probe the lock {}", path.display()),
-                e,
-            )),
-        }
-    }
-
     fn apply(
         &mut self,
         request: ApplyRequest<'_>,
@@ -480,99 +346,6 @@ impl Target for SqliteTarget {
             self.checkpoint = Some(checkpoint_apart(self.path.clone()));
         }
         result
-    }
-
-    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
-        self.ensure_writable()?;
-        insert_history(&self.conn, record)
-            .map_err(|e| sqlite_error("cannot record the failed apply in the history", e))
-    }
-
-    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
-        let read = || -> rusqlite::Result<Vec<HistoryRecord>> {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {HISTORY_LIST_COLUMNS} FROM history ORDER BY id DESC"
-            ))?;
-            stmt.query_map([], history_row)?.collect()
-        };
-        read().map_err(|e| sqlite_error("cannot read the history", e))
-    }
-
-    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
-        let read = || -> rusqlite::Result<Option<HistoryRecord>> {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {HISTORY_COLUMNS} FROM history WHERE id = ?1"
-            ))?;
-            stmt.query_row([id], history_row).optional()
-        };
-        read().map_err(|e| sqlite_error(format!("cannot read history entry {id}"), e))
-    }
-
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
-        self.ensure_writable()?;
-        let write = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO devices (id, model) VALUES (?1, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET model = excluded.model",
-                )?;
-                for device in devices {
-                    stmt.execute([device.id.as_str(), device.model.as_str()])?;
-                }
-            }
-            tx.commit()
-        };
-        write(&mut self.conn).map_err(|e| sqlite_error("cannot add devices", e))
-    }
-
-    fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
-        self.ensure_writable()?;
-        let context = || format!("cannot remove device {id}");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sqlite_error(context(), e))?;
-        let holder: Option<String> = tx
-            .query_row(
-                "SELECT number FROM extensions WHERE device = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sqlite_error(context(), e))?;
-        if let Some(number) = holder {
-            return Err(BackendError::Unsupported(format!(
-                "device {id} is assigned to extension {number}; \
-                 take it off the extension before removing it from the inventory"
-            )));
-        }
-        let removed = tx
-            .execute("DELETE FROM devices WHERE id = ?1", [id])
-            .and_then(|n| tx.commit().map(|()| n > 0))
-            .map_err(|e| sqlite_error(context(), e))?;
-        Ok(removed)
-    }
-
-    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
-        self.ensure_writable()?;
-        let limit = |n: Option<u64>| -> Result<Option<i64>, BackendError> {
-            n.map(|n| {
-                i64::try_from(n).map_err(|_| {
-                    BackendError::Unsupported(format!("license limit {n} is too large"))
-                })
-            })
-            .transpose()
-        };
-        let (users, voicemail) = (limit(licenses.users)?, limit(licenses.voicemail)?);
-        self.conn
-            .execute(
-                "INSERT INTO licenses (id, users, voicemail) VALUES (1, ?1, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET users = excluded.users, voicemail = excluded.voicemail",
-                params![users, voicemail],
-            )
-            .map(drop)
-            .map_err(|e| sqlite_error("cannot set the license limits", e))
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::backend::RecordedCsv;
+use crate::backend::{HistoryRecord, RecordedCsv};
 use crate::model::ExtensionKind;
 use crate::plan::Summary;
 use crate::plan::{Action, Change, PlannedAction};
@@ -1122,7 +1122,7 @@ fn a_state_file_of_the_first_schema_is_upgraded_in_place() {
     );
     let lz4 = target.history_entry(2).unwrap().unwrap();
     assert_eq!(lz4.csv.text(), "Extension\n1002\n");
-    let (index, _) = target.load_index().unwrap();
+    let (index, _) = target.load_index().unwrap().unwrap();
     assert!(index.is_empty());
     // Compacted into pages of the current size, and back in WAL mode.
     let page_size: i64 = target
