@@ -1234,3 +1234,53 @@ fn performance() {
     apply(&mut target, actions).unwrap();
     eprintln!("apply of {n} updates to {big}: {:?}", started.elapsed());
 }
+
+#[test]
+fn the_backend_and_simulate_agree_on_reassignments_and_prunes() {
+    let (_dir, mut target) = seeded();
+    let before = target.load().unwrap();
+    // In an order that would break the rules run as listed: the pruned user
+    // first, a device taken before its holder lets go of it.
+    let actions: Vec<PlannedAction> = [
+        Action::RemoveUser {
+            username: t("carol"),
+        },
+        reassign("D2", "1002", "1004", ExtensionKind::Device),
+        reassign("D1", "1001", "1002", ExtensionKind::VoicemailOnly),
+        Action::RemoveExtension {
+            username: t("carol"),
+            extension: t("1003"),
+            device: None,
+        },
+        add_extension("dave", "1004", None),
+        create_user("dave", "Dave"),
+        Action::UpdateUser {
+            username: t("alice"),
+            changes: vec![Change::new("mobile", Some(""), "555")],
+        },
+        Action::UpdateExtension {
+            username: t("alice"),
+            extension: t("1001"),
+            kind: ExtensionKind::VoicemailOnly,
+            device: None,
+            changes: vec![Change::new("description", Some(""), "Mailbox")],
+        },
+        create_device("D4"),
+    ]
+    .into_iter()
+    .map(planned)
+    .collect();
+    let expected = crate::plan::simulate::apply(&before, &actions);
+    apply_with(
+        &mut target,
+        actions.into_iter().map(|p| p.action).collect(),
+        &FastMap::default(),
+    )
+    .unwrap();
+    let after = target.load().unwrap();
+    assert_eq!(after, expected);
+    assert_eq!(ext(&after, "1001").1, ExtensionKind::VoicemailOnly);
+    assert_eq!(ext(&after, "1002").2.as_deref(), Some("D1"));
+    assert_eq!(ext(&after, "1004").2.as_deref(), Some("D2"));
+    assert!(after.extension("1003").is_none());
+}

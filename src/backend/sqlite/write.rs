@@ -5,11 +5,11 @@ use super::*;
 use crate::FastMap;
 use crate::backend::{ApplyReport, ApplyRequest, BackendError, Progress};
 use crate::model::{ExtensionKind, Text, USER_COLUMNS};
+use crate::plan::order::{self, Phase, changes_field};
 use crate::plan::{Action, Change, PlannedAction};
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Statement, TransactionBehavior, params};
 use std::cell::{RefCell, RefMut};
-use std::collections::HashSet;
 use std::path::Path;
 
 /// How many actions pass between two `Progress::Step` reports.
@@ -80,12 +80,10 @@ pub(super) fn apply_in_transaction(
 /// digest itself (the one of the request, or NULL), and an update of a user
 /// clears the digests of all its extensions first.
 ///
-/// `extensions.device` is UNIQUE, so the actions run in phases that never let two
-/// extensions hold a device at once, whatever their order in the plan: devices
-/// and users first; then every extension whose device changes or is reassigned
-/// lets go of it; then removed extensions go; then extensions get their final
-/// state; removed users go last, once no extension refers to them. Digests that
-/// no statement wrote are recorded at the end.
+/// `extensions.device` is UNIQUE: the actions run in the phases of
+/// `plan::order`, which never let two extensions hold a device at once, sorted
+/// inside a phase into the order of the tables. Digests that no statement wrote
+/// are recorded at the end.
 pub(super) struct Applier<'a, 'r, 'p> {
     conn: &'a Connection,
     request: &'a ApplyRequest<'r>,
@@ -244,11 +242,6 @@ impl From<rusqlite::Error> for Reason {
 
 pub(super) type Outcome = Result<(), Reason>;
 
-/// Whether `changes` changes `field`.
-pub(super) fn changes_field(changes: &[Change], field: &str) -> bool {
-    changes.iter().any(|c| c.field == field)
-}
-
 impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn new(
         conn: &'a Connection,
@@ -282,137 +275,142 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     /// Returns the extensions outside the actions whose digests it cleared.
     fn run(mut self) -> Result<Vec<Text>, BackendError> {
         let actions = self.request.actions;
-
-        self.phase("creating devices and users");
-        let mut updates = Vec::new();
-        for (i, planned) in actions.iter().enumerate() {
-            match &planned.action {
-                Action::CreateDevice { device, model } => {
-                    self.finish(i, self.create_device(device, model))?
+        for (phase, taking_part) in order::order(actions) {
+            match phase {
+                Phase::CreateDevicesAndUsers => {
+                    self.phase("creating devices and users");
+                    let mut updates = Vec::new();
+                    for i in taking_part {
+                        match &actions[i].action {
+                            Action::CreateDevice { device, model } => {
+                                self.finish(i, self.create_device(device, model))?
+                            }
+                            Action::CreateUser { username, changes } => {
+                                self.finish(i, self.create_user(username, changes))?
+                            }
+                            Action::UpdateUser { username, .. } => {
+                                updates.push((self.check(i, self.user_id(username))?, i));
+                            }
+                            _ => {}
+                        }
+                    }
+                    // Users are updated in the order of their ids, the order of the
+                    // table: users added over the years are far from the order of
+                    // their names, and updated by name they would be written all
+                    // over the table.
+                    updates.sort_unstable();
+                    for &(id, i) in &updates {
+                        if let Action::UpdateUser { username, changes } = &actions[i].action {
+                            self.finish(i, self.update_user(id, username, changes))?;
+                        }
+                    }
+                    self.clear_digests_of(updates.into_iter().map(|(id, _)| id).collect())
+                        .map_err(|e| {
+                            sqlite_error("cannot clear the row digests of updated users", e)
+                        })?;
                 }
-                Action::CreateUser { username, changes } => {
-                    self.finish(i, self.create_user(username, changes))?
+                Phase::ReleaseDevices => {
+                    self.phase("releasing devices");
+                    for i in taking_part {
+                        match &actions[i].action {
+                            Action::UpdateExtension { extension, .. } => {
+                                self.check(i, self.release(extension))?
+                            }
+                            Action::ReassignDevice {
+                                from_extension,
+                                to_extension,
+                                ..
+                            } => self.check(
+                                i,
+                                self.release(from_extension)
+                                    .and_then(|()| self.release(to_extension)),
+                            )?,
+                            _ => {}
+                        }
+                    }
                 }
-                Action::UpdateUser { username, .. } => {
-                    updates.push((self.check(i, self.user_id(username))?, i));
+                Phase::RemoveExtensions => {
+                    self.phase("removing extensions");
+                    for i in taking_part {
+                        if let Action::RemoveExtension { extension, .. } = &actions[i].action {
+                            self.finish(i, self.remove_extension(extension))?;
+                        }
+                    }
                 }
-                _ => {}
-            }
-        }
-        // Users are updated in the order of their ids, the order of the table:
-        // users added over the years are far from the order of their names, and
-        // updated by name they would be written all over the table.
-        updates.sort_unstable();
-        for &(id, i) in &updates {
-            if let Action::UpdateUser { username, changes } = &actions[i].action {
-                self.finish(i, self.update_user(id, username, changes))?;
-            }
-        }
-        self.clear_digests_of(updates.into_iter().map(|(id, _)| id).collect())
-            .map_err(|e| sqlite_error("cannot clear the row digests of updated users", e))?;
-
-        // Removed extensions are deleted before any device is handed out, so they
-        // need no release of their own.
-        self.phase("releasing devices");
-        for (i, planned) in actions.iter().enumerate() {
-            match &planned.action {
-                Action::UpdateExtension {
-                    extension, changes, ..
-                } if changes_field(changes, "device") => self.check(i, self.release(extension))?,
-                Action::ReassignDevice {
-                    from_extension,
-                    to_extension,
-                    ..
-                } => self.check(
-                    i,
-                    self.release(from_extension)
-                        .and_then(|()| self.release(to_extension)),
-                )?,
-                _ => {}
-            }
-        }
-
-        self.phase("removing extensions");
-        let mut removed = HashSet::new();
-        for (i, planned) in actions.iter().enumerate() {
-            if let Action::RemoveExtension { extension, .. } = &planned.action {
-                removed.insert(extension.as_str());
-                self.finish(i, self.remove_extension(extension))?;
-            }
-        }
-
-        // Added and updated extensions in one pass in the order of their
-        // numbers, the order of the table (the plan lists the added ones
-        // first). Spread over the table, two passes would each dirty almost
-        // every page of it, and once the apply outgrows its page cache
-        // (APPLY_CACHE_KIB) the pages spilled to the WAL after the first pass
-        // are written again after the second: with a cache of 64 MiB, an apply
-        // of 100,000 changes to a million rows wrote 359 MB instead of 277 MB.
-        self.phase("adding and updating extensions");
-        let mut sweep: Vec<(&str, usize)> = actions
-            .iter()
-            .enumerate()
-            .filter_map(|(i, planned)| match &planned.action {
-                Action::AddExtension { extension, .. }
-                | Action::UpdateExtension { extension, .. } => Some((extension.as_str(), i)),
-                _ => None,
-            })
-            .collect();
-        sweep.sort_unstable();
-        for (_, i) in sweep {
-            let planned = &actions[i];
-            let outcome = match &planned.action {
-                Action::AddExtension {
-                    username,
-                    extension,
-                    kind,
-                    device,
-                    changes,
-                } => self.add_extension(username, extension, *kind, device, changes),
-                Action::UpdateExtension {
-                    username,
-                    extension,
-                    kind,
-                    device,
-                    changes,
-                } => self.update_extension(username, extension, *kind, device, changes),
-                _ => continue,
-            };
-            self.finish(i, outcome)?;
-        }
-        // The side that gives a device up first, then the side that takes it, so
-        // an extension that does both ends up holding its new device.
-        for (i, planned) in actions.iter().enumerate() {
-            if let Action::ReassignDevice {
-                from_extension,
-                from_becomes,
-                ..
-            } = &planned.action
-            {
-                // `Device`: the CSV gives it another device, set by its own
-                // UpdateExtension. A removed extension has nothing left to change.
-                if *from_becomes != ExtensionKind::Device
-                    && !removed.contains(from_extension.as_str())
-                {
-                    self.check(i, self.give_up_device(from_extension, *from_becomes))?;
+                // Added and updated extensions in one pass in the order of their
+                // numbers, the order of the table (the plan lists the added ones
+                // first). Spread over the table, two passes would each dirty almost
+                // every page of it, and once the apply outgrows its page cache
+                // (APPLY_CACHE_KIB) the pages spilled to the WAL after the first
+                // pass are written again after the second: with a cache of 64 MiB,
+                // an apply of 100,000 changes to a million rows wrote 359 MB
+                // instead of 277 MB.
+                Phase::SetExtensions => {
+                    self.phase("adding and updating extensions");
+                    let mut sweep: Vec<(&str, usize)> = taking_part
+                        .into_iter()
+                        .filter_map(|i| match &actions[i].action {
+                            Action::AddExtension { extension, .. }
+                            | Action::UpdateExtension { extension, .. } => {
+                                Some((extension.as_str(), i))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    sweep.sort_unstable();
+                    for (_, i) in sweep {
+                        let outcome = match &actions[i].action {
+                            Action::AddExtension {
+                                username,
+                                extension,
+                                kind,
+                                device,
+                                changes,
+                            } => self.add_extension(username, extension, *kind, device, changes),
+                            Action::UpdateExtension {
+                                username,
+                                extension,
+                                kind,
+                                device,
+                                changes,
+                            } => self.update_extension(username, extension, *kind, device, changes),
+                            _ => continue,
+                        };
+                        self.finish(i, outcome)?;
+                    }
                 }
-            }
-        }
-        for (i, planned) in actions.iter().enumerate() {
-            if let Action::ReassignDevice {
-                device,
-                to_extension,
-                ..
-            } = &planned.action
-            {
-                self.finish(i, self.take_device(to_extension, device))?;
-            }
-        }
-
-        self.phase("removing users");
-        for (i, planned) in actions.iter().enumerate() {
-            if let Action::RemoveUser { username } = &planned.action {
-                self.finish(i, self.remove_user(username))?;
+                Phase::GiveUpDevices => {
+                    for i in taking_part {
+                        if let Action::ReassignDevice {
+                            from_extension,
+                            from_becomes,
+                            ..
+                        } = &actions[i].action
+                        {
+                            self.check(i, self.give_up_device(from_extension, *from_becomes))?;
+                        }
+                    }
+                }
+                Phase::TakeDevices => {
+                    for i in taking_part {
+                        if let Action::ReassignDevice {
+                            device,
+                            to_extension,
+                            ..
+                        } = &actions[i].action
+                        {
+                            self.finish(i, self.take_device(to_extension, device))?;
+                        }
+                    }
+                }
+                Phase::RemoveUsers => {
+                    self.phase("removing users");
+                    for i in taking_part {
+                        if let Action::RemoveUser { username } = &actions[i].action {
+                            self.finish(i, self.remove_user(username))?;
+                        }
+                    }
+                }
             }
         }
 
