@@ -780,6 +780,130 @@ mod tests {
     use super::*;
     use crate::model::ExtensionKind;
 
+    /// SQLite's contract without its row digests (`RowDigests`' defaults).
+    struct WithoutDigests(SqliteTarget);
+
+    impl crate::backend::DirectoryStore for WithoutDigests {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn load(&mut self) -> Result<Directory, BackendError> {
+            self.0.load()
+        }
+        fn load_subset(&mut self, keys: &crate::backend::Keys) -> Result<Directory, BackendError> {
+            self.0.load_subset(keys)
+        }
+        fn apply(
+            &mut self,
+            request: crate::backend::ApplyRequest<'_>,
+            progress: &mut dyn FnMut(crate::backend::Progress),
+        ) -> Result<crate::backend::ApplyReport, BackendError> {
+            self.0.apply(request, progress)
+        }
+    }
+
+    impl crate::backend::Ledger for WithoutDigests {
+        fn serial(&mut self) -> Result<i64, BackendError> {
+            self.0.serial()
+        }
+        fn last_applied(
+            &mut self,
+        ) -> Result<Option<crate::backend::AppliedRevision>, BackendError> {
+            self.0.last_applied()
+        }
+        fn record_failure(
+            &mut self,
+            record: &crate::backend::HistoryRecord,
+        ) -> Result<i64, BackendError> {
+            self.0.record_failure(record)
+        }
+        fn history(&mut self) -> Result<Vec<crate::backend::HistoryRecord>, BackendError> {
+            self.0.history()
+        }
+        fn history_entry(
+            &mut self,
+            id: i64,
+        ) -> Result<Option<crate::backend::HistoryRecord>, BackendError> {
+            self.0.history_entry(id)
+        }
+    }
+
+    impl crate::backend::ApplyLock for WithoutDigests {
+        fn try_lock(&mut self) -> Result<Box<dyn crate::backend::LockGuard>, BackendError> {
+            self.0.try_lock()
+        }
+        fn lock_holder(&mut self) -> Result<Option<crate::backend::LockHolder>, BackendError> {
+            self.0.lock_holder()
+        }
+    }
+
+    impl crate::backend::Inventory for WithoutDigests {
+        fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
+            self.0.add_devices(devices)
+        }
+        fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
+            self.0.remove_device(id)
+        }
+        fn set_licenses(&mut self, licenses: crate::model::Licenses) -> Result<(), BackendError> {
+            self.0.set_licenses(licenses)
+        }
+    }
+
+    impl crate::backend::RowDigests for WithoutDigests {}
+
+    #[test]
+    fn a_backend_without_row_digests_is_planned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "source:\n  path: users.csv\ntarget: sqlite:state.db\n",
+            Path::new("pbxsync.yaml"),
+            dir.path(),
+        )
+        .unwrap();
+        let options = SyncOptions::default();
+        let policy = policy(&config, &options);
+        let csv = include_bytes!("../examples/company/users.csv");
+        let open = || SqliteTarget::open(&dir.path().join("state.db")).unwrap();
+        let mut with: Box<dyn Backend> = Box::new(open());
+        let mut without: Box<dyn Backend> = Box::new(WithoutDigests(open()));
+        assert_eq!(without.load_index().unwrap(), None);
+
+        let (validated, digests) = validate_with_index(csv, &policy, &mut without, &[]);
+        let digests = digests.unwrap();
+        assert_eq!(digests.index, None);
+        let changed = plan_changed_rows(
+            &config,
+            &options,
+            &validated,
+            &mut without,
+            digests.index,
+            digests.new_devices,
+            true,
+        )
+        .unwrap();
+        assert!(changed.is_none(), "no plan of changed rows without digests");
+
+        let all = |target: &mut Box<dyn Backend>| {
+            let validated = crate::validate::validate(csv, &policy);
+            let devices = parse_devices(
+                include_bytes!("../examples/company/devices.csv"),
+                "devices.csv",
+            )
+            .unwrap();
+            plan_all(&config, &options, validated, Some(target), devices, true).unwrap()
+        };
+        let (planned_with, planned_without) = (all(&mut with), all(&mut without));
+        assert!(
+            planned_with.plan.errors.is_empty(),
+            "{:?}",
+            planned_with.plan
+        );
+        assert!(!planned_with.plan.actions.is_empty());
+        assert_eq!(planned_without.plan, planned_with.plan);
+        assert!(!planned_with.digests.is_empty() && planned_with.index.is_some());
+        assert!(planned_without.digests.is_empty() && planned_without.index.is_none());
+    }
+
     #[test]
     fn rows_stand_against_the_index_across_the_parts_of_the_merge() {
         // Several parts of the parallel merge, numbers of several lengths; every
