@@ -1,8 +1,13 @@
 //! Row digests and the digest index kept beside the state file (`snapshot`).
 
-use super::*;
-use crate::backend::{DigestIndex, Usage};
+use super::read::text;
+use super::{SqliteTarget, io_error, sidecar, snapshot, sqlite_error};
+use crate::backend::{BackendError, DigestIndex, RowDigests, Usage};
+use crate::model::cmp_extension;
 use rusqlite::OptionalExtension;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 impl SqliteTarget {

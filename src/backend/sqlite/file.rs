@@ -1,6 +1,6 @@
 //! The state file on disk: created private, opened read-only when it must be.
 
-use super::*;
+use super::{io_error, sidecar};
 use crate::backend::BackendError;
 use rusqlite::{Connection, OpenFlags};
 use std::fs::OpenOptions;

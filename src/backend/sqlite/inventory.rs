@@ -1,6 +1,9 @@
 //! Inventory and licenses: what the CSV does not say.
 
-use super::*;
+use super::{SqliteTarget, sqlite_error};
+use crate::backend::{BackendError, Inventory};
+use crate::model::{Device, Licenses};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 impl Inventory for SqliteTarget {
     fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {

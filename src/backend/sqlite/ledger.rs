@@ -1,9 +1,11 @@
 //! pbxsync's own records: the change serial, the last apply, the history.
 
-use super::*;
-use crate::backend::{AppliedRevision, Compression, HistoryRecord, RecordedCsv};
+use super::{SqliteTarget, sqlite_error};
+use crate::backend::{
+    AppliedRevision, BackendError, Compression, HistoryRecord, Ledger, RecordedCsv,
+};
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 pub(super) const HISTORY_COLUMNS: &str = "id, time, local_user, git_author, source, commit_id, blob, summary, \
      outcome, csv_redacted, csv_lz4, csv_zstd";

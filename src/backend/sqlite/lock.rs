@@ -1,9 +1,11 @@
 //! One apply at a time: an OS lock on `<state file>.lock`, which dies with its holder.
 
-use super::*;
-use crate::backend::{LockGuard, LockHolder};
-use std::fs::File;
-use std::io::Read;
+use super::{SqliteTarget, io_error, sidecar};
+use crate::backend::{ApplyLock, BackendError, LockGuard, LockHolder};
+use crate::time::utc_now;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 

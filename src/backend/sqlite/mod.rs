@@ -24,27 +24,23 @@ mod write;
 mod writeback;
 
 use crate::FastMap;
-use crate::backend::{
-    ApplyLock, ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore, Inventory, Ledger,
-    Progress, RowDigests,
+use crate::backend::{ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore, Progress};
+use crate::model::{Device, Directory, Text};
+use file::{
+    create_private_file, is_read_only, open_connection, read_only_error,
+    restore_sidecar_permissions, without_shared_memory,
 };
-use crate::model::{Device, Directory, Licenses, Text, cmp_extension};
-use crate::time::utc_now;
-use file::*;
-use ledger::*;
-use read::*;
-use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+use read::{
+    read_devices, read_devices_by_id, read_extensions, read_licenses, read_subset_extensions,
+    read_subset_users, read_users,
 };
-use schema::*;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
+use schema::check_header;
 use std::cell::RefCell;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tuning::*;
-use write::*;
+use tuning::{APPLY_CACHE_KIB, WAL_AUTOCHECKPOINT, checkpoint_apart, configure_library, tune};
+use write::apply_in_transaction;
 
 /// The state in a SQLite file.
 pub struct SqliteTarget {

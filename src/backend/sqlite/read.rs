@@ -1,6 +1,7 @@
 //! Reading the directory: all of it, or the part some keys name.
 
-use super::*;
+use super::ledger::read_serial;
+use super::{ReadUsers, SqliteTarget, sqlite_error};
 use crate::backend::BackendError;
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Licenses, Text, User, cmp_extension,

@@ -1,6 +1,7 @@
 //! The schema of state files: their identity, the migrations, pbxsync's triggers.
 
-use super::*;
+use super::tuning::PAGE_SIZE;
+use super::{SqliteTarget, damage, io_error, sqlite_error};
 use crate::backend::BackendError;
 use rusqlite::{Connection, TransactionBehavior};
 use std::fs::File;

@@ -1,8 +1,10 @@
+use super::schema::{APPLICATION_ID, MIGRATIONS, OWN_TRIGGERS};
+use super::tuning::PAGE_SIZE;
+use super::write::{Secrets, is_constraint};
 use super::*;
-use crate::backend::{HistoryRecord, RecordedCsv};
-use crate::model::ExtensionKind;
-use crate::plan::Summary;
-use crate::plan::{Action, Change, PlannedAction};
+use crate::backend::{ApplyLock, HistoryRecord, Inventory, Ledger, RecordedCsv, RowDigests};
+use crate::model::{ExtensionKind, Licenses};
+use crate::plan::{Action, Change, PlannedAction, Summary};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,7 +1,8 @@
 //! How SQLite is set up for speed: pragmas, page sizes, caches, the checkpoint apart.
 
+use super::schema::MIGRATIONS;
 use super::writeback::Writeback;
-use super::*;
+use super::{SqliteTarget, sqlite_error};
 use crate::backend::BackendError;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;

@@ -1,7 +1,10 @@
 //! An apply: the actions of a plan, in phases, in one transaction.
 
+use super::ledger::{insert_history, read_serial, set_meta};
+use super::read::id_array;
+use super::schema::SuspendedTriggers;
 use super::writeback::Writeback;
-use super::*;
+use super::{ReadUsers, sidecar, sqlite_error};
 use crate::FastMap;
 use crate::backend::{ApplyReport, ApplyRequest, BackendError, Progress};
 use crate::model::{ExtensionKind, Text, USER_COLUMNS};
