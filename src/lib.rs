@@ -5,6 +5,7 @@
 //! values; `source`, `target` and `cli` are the edges that do I/O.
 
 pub mod apply;
+pub mod backend;
 pub mod bytes;
 pub mod cli;
 pub mod config;
@@ -17,7 +18,6 @@ pub mod plan;
 pub mod render;
 pub mod source;
 pub mod sync;
-pub mod target;
 pub mod time;
 pub mod validate;
 

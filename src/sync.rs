@@ -1,14 +1,14 @@
 //! The pipeline that `plan`, `apply` (and later `watch`) share: source → validate →
 //! target → diff → checks. It returns values; the CLI decides what to print.
 
+use crate::backend::ReportsDamage;
+use crate::backend::sqlite::{self, SqliteTarget};
+use crate::backend::{Backend, BackendError, DigestIndex};
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
-use crate::target::ReportsDamage;
-use crate::target::sqlite::{self, SqliteTarget};
-use crate::target::{DigestIndex, Target, TargetError};
 use crate::validate::{Policy, RowRef, Validated};
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,7 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
 
 /// Opens the target. With `write` false, a SQLite file that does not exist yet
 /// reads as `None` (an empty directory) and is not created.
-pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target>>, TargetError> {
+pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backend>>, BackendError> {
     match url {
         TargetUrl::Sqlite(path) => {
             let name = path.display().to_string();
@@ -70,7 +70,7 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target
                 SqliteTarget::open_read_only(path)
             };
             let damaged = |e| match sqlite::target_damage(&e) {
-                Some(reason) => TargetError::Damaged {
+                Some(reason) => BackendError::Damaged {
                     path: name.clone(),
                     reason,
                 },
@@ -78,10 +78,10 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Target
             };
             Ok(opened.map_err(damaged)?.map(|t| {
                 Box::new(ReportsDamage::new(t, name.clone(), sqlite::target_damage))
-                    as Box<dyn Target>
+                    as Box<dyn Backend>
             }))
         }
-        TargetUrl::Postgres(_) => Err(TargetError::Unsupported(
+        TargetUrl::Postgres(_) => Err(BackendError::Unsupported(
             "PostgreSQL targets are not supported by this version yet; use a `sqlite:` target"
                 .into(),
         )),
@@ -306,8 +306,9 @@ pub fn can_plan_changed_rows(options: &SyncOptions, layout: Option<&crate::csv::
 pub struct TargetDigests {
     /// Read first: a write after it makes the plan stale.
     pub serial: i64,
-    /// The digest index and extension counts.
-    pub index: (DigestIndex, Usage),
+    /// The digest index and extension counts; `None` when the target keeps no
+    /// row digests (the whole directory is planned).
+    pub index: Option<(DigestIndex, Usage)>,
     /// The devices of the inventory file that the target lacks.
     pub new_devices: Vec<Device>,
 }
@@ -319,11 +320,11 @@ pub struct TargetDigests {
 pub fn validate_with_index<'t>(
     bytes: &'t [u8],
     policy: &Policy,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
     inventory: &[Device],
-) -> (Validated<'t>, Result<TargetDigests, TargetError>) {
+) -> (Validated<'t>, Result<TargetDigests, BackendError>) {
     std::thread::scope(|s| {
-        let digests = s.spawn(|| -> Result<_, TargetError> {
+        let digests = s.spawn(|| -> Result<_, BackendError> {
             let serial = target.serial()?;
             let index = target.load_index()?;
             let new_devices = match inventory {
@@ -411,18 +412,28 @@ fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
 
 /// Plans from the whole directory (`validated` from `validate::validate`). With
 /// `keep_index`, the digest index read comes with the plan, so that an apply can
-/// keep the index after it (`Target::keep_index`) as after a plan of changed rows.
+/// keep the index after it (`RowDigests::keep_index`) as after a plan of changed rows.
 pub fn plan_all(
     config: &Config,
     options: &SyncOptions,
     validated: Validated<'_>,
-    target: Option<&mut Box<dyn Target>>,
+    target: Option<&mut Box<dyn Backend>>,
     inventory: Vec<Device>,
     keep_index: bool,
-) -> Result<Planned, TargetError> {
-    let (current, (index, usage)) = match target {
+) -> Result<Planned, BackendError> {
+    let (current, index) = match target {
         Some(t) => (t.load()?, t.load_index()?),
-        None => (Directory::default(), (Vec::new(), Default::default())),
+        None => (Directory::default(), Some(Default::default())),
+    };
+    // A target without row digests stores none and keeps no index.
+    let Some((index, usage)) = index else {
+        let plan = make_plan(config, options, &validated, &current, inventory);
+        return Ok(Planned {
+            plan,
+            desired: validated.desired,
+            digests: Vec::new(),
+            index: None,
+        });
     };
     let plan = make_plan(config, options, &validated, &current, inventory);
     // A digest stands for the whole row: a file that leaves columns out says
@@ -460,23 +471,27 @@ pub fn plan_all(
 
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
-/// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
+/// `RowDigests::load_index`): an unchanged row costs an eight-byte comparison, and the
 /// target is read for the changed rows only. `new_devices`: the devices of the
-/// inventory file that the target lacks (`Target::missing_devices`).
+/// inventory file that the target lacks (`DirectoryStore::missing_devices`).
 ///
 /// Pruning removes the extensions of the index that no row names, and their
 /// owners that the CSV does not name. `None` when the target holds users that
 /// the CSV does not name besides those (users without extensions): only the
-/// whole directory finds them.
+/// whole directory finds them; `None` too when the target keeps no row digests
+/// (`index` is `None`).
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
     validated: &Validated<'_>,
-    target: &mut Box<dyn Target>,
-    (index, usage): (crate::target::DigestIndex, crate::target::Usage),
+    target: &mut Box<dyn Backend>,
+    index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
     new_devices: Vec<Device>,
     keep_index: bool,
-) -> Result<Option<Planned>, TargetError> {
+) -> Result<Option<Planned>, BackendError> {
+    let Some((index, usage)) = index else {
+        return Ok(None);
+    };
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;
@@ -484,7 +499,7 @@ pub fn plan_changed_rows(
     // rows of an owner that the CSV names are planned with the changed ones).
     let gone = if prune {
         let numbers = not_in_rows(&validated.index, &index);
-        target.load_subset(&crate::target::Keys {
+        target.load_subset(&crate::backend::Keys {
             users: Vec::new(),
             extensions: numbers,
             devices: Vec::new(),
@@ -543,7 +558,7 @@ pub fn plan_changed_rows(
         .collect();
     let mut key_users: Vec<Text> = desired.users.iter().map(|u| u.username.clone()).collect();
     key_users.extend(removed_users.iter().cloned());
-    let keys = crate::target::Keys {
+    let keys = crate::backend::Keys {
         users: key_users,
         // An extension the index does not hold is not in the target: only the
         // others are looked up (the rows are sorted by number).
@@ -730,7 +745,7 @@ pub fn stale_plan(planned: i64, current: i64) -> Diagnostic {
 }
 
 /// The diagnostic for a second apply while one runs.
-pub fn locked(holder: &crate::target::LockHolder) -> Diagnostic {
+pub fn locked(holder: &crate::backend::LockHolder) -> Diagnostic {
     Diagnostic::error(
         Code::Locked,
         format!("an apply is already running on this target ({holder})"),
@@ -756,6 +771,130 @@ pub fn local_user() -> String {
 mod tests {
     use super::*;
     use crate::model::ExtensionKind;
+
+    /// SQLite's contract without its row digests (`RowDigests`' defaults).
+    struct WithoutDigests(SqliteTarget);
+
+    impl crate::backend::DirectoryStore for WithoutDigests {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn load(&mut self) -> Result<Directory, BackendError> {
+            self.0.load()
+        }
+        fn load_subset(&mut self, keys: &crate::backend::Keys) -> Result<Directory, BackendError> {
+            self.0.load_subset(keys)
+        }
+        fn apply(
+            &mut self,
+            request: crate::backend::ApplyRequest<'_>,
+            progress: &mut dyn FnMut(crate::backend::Progress),
+        ) -> Result<crate::backend::ApplyReport, BackendError> {
+            self.0.apply(request, progress)
+        }
+    }
+
+    impl crate::backend::Ledger for WithoutDigests {
+        fn serial(&mut self) -> Result<i64, BackendError> {
+            self.0.serial()
+        }
+        fn last_applied(
+            &mut self,
+        ) -> Result<Option<crate::backend::AppliedRevision>, BackendError> {
+            self.0.last_applied()
+        }
+        fn record_failure(
+            &mut self,
+            record: &crate::backend::HistoryRecord,
+        ) -> Result<i64, BackendError> {
+            self.0.record_failure(record)
+        }
+        fn history(&mut self) -> Result<Vec<crate::backend::HistoryRecord>, BackendError> {
+            self.0.history()
+        }
+        fn history_entry(
+            &mut self,
+            id: i64,
+        ) -> Result<Option<crate::backend::HistoryRecord>, BackendError> {
+            self.0.history_entry(id)
+        }
+    }
+
+    impl crate::backend::ApplyLock for WithoutDigests {
+        fn try_lock(&mut self) -> Result<Box<dyn crate::backend::LockGuard>, BackendError> {
+            self.0.try_lock()
+        }
+        fn lock_holder(&mut self) -> Result<Option<crate::backend::LockHolder>, BackendError> {
+            self.0.lock_holder()
+        }
+    }
+
+    impl crate::backend::Inventory for WithoutDigests {
+        fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
+            self.0.add_devices(devices)
+        }
+        fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
+            self.0.remove_device(id)
+        }
+        fn set_licenses(&mut self, licenses: crate::model::Licenses) -> Result<(), BackendError> {
+            self.0.set_licenses(licenses)
+        }
+    }
+
+    impl crate::backend::RowDigests for WithoutDigests {}
+
+    #[test]
+    fn a_backend_without_row_digests_is_planned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "source:\n  path: users.csv\ntarget: sqlite:state.db\n",
+            Path::new("pbxsync.yaml"),
+            dir.path(),
+        )
+        .unwrap();
+        let options = SyncOptions::default();
+        let policy = policy(&config, &options);
+        let csv = include_bytes!("../examples/company/users.csv");
+        let open = || SqliteTarget::open(&dir.path().join("state.db")).unwrap();
+        let mut with: Box<dyn Backend> = Box::new(open());
+        let mut without: Box<dyn Backend> = Box::new(WithoutDigests(open()));
+        assert_eq!(without.load_index().unwrap(), None);
+
+        let (validated, digests) = validate_with_index(csv, &policy, &mut without, &[]);
+        let digests = digests.unwrap();
+        assert_eq!(digests.index, None);
+        let changed = plan_changed_rows(
+            &config,
+            &options,
+            &validated,
+            &mut without,
+            digests.index,
+            digests.new_devices,
+            true,
+        )
+        .unwrap();
+        assert!(changed.is_none(), "no plan of changed rows without digests");
+
+        let all = |target: &mut Box<dyn Backend>| {
+            let validated = crate::validate::validate(csv, &policy);
+            let devices = parse_devices(
+                include_bytes!("../examples/company/devices.csv"),
+                "devices.csv",
+            )
+            .unwrap();
+            plan_all(&config, &options, validated, Some(target), devices, true).unwrap()
+        };
+        let (planned_with, planned_without) = (all(&mut with), all(&mut without));
+        assert!(
+            planned_with.plan.errors.is_empty(),
+            "{:?}",
+            planned_with.plan
+        );
+        assert!(!planned_with.plan.actions.is_empty());
+        assert_eq!(planned_without.plan, planned_with.plan);
+        assert!(!planned_with.digests.is_empty() && planned_with.index.is_some());
+        assert!(planned_without.digests.is_empty() && planned_without.index.is_none());
+    }
 
     #[test]
     fn rows_stand_against_the_index_across_the_parts_of_the_merge() {

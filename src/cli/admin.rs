@@ -2,18 +2,18 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
+use crate::backend::{Backend, BackendError};
 use crate::model::{Device, Licenses, Text};
 use crate::render::untrusted;
 use crate::sync;
-use crate::target::{Target, TargetError};
 use std::path::Path;
 
-fn target_error(e: TargetError) -> CliError {
+fn target_error(e: BackendError) -> CliError {
     CliError::Target(e)
 }
 
 /// The target for reading; a state file that does not exist yet is an error here.
-fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+fn read_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
     let config = ctx.config()?;
     sync::open_target(&config.target, false)
         .map_err(target_error)?
@@ -25,14 +25,14 @@ fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
 }
 
 /// The state file as a damage message names it.
-fn state_file(ctx: &Context, target: &dyn Target) -> String {
+fn state_file(ctx: &Context, target: &dyn Backend) -> String {
     match ctx.config().map(|c| c.target) {
         Ok(crate::config::TargetUrl::Sqlite(path)) => path.display().to_string(),
         _ => target.describe(),
     }
 }
 
-fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
+fn write_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
     let config = ctx.config()?;
     sync::open_target(&config.target, true)
         .map_err(target_error)?
@@ -87,7 +87,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     // cannot be planned (a CSV with errors, a missing commit), but a damaged
     // state file fails the command, like every other read of it.
     let pending = match super::sync::pending(ctx, &config, &mut target) {
-        Err(e @ CliError::Target(TargetError::Damaged { .. })) => return Err(e),
+        Err(e @ CliError::Target(BackendError::Damaged { .. })) => return Err(e),
         pending => pending,
     };
     // Drift: what the last applied CSV would change now. Nothing, when nothing
@@ -178,7 +178,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
             };
             // Damaged bytes are an error, not an empty (or altered) CSV.
             let csv = r.csv.checked_text().map_err(|reason| {
-                CliError::Target(TargetError::Damaged {
+                CliError::Target(BackendError::Damaged {
                     path: state_file(ctx, target.as_ref()),
                     reason: format!("the CSV recorded with apply #{id} cannot be read: {reason}"),
                 })

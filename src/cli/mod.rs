@@ -36,7 +36,7 @@ pub enum CliError {
     /// Kept whole, so that a command can tell a damaged state file from an
     /// error it may report and go on after.
     #[error(transparent)]
-    Target(#[from] crate::target::TargetError),
+    Target(#[from] crate::backend::BackendError),
 }
 
 /// What a command ends with.
@@ -315,7 +315,7 @@ fn validate_cmd(
             allow_large_change: true,
             ..Default::default()
         };
-        let target_error = |e: crate::target::TargetError| CliError::Message(e.to_string());
+        let target_error = |e: crate::backend::BackendError| CliError::Message(e.to_string());
         let (mut v, plan) = match target {
             // Like a plan: only the rows whose digest changed meet the target.
             Some(mut t) if crate::sync::can_plan_changed_rows(&options, None) => {

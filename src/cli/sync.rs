@@ -3,13 +3,13 @@
 use super::args::{Format, PlanFlags, PlanSource};
 use super::{CliError, Context, Outcome, display_path, out, print_diagnostics_of};
 use crate::apply;
+use crate::backend::{ApplyRequest, Backend, BackendError, HistoryRecord, Progress, RecordedCsv};
 use crate::config::Config;
 use crate::diagnostic::Diagnostic;
 use crate::plan::Plan;
 use crate::render::plan::{self as render_plan, Base, PlanView};
 use crate::source::{Loaded, Pending, SourceKind};
 use crate::sync::{self, SourceChoice, SyncOptions};
-use crate::target::{ApplyRequest, HistoryRecord, Progress, RecordedCsv, Target, TargetError};
 use crate::validate;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ fn source_error(e: crate::source::SourceError) -> CliError {
     CliError::Message(e.to_string())
 }
 
-fn target_error(e: TargetError) -> CliError {
+fn target_error(e: BackendError) -> CliError {
     CliError::Target(e)
 }
 
@@ -79,7 +79,7 @@ struct Planned {
     /// Row digests to store with the apply.
     digests: Vec<(crate::model::Text, u64)>,
     /// The digest index the plan was made against, and the counts after it.
-    index: Option<(crate::target::DigestIndex, crate::model::Usage)>,
+    index: Option<(crate::backend::DigestIndex, crate::model::Usage)>,
     layout: crate::csv::Layout,
     delimiter: u8,
 }
@@ -140,7 +140,7 @@ fn run_pipeline(
     options: &SyncOptions,
     source: Pending,
     inventory: Vec<crate::model::Device>,
-    mut target: Option<&mut Box<dyn Target>>,
+    mut target: Option<&mut Box<dyn Backend>>,
     keep_index: bool,
 ) -> Result<Planned, CliError> {
     let clock = ctx.clock();
@@ -308,7 +308,7 @@ fn unchanged_since_last_apply(
     config: &Config,
     choice: &SourceChoice,
     options: &SyncOptions,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
     inventory: &InventoryFile,
 ) -> Result<Option<(String, Option<String>, i64)>, CliError> {
     if options.reset_passwords {
@@ -349,7 +349,7 @@ fn unchanged_since_last_apply(
 pub(super) fn pending(
     ctx: &Context,
     config: &Config,
-    target: &mut Box<dyn Target>,
+    target: &mut Box<dyn Backend>,
 ) -> Result<Plan, CliError> {
     let choice = SourceChoice::Git {
         rev: config.source_ref.clone(),
@@ -631,7 +631,7 @@ pub fn apply_cmd(
         .ok_or_else(|| CliError::Message("no target".into()))?;
     let _lock = match target.try_lock() {
         Ok(guard) => guard,
-        Err(TargetError::Locked(holder)) => return refuse(ctx, format, sync::locked(&holder)),
+        Err(BackendError::Locked(holder)) => return refuse(ctx, format, sync::locked(&holder)),
         Err(e) => return Err(target_error(e)),
     };
     if let Some(s) = &saved {
@@ -800,7 +800,7 @@ pub fn apply_cmd(
             }
             Ok(Outcome::Success)
         }
-        Err(TargetError::Stale { planned, current }) => {
+        Err(BackendError::Stale { planned, current }) => {
             refuse(ctx, format, sync::stale_plan(planned, current))
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod diff;
+pub mod order;
 pub mod simulate;
 
 pub use diff::{DiffOptions, diff};

@@ -1,7 +1,8 @@
 //! The plan carried out on an in-memory directory: the reference semantics of every
-//! action, used by the license check and by the property tests (the SQL targets must
-//! agree with it).
+//! action, run in the phases of `order` as a backend runs them, used by the
+//! property tests (the backends must agree with it).
 
+use super::order::{Phase, changes_field, order};
 use super::{Action, Change, PlannedAction};
 use crate::model::{
     Device, Directory, Extension, ExtensionKind, Text, USER_COLUMNS, User, cmp_extension,
@@ -28,85 +29,123 @@ pub fn apply(current: &Directory, actions: &[PlannedAction]) -> Directory {
             }
         }
     };
-    for a in actions {
-        match &a.action {
-            Action::CreateDevice { device, model } => devices.push(Device {
-                id: device.clone(),
-                model: model.clone(),
-            }),
-            Action::CreateUser { username, changes } => {
-                let mut user = User {
-                    username: username.clone(),
-                    fields: Default::default(),
-                };
-                set_fields(&mut user, changes);
-                users.insert(username.clone(), user);
-            }
-            Action::UpdateUser { username, changes } => {
-                if let Some(user) = users.get_mut(username) {
-                    set_fields(user, changes);
-                }
-            }
-            Action::AddExtension {
-                username,
-                extension,
-                kind,
-                device,
-                changes,
-            } => {
-                exts.insert(
-                    extension.clone(),
-                    Extension {
-                        number: extension.clone(),
+    for (phase, taking_part) in order(actions) {
+        for i in taking_part {
+            match (phase, &actions[i].action) {
+                (_, Action::CreateDevice { device, model }) => devices.push(Device {
+                    id: device.clone(),
+                    model: model.clone(),
+                }),
+                (_, Action::CreateUser { username, changes }) => {
+                    let mut user = User {
                         username: username.clone(),
-                        kind: *kind,
-                        device: device.clone(),
-                        description: Text::from(
-                            Change::value_of(changes, "description").unwrap_or(""),
-                        ),
-                    },
-                );
-            }
-            Action::UpdateExtension {
-                extension,
-                kind,
-                device,
-                changes,
-                ..
-            } => {
-                if let Some(e) = exts.get_mut(extension) {
-                    e.kind = *kind;
-                    e.device = device.clone();
-                    if let Some(d) = Change::value_of(changes, "description") {
-                        e.description = Text::from(d);
+                        fields: Default::default(),
+                    };
+                    set_fields(&mut user, changes);
+                    users.insert(username.clone(), user);
+                }
+                (_, Action::UpdateUser { username, changes }) => {
+                    if let Some(user) = users.get_mut(username) {
+                        set_fields(user, changes);
                     }
                 }
-            }
-            Action::ReassignDevice {
-                device,
-                from_extension,
-                to_extension,
-                from_becomes,
-                ..
-            } => {
-                if let Some(from) = exts.get_mut(from_extension)
-                    && from.device.as_ref() == Some(device)
-                {
-                    from.device = None;
-                    if *from_becomes != ExtensionKind::Device {
+                (Phase::ReleaseDevices, Action::UpdateExtension { extension, .. }) => {
+                    if let Some(e) = exts.get_mut(extension) {
+                        e.device = None;
+                    }
+                }
+                (
+                    Phase::ReleaseDevices,
+                    Action::ReassignDevice {
+                        from_extension,
+                        to_extension,
+                        ..
+                    },
+                ) => {
+                    for number in [from_extension, to_extension] {
+                        if let Some(e) = exts.get_mut(number) {
+                            e.device = None;
+                        }
+                    }
+                }
+                (
+                    _,
+                    Action::AddExtension {
+                        username,
+                        extension,
+                        kind,
+                        device,
+                        changes,
+                    },
+                ) => {
+                    exts.insert(
+                        extension.clone(),
+                        Extension {
+                            number: extension.clone(),
+                            username: username.clone(),
+                            kind: *kind,
+                            device: device.clone(),
+                            description: Text::from(
+                                Change::value_of(changes, "description").unwrap_or(""),
+                            ),
+                        },
+                    );
+                }
+                // Only what changes is set: a device that changes was released.
+                (
+                    _,
+                    Action::UpdateExtension {
+                        extension,
+                        kind,
+                        device,
+                        changes,
+                        ..
+                    },
+                ) => {
+                    if let Some(e) = exts.get_mut(extension) {
+                        if changes_field(changes, "kind") {
+                            e.kind = *kind;
+                        }
+                        if changes_field(changes, "device") && device.is_some() {
+                            e.device = device.clone();
+                        }
+                        if let Some(d) = Change::value_of(changes, "description") {
+                            e.description = Text::from(d);
+                        }
+                    }
+                }
+                (
+                    Phase::GiveUpDevices,
+                    Action::ReassignDevice {
+                        from_extension,
+                        from_becomes,
+                        ..
+                    },
+                ) => {
+                    if let Some(from) = exts.get_mut(from_extension) {
+                        from.device = None;
                         from.kind = *from_becomes;
                     }
                 }
-                if let Some(to) = exts.get_mut(to_extension) {
-                    to.device = Some(device.clone());
-                    to.kind = ExtensionKind::Device;
+                (
+                    _,
+                    Action::ReassignDevice {
+                        device,
+                        to_extension,
+                        ..
+                    },
+                ) => {
+                    if let Some(to) = exts.get_mut(to_extension) {
+                        to.device = Some(device.clone());
+                        to.kind = ExtensionKind::Device;
+                    }
                 }
-            }
-            Action::RemoveExtension { extension, .. } => {
-                exts.remove(extension);
-            }
-            Action::RemoveUser { username } => {
-                users.remove(username);
+                (_, Action::RemoveExtension { extension, .. }) => {
+                    exts.remove(extension);
+                }
+                (_, Action::RemoveUser { username }) => {
+                    users.remove(username);
+                }
             }
         }
     }

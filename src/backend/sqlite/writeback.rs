@@ -92,6 +92,11 @@ mod tests {
     #[test]
     fn a_missing_file_is_no_error() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Writeback::start(dir.path().join("missing")));
+        let path = dir.path().join("missing");
+        let writeback = Writeback::start(path.clone());
+        // Dropping stops its thread and waits for it.
+        drop(writeback);
+        assert!(!path.exists(), "a hint to the disk creates no file");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -1,16 +1,14 @@
-//! Where the current state lives. The `Target` trait speaks `Directory` and
+//! Where the current state lives. The `Backend` traits speak `Directory` and
 //! `Action`, never CSV; SQLite is the embedded default, PostgreSQL follows.
 
 use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
-pub mod snapshot;
 pub mod sqlite;
-mod writeback;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub enum BackendError {
     /// Another apply holds the lock.
     #[error("an apply is already running on this target ({0})")]
     Locked(LockHolder),
@@ -46,12 +44,23 @@ pub enum TargetError {
     },
     #[error("{0}")]
     Unsupported(String),
-    #[error("{context}: {source}")]
-    Sqlite {
-        context: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The store is busy: another program kept it locked past the wait. Nothing
+    /// was written; try again once it is done.
+    #[error("{context}: {reason}")]
+    Busy { context: String, reason: String },
+    /// The store cannot hold more: the disk (or a quota) is full. Nothing was
+    /// written; free space and try again.
+    #[error("{context}: {reason}")]
+    Full { context: String, reason: String },
+    /// What the store holds cannot be read as it was written (a damaged page, a
+    /// value of the wrong type). `ReportsDamage` turns it into `Damaged`, which
+    /// names the store and what to do.
+    #[error("{context}: {reason}")]
+    Corrupt { context: String, reason: String },
+    /// Any other failure of the store (permissions, the disk, a constraint
+    /// someone else added), as the store reports it.
+    #[error("{context}: {reason}")]
+    Store { context: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -237,10 +246,10 @@ pub struct Keys {
 pub struct ApplyRequest<'a> {
     pub actions: &'a [PlannedAction],
     /// The digest of the CSV row each extension now matches (see
-    /// `Target::load_index`), written in the same transaction.
+    /// `RowDigests::load_index`), written in the same transaction.
     pub digests: &'a [(Text, u64)],
     /// The serial the plan was made against; a different current serial is refused
-    /// with `TargetError::Stale` before anything is written.
+    /// with `BackendError::Stale` before anything is written.
     pub expected_serial: i64,
     /// argon2id PHC strings of the passwords being set, by username (computed before
     /// the transaction begins).
@@ -288,16 +297,17 @@ pub struct Counts {
     pub devices: usize,
 }
 
-/// A store of the current state. `Send`: a plan reads the target's digests on
-/// another thread while it validates the CSV.
-pub trait Target: Send {
+/// The directory a backend stores: read a scope of it, write a plan in one
+/// transaction. `Send`: a plan reads the backend's digests on another thread
+/// while it validates the CSV.
+pub trait DirectoryStore: Send {
     /// A description for people, e.g. `sqlite:/srv/pbx/.pbxsync/state.db`.
     fn describe(&self) -> String;
     /// The current directory, every list sorted (see `Directory`).
-    fn load(&mut self) -> Result<Directory, TargetError>;
+    fn load(&mut self) -> Result<Directory, BackendError>;
     /// How many users, extensions and devices the directory holds, without
-    /// reading them when the target can count (this default reads them).
-    fn counts(&mut self) -> Result<Counts, TargetError> {
+    /// reading them when the backend can count (this default reads them).
+    fn counts(&mut self) -> Result<Counts, BackendError> {
         let dir = self.load()?;
         Ok(Counts {
             users: dir.users.len(),
@@ -305,26 +315,10 @@ pub trait Target: Send {
             devices: dir.devices.len(),
         })
     }
-    /// Every extension with the digest of the CSV row last applied to it: `None`
-    /// when unknown, or when anything changed the extension or its user since.
-    /// Sorted by number (`cmp_extension`).
-    /// Counts extensions by kind on the way.
-    fn load_index(&mut self) -> Result<(DigestIndex, Usage), TargetError>;
-    /// Keeps the index and usage as they are at `serial` (right after an apply),
-    /// so that `load_index` at that serial need not read every extension. A
-    /// cache: a target may keep nothing, and a failure to keep it loses nothing.
-    fn keep_index(
-        &mut self,
-        _serial: i64,
-        _index: &DigestIndex,
-        _usage: Usage,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
     /// The devices of `wanted` (sorted by id, as the inventory file is read) that
-    /// the target does not hold, in the same order: the inventory devices a plan
+    /// the backend does not hold, in the same order: the inventory devices a plan
     /// of changed rows creates. This default reads the whole directory.
-    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, BackendError> {
         let dir = self.load()?;
         Ok(wanted
             .iter()
@@ -335,46 +329,89 @@ pub trait Target: Send {
     /// The part of the directory a plan of some rows needs: the named users and
     /// extensions, the named devices that exist and the extensions holding them,
     /// the licenses; every list sorted.
-    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, TargetError>;
-    /// The change serial: bumped by every write, by pbxsync or anything else.
-    fn serial(&mut self) -> Result<i64, TargetError>;
-    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError>;
-    /// Takes the apply lock, or fails at once with `TargetError::Locked`.
-    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError>;
-    /// The current lock holder, if an apply is running.
-    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError>;
-    /// Applies the actions in one transaction; on any failure nothing is written.
+    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, BackendError>;
+    /// Applies the actions in one transaction, phase by phase as
+    /// `plan::order` gives them; on any failure nothing is written.
     fn apply(
         &mut self,
         request: ApplyRequest<'_>,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<ApplyReport, TargetError>;
-    /// Records a failed apply (outside the failed transaction).
-    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError>;
-    /// Newest first, without the recorded CSVs (`csv` is empty).
-    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError>;
-    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError>;
-    /// Adds devices to the inventory (existing ids get the new model).
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError>;
-    /// Removes a device from the inventory; refused while an extension holds it.
-    /// Returns false when the device was not there.
-    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError>;
-    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError>;
+    ) -> Result<ApplyReport, BackendError>;
 }
 
+/// pbxsync's own records beside the directory.
+pub trait Ledger {
+    /// The change serial: bumped by every write, by pbxsync or anything else.
+    fn serial(&mut self) -> Result<i64, BackendError>;
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError>;
+    /// Records a failed apply (outside the failed transaction).
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError>;
+    /// Newest first, without the recorded CSVs (`csv` is empty).
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError>;
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError>;
+}
+
+/// One apply at a time.
+pub trait ApplyLock {
+    /// Takes the apply lock, or fails at once with `BackendError::Locked`.
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError>;
+    /// The current lock holder, if an apply is running.
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError>;
+}
+
+/// The digests of the CSV rows last applied, which let a plan read only the
+/// rows that changed. Optional: a backend without them keeps these defaults,
+/// and its plans read the whole directory.
+pub trait RowDigests {
+    /// Every extension with the digest of the CSV row last applied to it: `None`
+    /// when unknown, or when anything changed the extension or its user since.
+    /// Sorted by number (`cmp_extension`). Counts extensions by kind on the way.
+    /// `None` when the backend keeps no digests.
+    fn load_index(&mut self) -> Result<Option<(DigestIndex, Usage)>, BackendError> {
+        Ok(None)
+    }
+    /// Keeps the index and usage as they are at `serial` (right after an apply),
+    /// so that `load_index` at that serial need not read every extension. A
+    /// cache: a backend may keep nothing, and a failure to keep it loses nothing.
+    fn keep_index(
+        &mut self,
+        _serial: i64,
+        _index: &DigestIndex,
+        _usage: Usage,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// Administration of what the CSV does not say: devices and license limits.
+pub trait Inventory {
+    /// Adds devices to the inventory (existing ids get the new model).
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError>;
+    /// Removes a device from the inventory; refused while an extension holds it.
+    /// Returns false when the device was not there.
+    fn remove_device(&mut self, id: &str) -> Result<bool, BackendError>;
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError>;
+}
+
+/// A store of the current state: every part of the contract, so that callers
+/// hold one `Box<dyn Backend>`.
+pub trait Backend: DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory {}
+
+impl<T: DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory + ?Sized> Backend for T {}
+
 /// A target whose errors that mean its store is damaged become
-/// `TargetError::Damaged`, naming the store and what to do: whichever read
+/// `BackendError::Damaged`, naming the store and what to do: whichever read
 /// meets the damage (a page of users, the history, a value of the wrong type),
 /// the user learns the same thing, and the command fails.
 pub struct ReportsDamage<T> {
     inner: T,
     path: String,
     /// Why an error means damage, or `None` when it does not.
-    damage: fn(&TargetError) -> Option<String>,
+    damage: fn(&BackendError) -> Option<String>,
 }
 
-impl<T: Target> ReportsDamage<T> {
-    pub fn new(inner: T, path: String, damage: fn(&TargetError) -> Option<String>) -> Self {
+impl<T> ReportsDamage<T> {
+    pub fn new(inner: T, path: String, damage: fn(&BackendError) -> Option<String>) -> Self {
         ReportsDamage {
             inner,
             path,
@@ -382,9 +419,9 @@ impl<T: Target> ReportsDamage<T> {
         }
     }
 
-    fn checked<R>(&self, result: Result<R, TargetError>) -> Result<R, TargetError> {
+    fn checked<R>(&self, result: Result<R, BackendError>) -> Result<R, BackendError> {
         result.map_err(|e| match (self.damage)(&e) {
-            Some(reason) => TargetError::Damaged {
+            Some(reason) => BackendError::Damaged {
                 path: self.path.clone(),
                 reason,
             },
@@ -393,19 +430,72 @@ impl<T: Target> ReportsDamage<T> {
     }
 }
 
-impl<T: Target> Target for ReportsDamage<T> {
+impl<T: DirectoryStore> DirectoryStore for ReportsDamage<T> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn load(&mut self) -> Result<Directory, TargetError> {
+    fn load(&mut self) -> Result<Directory, BackendError> {
         let r = self.inner.load();
         self.checked(r)
     }
-    fn counts(&mut self) -> Result<Counts, TargetError> {
+    fn counts(&mut self) -> Result<Counts, BackendError> {
         let r = self.inner.counts();
         self.checked(r)
     }
-    fn load_index(&mut self) -> Result<(DigestIndex, Usage), TargetError> {
+    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, BackendError> {
+        let r = self.inner.missing_devices(wanted);
+        self.checked(r)
+    }
+    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, BackendError> {
+        let r = self.inner.load_subset(keys);
+        self.checked(r)
+    }
+    fn apply(
+        &mut self,
+        request: ApplyRequest<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyReport, BackendError> {
+        let r = self.inner.apply(request, progress);
+        self.checked(r)
+    }
+}
+
+impl<T: Ledger> Ledger for ReportsDamage<T> {
+    fn serial(&mut self) -> Result<i64, BackendError> {
+        let r = self.inner.serial();
+        self.checked(r)
+    }
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError> {
+        let r = self.inner.last_applied();
+        self.checked(r)
+    }
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
+        let r = self.inner.record_failure(record);
+        self.checked(r)
+    }
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
+        let r = self.inner.history();
+        self.checked(r)
+    }
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
+        let r = self.inner.history_entry(id);
+        self.checked(r)
+    }
+}
+
+impl<T: ApplyLock> ApplyLock for ReportsDamage<T> {
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError> {
+        let r = self.inner.try_lock();
+        self.checked(r)
+    }
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
+        let r = self.inner.lock_holder();
+        self.checked(r)
+    }
+}
+
+impl<T: RowDigests> RowDigests for ReportsDamage<T> {
+    fn load_index(&mut self) -> Result<Option<(DigestIndex, Usage)>, BackendError> {
         let r = self.inner.load_index();
         self.checked(r)
     }
@@ -414,63 +504,22 @@ impl<T: Target> Target for ReportsDamage<T> {
         serial: i64,
         index: &DigestIndex,
         usage: Usage,
-    ) -> Result<(), TargetError> {
+    ) -> Result<(), BackendError> {
         let r = self.inner.keep_index(serial, index, usage);
         self.checked(r)
     }
-    fn missing_devices(&mut self, wanted: &[Device]) -> Result<Vec<Device>, TargetError> {
-        let r = self.inner.missing_devices(wanted);
-        self.checked(r)
-    }
-    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, TargetError> {
-        let r = self.inner.load_subset(keys);
-        self.checked(r)
-    }
-    fn serial(&mut self) -> Result<i64, TargetError> {
-        let r = self.inner.serial();
-        self.checked(r)
-    }
-    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, TargetError> {
-        let r = self.inner.last_applied();
-        self.checked(r)
-    }
-    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, TargetError> {
-        let r = self.inner.try_lock();
-        self.checked(r)
-    }
-    fn lock_holder(&mut self) -> Result<Option<LockHolder>, TargetError> {
-        let r = self.inner.lock_holder();
-        self.checked(r)
-    }
-    fn apply(
-        &mut self,
-        request: ApplyRequest<'_>,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<ApplyReport, TargetError> {
-        let r = self.inner.apply(request, progress);
-        self.checked(r)
-    }
-    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, TargetError> {
-        let r = self.inner.record_failure(record);
-        self.checked(r)
-    }
-    fn history(&mut self) -> Result<Vec<HistoryRecord>, TargetError> {
-        let r = self.inner.history();
-        self.checked(r)
-    }
-    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, TargetError> {
-        let r = self.inner.history_entry(id);
-        self.checked(r)
-    }
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), TargetError> {
+}
+
+impl<T: Inventory> Inventory for ReportsDamage<T> {
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
         let r = self.inner.add_devices(devices);
         self.checked(r)
     }
-    fn remove_device(&mut self, id: &str) -> Result<bool, TargetError> {
+    fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
         let r = self.inner.remove_device(id);
         self.checked(r)
     }
-    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), TargetError> {
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
         let r = self.inner.set_licenses(licenses);
         self.checked(r)
     }

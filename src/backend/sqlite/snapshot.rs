@@ -5,7 +5,7 @@
 //! count (u64), the entries (number length u8, number, 0 or 1, digest u64 when 1),
 //! then the xxh3 of everything before it (u64). Integers are little-endian.
 
-use super::DigestIndex;
+use crate::backend::DigestIndex;
 use crate::model::{Text, Usage};
 
 const MAGIC: &[u8; 8] = b"PBXSDIG1";
