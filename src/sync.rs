@@ -23,14 +23,7 @@ pub enum SourceChoice {
     File(PathBuf),
 }
 
-/// Flags that change the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct SyncOptions {
-    pub prune: bool,
-    pub reset_passwords: bool,
-    pub allow_empty: bool,
-    pub allow_large_change: bool,
-}
+pub use crate::policy::SyncOptions;
 
 /// Reads the desired CSV; the blob id of a file on disk is computed later
 /// (`Pending::alongside`). `map_checkout`: a checkout standing for the commit
