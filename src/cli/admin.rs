@@ -2,9 +2,9 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
+use crate::engine::pipeline;
 use crate::model::{Device, Licenses, Text};
 use crate::render::untrusted;
-use crate::sync;
 use crate::target::{Target, TargetError};
 use std::path::Path;
 
@@ -15,7 +15,7 @@ fn target_error(e: TargetError) -> CliError {
 /// The target for reading; a state file that does not exist yet is an error here.
 fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
     let config = ctx.config()?;
-    sync::open_target(&config.target, false)
+    pipeline::open_target(&config.target, false)
         .map_err(target_error)?
         .ok_or_else(|| {
             CliError::Message(
@@ -34,7 +34,7 @@ fn state_file(ctx: &Context, target: &dyn Target) -> String {
 
 fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
     let config = ctx.config()?;
-    sync::open_target(&config.target, true)
+    pipeline::open_target(&config.target, true)
         .map_err(target_error)?
         .ok_or_else(|| CliError::Message("no target".into()))
 }
@@ -67,7 +67,13 @@ pub fn export(ctx: &Context, file: Option<&Path>) -> Result<Outcome, CliError> {
 
 pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     let config = ctx.config()?;
-    let Some(mut target) = sync::open_target(&config.target, false).map_err(target_error)? else {
+    let clock = ctx.clock();
+    let Some(status) = ctx.engine(&config).status(&mut |e| {
+        if let crate::engine::Event::Phase(phase) = e {
+            clock.lap(phase)
+        }
+    })?
+    else {
         let msg = "no state yet: nothing has been applied to this target";
         match format {
             Format::Json => json(&serde_json::json!({"format_version": 1, "initialized": false}))?,
@@ -75,42 +81,21 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         }
         return Ok(Outcome::Success);
     };
-    let serial = target.serial().map_err(target_error)?;
-    let last = target.last_applied().map_err(target_error)?;
-    let last_record = match &last {
-        Some(l) => target.history_entry(l.history_id).map_err(target_error)?,
-        None => None,
-    };
-    let holder = target.lock_holder().map_err(target_error)?;
-    let counts = target.counts().map_err(target_error)?;
-    // Pending: what the committed CSV would change now. Shown as unknown when it
-    // cannot be planned (a CSV with errors, a missing commit), but a damaged
-    // state file fails the command, like every other read of it.
-    let pending = match super::sync::pending(ctx, &config, &mut target) {
-        Err(e @ CliError::Target(TargetError::Damaged { .. })) => return Err(e),
-        pending => pending,
-    };
-    // Drift: what the last applied CSV would change now. Nothing, when nothing
-    // has written since that apply; otherwise it is planned against the whole
-    // directory (when its content is still in the repository).
-    let drift = match &last {
-        None => None,
-        Some(l) if l.serial == serial => Some(crate::plan::Plan::default()),
-        Some(l) => match crate::source::read_blob(&config.base_dir, &l.blob) {
-            Ok(Some(bytes)) => {
-                let dir = target.load().map_err(target_error)?;
-                let options = sync::SyncOptions::default();
-                let v = crate::validate::validate(&bytes, &sync::policy(&config, &options));
-                Some(sync::make_plan(&config, &options, &v, &dir, Vec::new()))
-            }
-            _ => None,
-        },
-    };
+    let crate::engine::Status {
+        target,
+        serial,
+        counts,
+        last_applied: last,
+        last_record,
+        lock_holder: holder,
+        pending,
+        drift,
+    } = status;
     match format {
         Format::Json => json(&serde_json::json!({
             "format_version": 1,
             "initialized": true,
-            "target": target.describe(),
+            "target": target,
             "serial": serial,
             "users": counts.users,
             "extensions": counts.extensions,
@@ -125,10 +110,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         _ => {
             let mut s = format!(
                 "target:        {}\nserial:        {serial}\ndirectory:     {} users, {} extensions, {} devices\n",
-                target.describe(),
-                counts.users,
-                counts.extensions,
-                counts.devices
+                target, counts.users, counts.extensions, counts.devices
             );
             match (&last, &last_record) {
                 (Some(l), Some(r)) => s.push_str(&format!(
@@ -258,7 +240,7 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
         }
         DevicesCommand::Import { file } => {
             let devices =
-                sync::read_devices(&file).map_err(|e| CliError::Message(e.to_string()))?;
+                pipeline::read_devices(&file).map_err(|e| CliError::Message(e.to_string()))?;
             write_target(ctx)?
                 .add_devices(&devices)
                 .map_err(target_error)?;
@@ -268,7 +250,7 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
         }
         DevicesCommand::List { format } => {
             let config = ctx.config()?;
-            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
+            let dir = match pipeline::open_target(&config.target, false).map_err(target_error)? {
                 Some(mut t) => t.load().map_err(target_error)?,
                 None => Default::default(),
             };
@@ -332,7 +314,7 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
     match cmd {
         LicensesCommand::Show { format } => {
             let config = ctx.config()?;
-            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
+            let dir = match pipeline::open_target(&config.target, false).map_err(target_error)? {
                 Some(mut t) => t.load().map_err(target_error)?,
                 None => Default::default(),
             };

@@ -1,8 +1,9 @@
-//! The pipeline that `plan`, `apply` (and later `watch`) share: source → validate →
-//! target → diff → checks. It returns values; the CLI decides what to print.
+//! The steps of the pipeline that `plan`, `apply` (and later `watch`) share: source
+//! → validate → target → diff → checks. They return values; `engine` runs them in
+//! order and the CLI decides what to print.
 
 use crate::config::{Config, TargetUrl};
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::Diagnostic;
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
@@ -288,11 +289,17 @@ pub struct Planned {
 }
 
 /// Whether a plan may read only the rows whose digest changed. Resetting
-/// passwords, or a file that leaves columns unmanaged need the whole directory.
-pub fn can_plan_changed_rows(options: &SyncOptions, layout: Option<&crate::csv::Layout>) -> bool {
+/// passwords, or a file that leaves columns unmanaged need the whole directory,
+/// as does `full_plan` (`EngineOptions::full_plan`). The one place this is
+/// decided.
+pub fn can_plan_changed_rows(
+    options: &SyncOptions,
+    layout: Option<&crate::csv::Layout>,
+    full_plan: bool,
+) -> bool {
     !options.reset_passwords
         && layout.is_none_or(|l| l.managed() == crate::model::ColumnSet::ALL)
-        && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
+        && !full_plan
 }
 
 /// What a plan of changed rows reads of the target while the CSV is validated.
@@ -711,24 +718,6 @@ pub fn add_blame(config: &Config, loaded: &Loaded, plan: &mut Plan) -> Result<()
         }
     }
     Ok(())
-}
-
-/// The diagnostic for a refused apply because the target moved on.
-pub fn stale_plan(planned: i64, current: i64) -> Diagnostic {
-    Diagnostic::error(
-        Code::StalePlan,
-        format!("the target changed since this plan was made (serial {planned}, now {current})"),
-    )
-    .with_hint("run `pbxsync plan` again and review the new plan")
-}
-
-/// The diagnostic for a second apply while one runs.
-pub fn locked(holder: &crate::target::LockHolder) -> Diagnostic {
-    Diagnostic::error(
-        Code::Locked,
-        format!("an apply is already running on this target ({holder})"),
-    )
-    .with_hint("wait for it to finish; the lock goes away with that process")
 }
 
 /// The local user, for history.
