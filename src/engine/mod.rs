@@ -258,83 +258,18 @@ impl<'c> Engine<'c> {
         events: &mut Events<'_>,
     ) -> Result<Planned, EngineError> {
         let config = self.config;
-        let full_plan = self.options.full_plan;
-        let policy = pipeline::policy(config, options);
         // A file's blob id is computed on another thread meanwhile.
         let (loaded, planned) = source.alongside(|bytes| -> Result<_, EngineError> {
-            let changed_rows_only =
-                target.is_some() && pipeline::can_plan_changed_rows(options, None, full_plan);
-            let (validated, digests) = match target.as_deref_mut() {
-                Some(t) if changed_rows_only => {
-                    let (validated, digests) =
-                        pipeline::validate_with_index(bytes, &policy, t, &inventory);
-                    (validated, Some(digests))
-                }
-                _ => (validate::validate(bytes, &policy), None),
-            };
-            events(Event::Phase(
-                "read and validate the CSV (and the target's row digests)",
-            ));
-            let (layout, delimiter) = (validated.layout.clone(), validated.delimiter);
-            let mut changed = None;
-            if let (Some(t), Some(digests)) = (target.as_deref_mut(), digests)
-                && pipeline::can_plan_changed_rows(options, Some(&layout), full_plan)
-            {
-                let digests = digests?;
-                let planned = pipeline::plan_changed_rows(
-                    config,
-                    options,
-                    &validated,
-                    t,
-                    digests.index,
-                    digests.new_devices,
-                    keep_index,
-                )?;
-                match planned {
-                    Some(planned) => {
-                        events(Event::Phase(&format!(
-                            "plan the {} changed rows (and their users' rows)",
-                            planned.desired.extensions.len()
-                        )));
-                        changed = Some((digests.serial, planned));
-                    }
-                    None => events(Event::Phase(
-                        "look for what pruning removes (users without extensions: the whole directory is planned)",
-                    )),
-                }
-            }
-            let (serial, planned) = match changed {
-                Some(changed) => changed,
-                None => {
-                    let mut target = target.as_deref_mut();
-                    // The whole desired state is needed: read the rows again when
-                    // they were not kept.
-                    let validated = if changed_rows_only {
-                        drop(validated);
-                        validate::validate(bytes, &policy)
-                    } else {
-                        validated
-                    };
-                    let serial = match target.as_mut() {
-                        Some(t) => t.serial()?,
-                        None => 0,
-                    };
-                    (
-                        serial,
-                        // Cloned: the work may run twice (see `Pending::alongside`).
-                        pipeline::plan_all(
-                            config,
-                            options,
-                            validated,
-                            target,
-                            inventory.clone(),
-                            keep_index,
-                        )?,
-                    )
-                }
-            };
-            events(Event::Phase("read the target, diff and checks"));
-            Ok((serial, planned, layout, delimiter))
+            // Cloned: the work may run twice (see `Pending::alongside`).
+            let (validated, serial, planned) = self.plan_bytes(
+                bytes,
+                options,
+                inventory.clone(),
+                target.as_deref_mut(),
+                keep_index,
+                events,
+            )?;
+            Ok((serial, planned, validated.layout, validated.delimiter))
         })?;
         let (serial, planned, layout, delimiter) = planned?;
         let pipeline::Planned {
@@ -355,6 +290,136 @@ impl<'c> Engine<'c> {
             layout,
             delimiter,
         })
+    }
+}
+
+impl Engine<'_> {
+    /// Validates `bytes` and plans them against `target` (or an empty directory):
+    /// only the rows whose digest changed since the last apply when it can, the
+    /// whole directory otherwise. The one place that chooses. Returns the file's
+    /// validation (without its desired state, which is in the plan), the
+    /// target's serial the plan was made against, and the plan.
+    fn plan_bytes<'b>(
+        &self,
+        bytes: &'b [u8],
+        options: &SyncOptions,
+        inventory: Vec<Device>,
+        mut target: Option<&mut Box<dyn Target>>,
+        keep_index: bool,
+        events: &mut Events<'_>,
+    ) -> Result<(validate::Validated<'b>, i64, pipeline::Planned), EngineError> {
+        let config = self.config;
+        let full_plan = self.options.full_plan;
+        let policy = pipeline::policy(config, options);
+        let changed_rows_only =
+            target.is_some() && pipeline::can_plan_changed_rows(options, None, full_plan);
+        let (validated, digests) = match target.as_deref_mut() {
+            Some(t) if changed_rows_only => {
+                let (validated, digests) =
+                    pipeline::validate_with_index(bytes, &policy, t, &inventory);
+                (validated, Some(digests))
+            }
+            _ => (validate::validate(bytes, &policy), None),
+        };
+        events(Event::Phase(
+            "read and validate the CSV (and the target's row digests)",
+        ));
+        if let (Some(t), Some(digests)) = (target.as_deref_mut(), digests)
+            && pipeline::can_plan_changed_rows(options, Some(&validated.layout), full_plan)
+        {
+            let digests = digests?;
+            let planned = pipeline::plan_changed_rows(
+                config,
+                options,
+                &validated,
+                t,
+                digests.index,
+                digests.new_devices,
+                keep_index,
+            )?;
+            match planned {
+                Some(planned) => {
+                    events(Event::Phase(&format!(
+                        "plan the {} changed rows (and their users' rows)",
+                        planned.desired.extensions.len()
+                    )));
+                    events(Event::Phase("read the target, diff and checks"));
+                    return Ok((validated, digests.serial, planned));
+                }
+                None => events(Event::Phase(
+                    "look for what pruning removes (users without extensions: the whole directory is planned)",
+                )),
+            }
+        }
+        // The whole desired state is needed: read the rows again when they were
+        // not kept.
+        let mut validated = if changed_rows_only {
+            drop(validated);
+            validate::validate(bytes, &policy)
+        } else {
+            validated
+        };
+        let serial = match target.as_mut() {
+            Some(t) => t.serial()?,
+            None => 0,
+        };
+        let planned = pipeline::plan_all(
+            config,
+            options,
+            &mut validated,
+            target,
+            inventory,
+            keep_index,
+        )?;
+        events(Event::Phase("read the target, diff and checks"));
+        Ok((validated, serial, planned))
+    }
+
+    /// Validates `bytes` with the checks that need the target (devices that do
+    /// not exist, extensions of other users, licenses) when there is one (a state
+    /// file, or an inventory file): the file's diagnostics and the plan's,
+    /// together. Without either, the file alone is checked.
+    pub fn check<'b>(
+        &self,
+        bytes: &'b [u8],
+        allow_empty: bool,
+    ) -> Result<validate::Validated<'b>, EngineError> {
+        let config = self.config;
+        let mut target = match config.file {
+            Some(_) => pipeline::open_target(&config.target, false)?,
+            None => None,
+        };
+        if target.is_none() && (config.file.is_none() || config.inventory.is_none()) {
+            let policy = validate::Policy {
+                allow_empty,
+                ..validate::Policy::from_config(config)
+            };
+            return Ok(validate::check(bytes, &policy));
+        }
+        let inventory = match &config.inventory {
+            Some(p) => pipeline::read_devices(p)?,
+            None => Vec::new(),
+        };
+        let options = SyncOptions {
+            allow_empty,
+            allow_large_change: true,
+            ..Default::default()
+        };
+        let (mut v, _, planned) = self.plan_bytes(
+            bytes,
+            &options,
+            inventory,
+            target.as_mut(),
+            false,
+            &mut |_| {},
+        )?;
+        let plan = planned.plan;
+        v.diagnostics = plan.errors;
+        v.diagnostics.extend(plan.warnings);
+        // The plan's count includes the file's.
+        v.omitted = plan.omitted;
+        crate::diagnostic::sort(&mut v.diagnostics);
+        Ok(v)
     }
 }
 

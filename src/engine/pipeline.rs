@@ -409,13 +409,14 @@ fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
     rows.map(|r| (r.number.clone(), r.digest)).collect()
 }
 
-/// Plans from the whole directory (`validated` from `validate::validate`). With
-/// `keep_index`, the digest index read comes with the plan, so that an apply can
-/// keep the index after it (`Target::keep_index`) as after a plan of changed rows.
+/// Plans from the whole directory (`validated` from `validate::validate`; its
+/// desired state moves into the plan). With `keep_index`, the digest index read
+/// comes with the plan, so that an apply can keep the index after it
+/// (`Target::keep_index`) as after a plan of changed rows.
 pub fn plan_all(
     config: &Config,
     options: &SyncOptions,
-    validated: Validated<'_>,
+    validated: &mut Validated<'_>,
     target: Option<&mut Box<dyn Target>>,
     inventory: Vec<Device>,
     keep_index: bool,
@@ -424,7 +425,7 @@ pub fn plan_all(
         Some(t) => (t.load()?, t.load_index()?),
         None => (Directory::default(), (Vec::new(), Default::default())),
     };
-    let plan = make_plan(config, options, &validated, &current, inventory);
+    let plan = make_plan(config, options, validated, &current, inventory);
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
@@ -452,7 +453,7 @@ pub fn plan_all(
     });
     Ok(Planned {
         plan,
-        desired: validated.desired,
+        desired: std::mem::take(&mut validated.desired),
         digests,
         index,
     })
