@@ -426,3 +426,6 @@ impl Engine<'_> {
 /// The inventory file's bytes, or why they cannot be read (reported when the
 /// devices in them are needed).
 type InventoryFile = Result<Option<Vec<u8>>, InventoryError>;
+
+#[cfg(test)]
+mod tests;
