@@ -2,42 +2,9 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
-use crate::engine::pipeline;
-use crate::model::{Device, Licenses, Text};
+use crate::model::{Device, Text};
 use crate::render::untrusted;
-use crate::target::{Target, TargetError};
 use std::path::Path;
-
-fn target_error(e: TargetError) -> CliError {
-    CliError::Target(e)
-}
-
-/// The target for reading; a state file that does not exist yet is an error here.
-fn read_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
-    let config = ctx.config()?;
-    pipeline::open_target(&config.target, false)
-        .map_err(target_error)?
-        .ok_or_else(|| {
-            CliError::Message(
-                "the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first".into(),
-            )
-        })
-}
-
-/// The state file as a damage message names it.
-fn state_file(ctx: &Context, target: &dyn Target) -> String {
-    match ctx.config().map(|c| c.target) {
-        Ok(crate::config::TargetUrl::Sqlite(path)) => path.display().to_string(),
-        _ => target.describe(),
-    }
-}
-
-fn write_target(ctx: &Context) -> Result<Box<dyn Target>, CliError> {
-    let config = ctx.config()?;
-    pipeline::open_target(&config.target, true)
-        .map_err(target_error)?
-        .ok_or_else(|| CliError::Message("no target".into()))
-}
 
 fn json(value: &serde_json::Value) -> Result<(), CliError> {
     out(&format!(
@@ -47,7 +14,8 @@ fn json(value: &serde_json::Value) -> Result<(), CliError> {
 }
 
 pub fn export(ctx: &Context, file: Option<&Path>) -> Result<Outcome, CliError> {
-    let dir = read_target(ctx)?.load().map_err(target_error)?;
+    let config = ctx.config()?;
+    let dir = ctx.engine(&config).directory()?;
     let csv = crate::export::to_csv(&dir);
     match file {
         Some(path) => {
@@ -150,21 +118,15 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
 }
 
 pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome, CliError> {
-    let mut target = read_target(ctx)?;
+    let config = ctx.config()?;
+    let engine = ctx.engine(&config);
     match id {
         Some(id) => {
-            let Some(r) = target.history_entry(id).map_err(target_error)? else {
+            let Some((r, csv)) = engine.history_entry(id)? else {
                 return Err(CliError::Message(format!(
                     "there is no apply #{id} in the history; see `pbxsync history`"
                 )));
             };
-            // Damaged bytes are an error, not an empty (or altered) CSV.
-            let csv = r.csv.checked_text().map_err(|reason| {
-                CliError::Target(TargetError::Damaged {
-                    path: state_file(ctx, target.as_ref()),
-                    reason: format!("the CSV recorded with apply #{id} cannot be read: {reason}"),
-                })
-            })?;
             match format {
                 Format::Json => json(
                     &serde_json::to_value(&r)
@@ -188,7 +150,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
             }
         }
         None => {
-            let all = target.history().map_err(target_error)?;
+            let all = engine.history()?;
             match format {
                 Format::Json => json(&serde_json::to_value(&all).unwrap_or_default())?,
                 _ => {
@@ -231,29 +193,23 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
                 id: device_id(&id)?,
                 model: Text::from(model.trim()),
             };
-            write_target(ctx)?
-                .add_devices(std::slice::from_ref(&device))
-                .map_err(target_error)?;
+            let config = ctx.config()?;
+            ctx.engine(&config)
+                .add_devices(std::slice::from_ref(&device))?;
             if !ctx.quiet {
                 out(&format!("added {}\n", device.id))?;
             }
         }
         DevicesCommand::Import { file } => {
-            let devices =
-                pipeline::read_devices(&file).map_err(|e| CliError::Message(e.to_string()))?;
-            write_target(ctx)?
-                .add_devices(&devices)
-                .map_err(target_error)?;
+            let config = ctx.config()?;
+            let imported = ctx.engine(&config).import_devices(&file)?;
             if !ctx.quiet {
-                out(&format!("imported {} devices\n", devices.len()))?;
+                out(&format!("imported {imported} devices\n"))?;
             }
         }
         DevicesCommand::List { format } => {
             let config = ctx.config()?;
-            let dir = match pipeline::open_target(&config.target, false).map_err(target_error)? {
-                Some(mut t) => t.load().map_err(target_error)?,
-                None => Default::default(),
-            };
+            let dir = ctx.engine(&config).directory_or_empty()?;
             let holders: std::collections::HashMap<&str, &Text> = dir
                 .extensions
                 .iter()
@@ -283,10 +239,8 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
         }
         DevicesCommand::Remove { id } => {
             let id = device_id(&id)?;
-            if !write_target(ctx)?
-                .remove_device(&id)
-                .map_err(target_error)?
-            {
+            let config = ctx.config()?;
+            if !ctx.engine(&config).remove_device(&id)? {
                 return Err(CliError::Message(format!(
                     "device {id} is not in the inventory"
                 )));
@@ -314,10 +268,7 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
     match cmd {
         LicensesCommand::Show { format } => {
             let config = ctx.config()?;
-            let dir = match pipeline::open_target(&config.target, false).map_err(target_error)? {
-                Some(mut t) => t.load().map_err(target_error)?,
-                None => Default::default(),
-            };
+            let dir = ctx.engine(&config).directory_or_empty()?;
             let voicemail = dir
                 .extensions
                 .iter()
@@ -338,15 +289,16 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
             }
         }
         LicensesCommand::Set { users, voicemail } => {
-            let mut target = write_target(ctx)?;
-            let mut current: Licenses = target.load().map_err(target_error)?.licenses;
-            if let Some(u) = users {
-                current.users = limit(&u)?;
-            }
-            if let Some(v) = voicemail {
-                current.voicemail = limit(&v)?;
-            }
-            target.set_licenses(current).map_err(target_error)?;
+            let config = ctx.config()?;
+            ctx.engine(&config).set_licenses(|current| {
+                if let Some(u) = users {
+                    current.users = limit(&u)?;
+                }
+                if let Some(v) = voicemail {
+                    current.voicemail = limit(&v)?;
+                }
+                Ok::<_, CliError>(())
+            })?;
             if !ctx.quiet {
                 out("licenses set\n")?;
             }

@@ -3,6 +3,7 @@
 //! `watch`) are thin callers. It returns typed outcomes and reports what it does
 //! through events; it never prints, prompts or knows the command line.
 
+mod admin;
 mod apply;
 pub mod pipeline;
 mod status;
@@ -52,6 +53,9 @@ pub enum EngineError {
     /// The target could not be opened for writing.
     #[error("no target")]
     NoTarget,
+    /// A command that reads the target's records found no state file.
+    #[error("the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first")]
+    NoState,
 }
 
 /// What the engine reports while it works. A caller may draw them, time them or
