@@ -3,7 +3,7 @@
 //!
 //! The core (`model`, `policy`, `csv`, `validate`, `plan`) takes bytes and values
 //! and returns values; `config`, `source`, `target` and `cli` are the edges that do
-//! I/O.
+//! I/O; `engine` runs the pipeline between them and returns typed outcomes.
 
 pub mod apply;
 pub mod bytes;
