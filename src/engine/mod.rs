@@ -264,11 +264,10 @@ impl<'c> Engine<'c> {
         let config = self.config;
         // A file's blob id is computed on another thread meanwhile.
         let (loaded, planned) = source.alongside(|bytes| -> Result<_, EngineError> {
-            // Cloned: the work may run twice (see `Pending::alongside`).
             let (validated, serial, planned) = self.plan_bytes(
                 bytes,
                 options,
-                inventory.clone(),
+                &inventory,
                 target.as_deref_mut(),
                 keep_index,
                 events,
@@ -307,7 +306,7 @@ impl Engine<'_> {
         &self,
         bytes: &'b [u8],
         options: &SyncOptions,
-        inventory: Vec<Device>,
+        inventory: &[Device],
         mut target: Option<&mut Box<dyn Target>>,
         keep_index: bool,
         events: &mut Events<'_>,
@@ -320,7 +319,7 @@ impl Engine<'_> {
         let (validated, digests) = match target.as_deref_mut() {
             Some(t) if changed_rows_only => {
                 let (validated, digests) =
-                    pipeline::validate_with_index(bytes, &policy, t, &inventory);
+                    pipeline::validate_with_index(bytes, &policy, t, inventory);
                 (validated, Some(digests))
             }
             _ => (validate::validate(bytes, &policy), None),
@@ -367,12 +366,13 @@ impl Engine<'_> {
             Some(t) => t.serial()?,
             None => 0,
         };
+        // Copied: the work may run twice (see `Pending::alongside`).
         let planned = pipeline::plan_all(
             config,
             options,
             &mut validated,
             target,
-            inventory,
+            inventory.to_vec(),
             keep_index,
         )?;
         events(Event::Phase("read the target, diff and checks"));
@@ -412,7 +412,7 @@ impl Engine<'_> {
         let (mut v, _, planned) = self.plan_bytes(
             bytes,
             &options,
-            inventory,
+            &inventory,
             target.as_mut(),
             false,
             &mut |_| {},
