@@ -1,8 +1,9 @@
 //! pbxsync keeps a phone system's users, extensions and device assignments in sync
 //! with a CSV file in git: validate, plan, apply, record.
 //!
-//! The core (`model`, `csv`, `validate`, `plan`) takes bytes and values and returns
-//! values; `source`, `target` and `cli` are the edges that do I/O.
+//! The core (`model`, `policy`, `csv`, `validate`, `plan`) takes bytes and values
+//! and returns values; `config`, `source`, `target` and `cli` are the edges that do
+//! I/O; `engine` runs the pipeline between them and returns typed outcomes.
 
 pub mod apply;
 pub mod backend;
@@ -11,13 +12,14 @@ pub mod cli;
 pub mod config;
 pub mod csv;
 pub mod diagnostic;
+pub mod engine;
 pub mod export;
 pub mod fmt;
 pub mod model;
 pub mod plan;
+pub mod policy;
 pub mod render;
 pub mod source;
-pub mod sync;
 pub mod time;
 pub mod validate;
 

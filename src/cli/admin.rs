@@ -2,42 +2,9 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
-use crate::backend::{Backend, BackendError};
-use crate::model::{Device, Licenses, Text};
+use crate::model::{Device, Text};
 use crate::render::untrusted;
-use crate::sync;
 use std::path::Path;
-
-fn target_error(e: BackendError) -> CliError {
-    CliError::Target(e)
-}
-
-/// The target for reading; a state file that does not exist yet is an error here.
-fn read_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
-    let config = ctx.config()?;
-    sync::open_target(&config.target, false)
-        .map_err(target_error)?
-        .ok_or_else(|| {
-            CliError::Message(
-                "the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first".into(),
-            )
-        })
-}
-
-/// The state file as a damage message names it.
-fn state_file(ctx: &Context, target: &dyn Backend) -> String {
-    match ctx.config().map(|c| c.target) {
-        Ok(crate::config::TargetUrl::Sqlite(path)) => path.display().to_string(),
-        _ => target.describe(),
-    }
-}
-
-fn write_target(ctx: &Context) -> Result<Box<dyn Backend>, CliError> {
-    let config = ctx.config()?;
-    sync::open_target(&config.target, true)
-        .map_err(target_error)?
-        .ok_or_else(|| CliError::Message("no target".into()))
-}
 
 fn json(value: &serde_json::Value) -> Result<(), CliError> {
     out(&format!(
@@ -47,7 +14,8 @@ fn json(value: &serde_json::Value) -> Result<(), CliError> {
 }
 
 pub fn export(ctx: &Context, file: Option<&Path>) -> Result<Outcome, CliError> {
-    let dir = read_target(ctx)?.load().map_err(target_error)?;
+    let config = ctx.config()?;
+    let dir = ctx.engine(&config).directory()?;
     let csv = crate::export::to_csv(&dir);
     match file {
         Some(path) => {
@@ -67,7 +35,13 @@ pub fn export(ctx: &Context, file: Option<&Path>) -> Result<Outcome, CliError> {
 
 pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     let config = ctx.config()?;
-    let Some(mut target) = sync::open_target(&config.target, false).map_err(target_error)? else {
+    let clock = ctx.clock();
+    let Some(status) = ctx.engine(&config).status(&mut |e| {
+        if let crate::engine::Event::Phase(phase) = e {
+            clock.lap(phase)
+        }
+    })?
+    else {
         let msg = "no state yet: nothing has been applied to this target";
         match format {
             Format::Json => json(&serde_json::json!({"format_version": 1, "initialized": false}))?,
@@ -75,42 +49,21 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         }
         return Ok(Outcome::Success);
     };
-    let serial = target.serial().map_err(target_error)?;
-    let last = target.last_applied().map_err(target_error)?;
-    let last_record = match &last {
-        Some(l) => target.history_entry(l.history_id).map_err(target_error)?,
-        None => None,
-    };
-    let holder = target.lock_holder().map_err(target_error)?;
-    let counts = target.counts().map_err(target_error)?;
-    // Pending: what the committed CSV would change now. Shown as unknown when it
-    // cannot be planned (a CSV with errors, a missing commit), but a damaged
-    // state file fails the command, like every other read of it.
-    let pending = match super::sync::pending(ctx, &config, &mut target) {
-        Err(e @ CliError::Target(BackendError::Damaged { .. })) => return Err(e),
-        pending => pending,
-    };
-    // Drift: what the last applied CSV would change now. Nothing, when nothing
-    // has written since that apply; otherwise it is planned against the whole
-    // directory (when its content is still in the repository).
-    let drift = match &last {
-        None => None,
-        Some(l) if l.serial == serial => Some(crate::plan::Plan::default()),
-        Some(l) => match crate::source::read_blob(&config.base_dir, &l.blob) {
-            Ok(Some(bytes)) => {
-                let dir = target.load().map_err(target_error)?;
-                let options = sync::SyncOptions::default();
-                let v = crate::validate::validate(&bytes, &sync::policy(&config, &options));
-                Some(sync::make_plan(&config, &options, &v, &dir, Vec::new()))
-            }
-            _ => None,
-        },
-    };
+    let crate::engine::Status {
+        target,
+        serial,
+        counts,
+        last_applied: last,
+        last_record,
+        lock_holder: holder,
+        pending,
+        drift,
+    } = status;
     match format {
         Format::Json => json(&serde_json::json!({
             "format_version": 1,
             "initialized": true,
-            "target": target.describe(),
+            "target": target,
             "serial": serial,
             "users": counts.users,
             "extensions": counts.extensions,
@@ -125,10 +78,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         _ => {
             let mut s = format!(
                 "target:        {}\nserial:        {serial}\ndirectory:     {} users, {} extensions, {} devices\n",
-                target.describe(),
-                counts.users,
-                counts.extensions,
-                counts.devices
+                target, counts.users, counts.extensions, counts.devices
             );
             match (&last, &last_record) {
                 (Some(l), Some(r)) => s.push_str(&format!(
@@ -168,21 +118,15 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
 }
 
 pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome, CliError> {
-    let mut target = read_target(ctx)?;
+    let config = ctx.config()?;
+    let engine = ctx.engine(&config);
     match id {
         Some(id) => {
-            let Some(r) = target.history_entry(id).map_err(target_error)? else {
+            let Some((r, csv)) = engine.history_entry(id)? else {
                 return Err(CliError::Message(format!(
                     "there is no apply #{id} in the history; see `pbxsync history`"
                 )));
             };
-            // Damaged bytes are an error, not an empty (or altered) CSV.
-            let csv = r.csv.checked_text().map_err(|reason| {
-                CliError::Target(BackendError::Damaged {
-                    path: state_file(ctx, target.as_ref()),
-                    reason: format!("the CSV recorded with apply #{id} cannot be read: {reason}"),
-                })
-            })?;
             match format {
                 Format::Json => json(
                     &serde_json::to_value(&r)
@@ -206,7 +150,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
             }
         }
         None => {
-            let all = target.history().map_err(target_error)?;
+            let all = engine.history()?;
             match format {
                 Format::Json => json(&serde_json::to_value(&all).unwrap_or_default())?,
                 _ => {
@@ -249,29 +193,23 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
                 id: device_id(&id)?,
                 model: Text::from(model.trim()),
             };
-            write_target(ctx)?
-                .add_devices(std::slice::from_ref(&device))
-                .map_err(target_error)?;
+            let config = ctx.config()?;
+            ctx.engine(&config)
+                .add_devices(std::slice::from_ref(&device))?;
             if !ctx.quiet {
                 out(&format!("added {}\n", device.id))?;
             }
         }
         DevicesCommand::Import { file } => {
-            let devices =
-                sync::read_devices(&file).map_err(|e| CliError::Message(e.to_string()))?;
-            write_target(ctx)?
-                .add_devices(&devices)
-                .map_err(target_error)?;
+            let config = ctx.config()?;
+            let imported = ctx.engine(&config).import_devices(&file)?;
             if !ctx.quiet {
-                out(&format!("imported {} devices\n", devices.len()))?;
+                out(&format!("imported {imported} devices\n"))?;
             }
         }
         DevicesCommand::List { format } => {
             let config = ctx.config()?;
-            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
-                Some(mut t) => t.load().map_err(target_error)?,
-                None => Default::default(),
-            };
+            let dir = ctx.engine(&config).directory_or_empty()?;
             let holders: std::collections::HashMap<&str, &Text> = dir
                 .extensions
                 .iter()
@@ -301,10 +239,8 @@ pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> 
         }
         DevicesCommand::Remove { id } => {
             let id = device_id(&id)?;
-            if !write_target(ctx)?
-                .remove_device(&id)
-                .map_err(target_error)?
-            {
+            let config = ctx.config()?;
+            if !ctx.engine(&config).remove_device(&id)? {
                 return Err(CliError::Message(format!(
                     "device {id} is not in the inventory"
                 )));
@@ -332,10 +268,7 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
     match cmd {
         LicensesCommand::Show { format } => {
             let config = ctx.config()?;
-            let dir = match sync::open_target(&config.target, false).map_err(target_error)? {
-                Some(mut t) => t.load().map_err(target_error)?,
-                None => Default::default(),
-            };
+            let dir = ctx.engine(&config).directory_or_empty()?;
             let voicemail = dir
                 .extensions
                 .iter()
@@ -356,15 +289,16 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
             }
         }
         LicensesCommand::Set { users, voicemail } => {
-            let mut target = write_target(ctx)?;
-            let mut current: Licenses = target.load().map_err(target_error)?.licenses;
-            if let Some(u) = users {
-                current.users = limit(&u)?;
-            }
-            if let Some(v) = voicemail {
-                current.voicemail = limit(&v)?;
-            }
-            target.set_licenses(current).map_err(target_error)?;
+            let config = ctx.config()?;
+            ctx.engine(&config).set_licenses(|current| {
+                if let Some(u) = users {
+                    current.users = limit(&u)?;
+                }
+                if let Some(v) = voicemail {
+                    current.voicemail = limit(&v)?;
+                }
+                Ok::<_, CliError>(())
+            })?;
             if !ctx.quiet {
                 out("licenses set\n")?;
             }

@@ -71,7 +71,8 @@ pub fn run(ctx: &Context, dir: Option<&Path>) -> Result<Outcome, CliError> {
     let config = crate::config::Config::load(&config)?;
     if let crate::config::TargetUrl::Sqlite(path) = &config.target {
         let existed = path.exists();
-        crate::sync::open_target(&config.target, true)
+        ctx.engine(&config)
+            .create_state()
             .map_err(|e| CliError::Message(e.to_string()))?;
         if !existed {
             done.push(format!("created the state file {}", path.display()));

@@ -37,6 +37,18 @@ pub enum CliError {
     /// error it may report and go on after.
     #[error(transparent)]
     Target(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Engine(crate::engine::EngineError),
+}
+
+impl From<crate::engine::EngineError> for CliError {
+    fn from(e: crate::engine::EngineError) -> CliError {
+        match e {
+            // Kept as a target error, so that a damaged state file reads as one.
+            crate::engine::EngineError::Target(e) => CliError::Target(e),
+            e => CliError::Engine(e),
+        }
+    }
 }
 
 /// What a command ends with.
@@ -76,6 +88,8 @@ pub struct Context {
     pub verbose: bool,
     pub style: Style,
     pub stderr_style: Style,
+    /// How the engine plans (`PBXSYNC_FULL_PLAN` set: always the whole directory).
+    pub engine: crate::engine::EngineOptions,
 }
 
 /// With `-v`, says how long each phase took (on stderr).
@@ -98,6 +112,11 @@ impl Clock {
 }
 
 impl Context {
+    /// The engine for `config`.
+    pub fn engine<'c>(&self, config: &'c Config) -> crate::engine::Engine<'c> {
+        crate::engine::Engine::new(config, self.engine)
+    }
+
     pub fn clock(&self) -> Clock {
         Clock {
             on: self.verbose,
@@ -150,6 +169,9 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         },
         stderr_style: Style {
             color: color(std::io::stderr().is_terminal()),
+        },
+        engine: crate::engine::EngineOptions {
+            full_plan: std::env::var_os("PBXSYNC_FULL_PLAN").is_some(),
         },
     };
     match cli.command {
@@ -291,82 +313,7 @@ fn validate_cmd(
     let clock = ctx.clock();
     let bytes = read_mapped(&path)?;
     clock.lap("read the file");
-    let policy = Policy {
-        allow_empty,
-        ..Policy::from_config(&config)
-    };
-    // With a target (a state file, or an inventory file), also the checks that need
-    // it: devices that do not exist, extensions of other users, licenses. Those
-    // need the rows; without a target only their keys are kept.
-    let target = match config.file {
-        Some(_) => crate::sync::open_target(&config.target, false)
-            .map_err(|e| CliError::Message(e.to_string()))?,
-        None => None,
-    };
-    let v = if target.is_some() || (config.file.is_some() && config.inventory.is_some()) {
-        let inventory = match &config.inventory {
-            Some(p) => {
-                crate::sync::read_devices(p).map_err(|e| CliError::Message(e.to_string()))?
-            }
-            None => Vec::new(),
-        };
-        let options = crate::sync::SyncOptions {
-            allow_empty,
-            allow_large_change: true,
-            ..Default::default()
-        };
-        let target_error = |e: crate::backend::BackendError| CliError::Message(e.to_string());
-        let (mut v, plan) = match target {
-            // Like a plan: only the rows whose digest changed meet the target.
-            Some(mut t) if crate::sync::can_plan_changed_rows(&options, None) => {
-                let (v, digests) =
-                    crate::sync::validate_with_index(&bytes, &policy, &mut t, &inventory);
-                let digests = digests.map_err(target_error)?;
-                let changed = if crate::sync::can_plan_changed_rows(&options, Some(&v.layout)) {
-                    crate::sync::plan_changed_rows(
-                        &config,
-                        &options,
-                        &v,
-                        &mut t,
-                        digests.index,
-                        digests.new_devices,
-                        false,
-                    )
-                    .map_err(target_error)?
-                } else {
-                    None
-                };
-                let plan = if let Some(changed) = changed {
-                    changed.plan
-                } else {
-                    // A file that leaves columns out, or users that only the
-                    // whole directory finds, are planned whole: its rows are read
-                    // again (`v` has their diagnostics already).
-                    let whole = validate::validate(&bytes, &policy);
-                    let current = t.load().map_err(target_error)?;
-                    crate::sync::make_plan(&config, &options, &whole, &current, inventory)
-                };
-                (v, plan)
-            }
-            target => {
-                let current = match target {
-                    Some(mut t) => t.load().map_err(target_error)?,
-                    None => Default::default(),
-                };
-                let v = validate::validate(&bytes, &policy);
-                let plan = crate::sync::make_plan(&config, &options, &v, &current, inventory);
-                (v, plan)
-            }
-        };
-        v.diagnostics = plan.errors;
-        v.diagnostics.extend(plan.warnings);
-        // The plan's count includes the file's.
-        v.omitted = plan.omitted;
-        crate::diagnostic::sort(&mut v.diagnostics);
-        v
-    } else {
-        validate::check(&bytes, &policy)
-    };
+    let v = ctx.engine(&config).check(&bytes, allow_empty)?;
     clock.lap("validate");
     let name = display_path(&path);
     match format {

@@ -2,9 +2,9 @@
 //! Encoding, byte-order mark, delimiter and header row are detected here; the rules
 //! about what a cell may contain live in `validate`.
 
-use crate::config::{Delimiter, Encoding};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Column, ColumnSet};
+use crate::policy::{Delimiter, Encoding};
 use std::borrow::Cow;
 use std::ops::Range;
 

@@ -1,9 +1,9 @@
 //! Checks on a whole plan: licenses (rule 10) and the safety threshold.
 
 use super::{Action, Plan};
-use crate::config::Safety;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Directory, ExtensionKind, SortedCursor, Usage, cmp_extension};
+use crate::policy::Safety;
 
 /// License use: (user licenses, voicemail licenses).
 fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {

@@ -837,10 +837,10 @@ mod tests {
             &[],
         );
         let mut plan = diff(&d, &c, &DiffOptions::default());
-        checks::safety(&mut plan, &c, 10, &crate::config::Safety::default(), false);
+        checks::safety(&mut plan, &c, 10, &crate::policy::Safety::default(), false);
         assert_eq!(plan.errors[0].code, Code::TooLargeChange);
         let mut plan = diff(&d, &c, &DiffOptions::default());
-        checks::safety(&mut plan, &c, 10, &crate::config::Safety::default(), true);
+        checks::safety(&mut plan, &c, 10, &crate::policy::Safety::default(), true);
         assert!(plan.errors.is_empty());
     }
 }

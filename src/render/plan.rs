@@ -233,7 +233,7 @@ pub struct PlanDoc<'a> {
     pub omitted: Option<&'a crate::diagnostic::Omitted>,
     /// Present in saved plans: the flags the plan was made with.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub options: Option<crate::sync::SyncOptions>,
+    pub options: Option<crate::policy::SyncOptions>,
 }
 
 pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {

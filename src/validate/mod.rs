@@ -3,13 +3,13 @@
 
 pub mod rules;
 
-use crate::config::{Config, PasswordPolicy};
 use crate::csv::{self as reader, Layout, ReadOptions, Record, Records};
 use crate::diagnostic::{self, Code, Diagnostic, Omitted, Sink};
 use crate::model::{
     Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
     cmp_extension,
 };
+use crate::policy::PasswordPolicy;
 use rayon::prelude::*;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
@@ -27,17 +27,15 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(config: &Config) -> Policy {
+    /// The rules of a configured policy, reading the CSV with `read`.
+    pub fn new(read: ReadOptions, policy: &crate::policy::Policy) -> Policy {
         Policy {
-            read: ReadOptions {
-                encoding: config.encoding,
-                delimiter: config.delimiter,
-            },
-            password: config.policy.password,
+            read,
+            password: policy.password,
             // The config loader has compiled the pattern once already.
-            extension: ExtensionRule::new(&config.policy.extension_pattern)
+            extension: ExtensionRule::new(&policy.extension_pattern)
                 .unwrap_or(ExtensionRule::Default),
-            allow_apostrophes: config.policy.allow_apostrophes,
+            allow_apostrophes: policy.allow_apostrophes,
             allow_empty: false,
         }
     }

@@ -2,9 +2,9 @@
 //! cases tested beside it. A rule says what is wrong and what to do; the caller adds
 //! where.
 
-use crate::config::PasswordPolicy;
 use crate::diagnostic::Code;
 use crate::model::{DeviceCell, Text};
+use crate::policy::PasswordPolicy;
 use std::borrow::Cow;
 
 /// What is wrong with a cell.
@@ -58,7 +58,7 @@ impl ExtensionRule {
         // The default, anchored or not, is checked without a regex.
         if matches!(
             pattern,
-            crate::config::DEFAULT_EXTENSION_PATTERN | "[0-9]{2,8}"
+            crate::policy::DEFAULT_EXTENSION_PATTERN | "[0-9]{2,8}"
         ) {
             return Ok(ExtensionRule::Default);
         }
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn extensions() {
-        let r = ExtensionRule::new(crate::config::DEFAULT_EXTENSION_PATTERN).unwrap();
+        let r = ExtensionRule::new(crate::policy::DEFAULT_EXTENSION_PATTERN).unwrap();
         for ok in ["10", "1001", "12345678"] {
             assert_eq!(r.check(ok), Ok(()), "{ok}");
         }

@@ -1,11 +1,12 @@
-//! The pipeline that `plan`, `apply` (and later `watch`) share: source → validate →
-//! target → diff → checks. It returns values; the CLI decides what to print.
+//! The steps of the pipeline that `plan`, `apply` (and later `watch`) share: source
+//! → validate → target → diff → checks. They return values; `engine` runs them in
+//! order and the CLI decides what to print.
 
 use crate::backend::ReportsDamage;
 use crate::backend::sqlite::{self, SqliteTarget};
 use crate::backend::{Backend, BackendError, DigestIndex};
 use crate::config::{Config, TargetUrl};
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::Diagnostic;
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
@@ -23,14 +24,7 @@ pub enum SourceChoice {
     File(PathBuf),
 }
 
-/// Flags that change the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct SyncOptions {
-    pub prune: bool,
-    pub reset_passwords: bool,
-    pub allow_empty: bool,
-    pub allow_large_change: bool,
-}
+pub use crate::policy::SyncOptions;
 
 /// Reads the desired CSV; the blob id of a file on disk is computed later
 /// (`Pending::alongside`). `map_checkout`: a checkout standing for the commit
@@ -295,11 +289,17 @@ pub struct Planned {
 }
 
 /// Whether a plan may read only the rows whose digest changed. Resetting
-/// passwords, or a file that leaves columns unmanaged need the whole directory.
-pub fn can_plan_changed_rows(options: &SyncOptions, layout: Option<&crate::csv::Layout>) -> bool {
+/// passwords, or a file that leaves columns unmanaged need the whole directory,
+/// as does `full_plan` (`EngineOptions::full_plan`). The one place this is
+/// decided.
+pub fn can_plan_changed_rows(
+    options: &SyncOptions,
+    layout: Option<&crate::csv::Layout>,
+    full_plan: bool,
+) -> bool {
     !options.reset_passwords
         && layout.is_none_or(|l| l.managed() == crate::model::ColumnSet::ALL)
-        && std::env::var_os("PBXSYNC_FULL_PLAN").is_none()
+        && !full_plan
 }
 
 /// What a plan of changed rows reads of the target while the CSV is validated.
@@ -410,13 +410,14 @@ fn digests_of<'r>(rows: impl Iterator<Item = &'r RowRef>) -> Vec<(Text, u64)> {
     rows.map(|r| (r.number.clone(), r.digest)).collect()
 }
 
-/// Plans from the whole directory (`validated` from `validate::validate`). With
-/// `keep_index`, the digest index read comes with the plan, so that an apply can
-/// keep the index after it (`RowDigests::keep_index`) as after a plan of changed rows.
+/// Plans from the whole directory (`validated` from `validate::validate`; its
+/// desired state moves into the plan). With `keep_index`, the digest index read
+/// comes with the plan, so that an apply can keep the index after it
+/// (`RowDigests::keep_index`) as after a plan of changed rows.
 pub fn plan_all(
     config: &Config,
     options: &SyncOptions,
-    validated: Validated<'_>,
+    validated: &mut Validated<'_>,
     target: Option<&mut Box<dyn Backend>>,
     inventory: Vec<Device>,
     keep_index: bool,
@@ -427,15 +428,15 @@ pub fn plan_all(
     };
     // A target without row digests stores none and keeps no index.
     let Some((index, usage)) = index else {
-        let plan = make_plan(config, options, &validated, &current, inventory);
+        let plan = make_plan(config, options, validated, &current, inventory);
         return Ok(Planned {
             plan,
-            desired: validated.desired,
+            desired: std::mem::take(&mut validated.desired),
             digests: Vec::new(),
             index: None,
         });
     };
-    let plan = make_plan(config, options, &validated, &current, inventory);
+    let plan = make_plan(config, options, validated, &current, inventory);
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
@@ -463,7 +464,7 @@ pub fn plan_all(
     });
     Ok(Planned {
         plan,
-        desired: validated.desired,
+        desired: std::mem::take(&mut validated.desired),
         digests,
         index,
     })
@@ -471,15 +472,14 @@ pub fn plan_all(
 
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
-/// `RowDigests::load_index`): an unchanged row costs an eight-byte comparison, and the
+/// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
 /// target is read for the changed rows only. `new_devices`: the devices of the
-/// inventory file that the target lacks (`DirectoryStore::missing_devices`).
+/// inventory file that the target lacks (`Target::missing_devices`).
 ///
 /// Pruning removes the extensions of the index that no row names, and their
 /// owners that the CSV does not name. `None` when the target holds users that
 /// the CSV does not name besides those (users without extensions): only the
-/// whole directory finds them; `None` too when the target keeps no row digests
-/// (`index` is `None`).
+/// whole directory finds them.
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
@@ -735,24 +735,6 @@ pub fn add_blame(config: &Config, loaded: &Loaded, plan: &mut Plan) -> Result<()
     Ok(())
 }
 
-/// The diagnostic for a refused apply because the target moved on.
-pub fn stale_plan(planned: i64, current: i64) -> Diagnostic {
-    Diagnostic::error(
-        Code::StalePlan,
-        format!("the target changed since this plan was made (serial {planned}, now {current})"),
-    )
-    .with_hint("run `pbxsync plan` again and review the new plan")
-}
-
-/// The diagnostic for a second apply while one runs.
-pub fn locked(holder: &crate::backend::LockHolder) -> Diagnostic {
-    Diagnostic::error(
-        Code::Locked,
-        format!("an apply is already running on this target ({holder})"),
-    )
-    .with_hint("wait for it to finish; the lock goes away with that process")
-}
-
 /// The local user, for history: `$USER` or `$LOGNAME`, else (services,
 /// containers) the account of this process's effective user, else its uid.
 pub fn local_user() -> String {
@@ -854,7 +836,7 @@ mod tests {
         .unwrap();
         let options = SyncOptions::default();
         let policy = policy(&config, &options);
-        let csv = include_bytes!("../examples/company/users.csv");
+        let csv = include_bytes!("../../examples/company/users.csv");
         let open = || SqliteTarget::open(&dir.path().join("state.db")).unwrap();
         let mut with: Box<dyn Backend> = Box::new(open());
         let mut without: Box<dyn Backend> = Box::new(WithoutDigests(open()));
@@ -876,13 +858,21 @@ mod tests {
         assert!(changed.is_none(), "no plan of changed rows without digests");
 
         let all = |target: &mut Box<dyn Backend>| {
-            let validated = crate::validate::validate(csv, &policy);
+            let mut validated = crate::validate::validate(csv, &policy);
             let devices = parse_devices(
-                include_bytes!("../examples/company/devices.csv"),
+                include_bytes!("../../examples/company/devices.csv"),
                 "devices.csv",
             )
             .unwrap();
-            plan_all(&config, &options, validated, Some(target), devices, true).unwrap()
+            plan_all(
+                &config,
+                &options,
+                &mut validated,
+                Some(target),
+                devices,
+                true,
+            )
+            .unwrap()
         };
         let (planned_with, planned_without) = (all(&mut with), all(&mut without));
         assert!(

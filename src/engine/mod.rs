@@ -1,0 +1,435 @@
+//! The engine: the one place that runs the pipeline `source → validate → target
+//! read → diff → checks → (apply)`. `plan`, `apply` and `status` (and later
+//! `watch`) are thin callers. It returns typed outcomes and reports what it does
+//! through events; it never prints, prompts or knows the command line.
+
+mod admin;
+mod apply;
+pub mod pipeline;
+mod status;
+
+pub use apply::{ApplyOutcome, Prepared, Ready, Refusal};
+pub use pipeline::{InventoryError, SourceChoice};
+pub use status::Status;
+
+use crate::backend::{Backend, BackendError, DigestIndex, Progress};
+use crate::config::Config;
+use crate::model::{Desired, Device, Text, Usage};
+use crate::plan::Plan;
+use crate::policy::SyncOptions;
+use crate::source::{Loaded, Pending, SourceError};
+use crate::validate;
+
+/// How the engine plans, whoever calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineOptions {
+    /// Plan against the whole directory even where the row digests would let a
+    /// plan read only the changed rows (the result is the same; this is for
+    /// checking that, and for measuring).
+    pub full_plan: bool,
+}
+
+/// A failure of the pipeline. Each variant keeps the error it wraps, so that a
+/// caller can tell a damaged state file from a CSV that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Target(#[from] BackendError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// Hashing a password failed (argon2 found too little memory); the failed
+    /// apply is in the history.
+    #[error(transparent)]
+    Hashing(#[from] crate::apply::HashError),
+    #[error("cannot read {path}: {source}")]
+    ReadPlan {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a plan saved by `pbxsync plan --out`: {message}")]
+    NotAPlan { path: String, message: String },
+    /// The target could not be opened for writing.
+    #[error("no target")]
+    NoTarget,
+    /// A command that reads the target's records found no state file.
+    #[error("the target has no state yet; run `pbxsync apply` (or `pbxsync init`) first")]
+    NoState,
+}
+
+/// What the engine reports while it works. A caller may draw them, time them or
+/// ignore them; nothing depends on it listening.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A phase of the work ended (what `-v` times).
+    Phase(&'a str),
+    /// Passwords are about to be hashed.
+    Hashing { passwords: usize },
+    /// The target's progress while it writes.
+    Progress(Progress),
+    /// The digest index could not be kept after an apply (a cache: the apply is
+    /// done all the same).
+    IndexNotKept(&'a BackendError),
+}
+
+/// Where events go.
+pub type Events<'e> = dyn FnMut(Event<'_>) + 'e;
+
+/// Neither the CSV nor the target changed since the last apply: nothing to plan,
+/// and no row was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchanged {
+    pub blob: String,
+    pub commit: Option<String>,
+    pub serial: i64,
+}
+
+/// A plan, with the source it was made from and what an apply of it needs.
+pub struct Planned {
+    pub loaded: Loaded,
+    pub plan: Plan,
+    /// The target's serial the plan was made against.
+    pub serial: i64,
+    /// The desired state the plan was made from (apply reads the passwords here).
+    pub desired: Desired,
+    /// Row digests to store with the apply.
+    pub digests: Vec<(Text, u64)>,
+    /// The digest index the plan was made against, and the counts after it.
+    pub index: Option<(DigestIndex, Usage)>,
+    pub layout: crate::csv::Layout,
+    pub delimiter: u8,
+}
+
+/// What `plan` ends with.
+pub enum PlanOutcome {
+    /// The shortcut: nothing changed since the last apply.
+    NoChanges(Unchanged),
+    /// A plan without errors (it may have no actions).
+    Planned(Box<Planned>),
+    /// A plan with errors: the diagnostics are its `errors` (and `warnings`), and
+    /// it has no actions.
+    Invalid(Box<Planned>),
+}
+
+impl PlanOutcome {
+    fn of(planned: Planned) -> PlanOutcome {
+        if planned.plan.errors.is_empty() {
+            PlanOutcome::Planned(Box::new(planned))
+        } else {
+            PlanOutcome::Invalid(Box::new(planned))
+        }
+    }
+}
+
+/// What to plan: the source and the flags.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub source: SourceChoice,
+    pub options: SyncOptions,
+}
+
+/// Runs pipelines against the target of one config.
+pub struct Engine<'c> {
+    config: &'c Config,
+    options: EngineOptions,
+}
+
+impl<'c> Engine<'c> {
+    pub fn new(config: &'c Config, options: EngineOptions) -> Engine<'c> {
+        Engine { config, options }
+    }
+
+    pub fn config(&self) -> &Config {
+        self.config
+    }
+
+    /// Plans `request` against the target as it is. `shortcut`: when neither the
+    /// CSV nor the target changed since the last apply, say so without reading
+    /// a row.
+    pub fn plan(
+        &self,
+        request: &Request,
+        shortcut: bool,
+        events: &mut Events<'_>,
+    ) -> Result<PlanOutcome, EngineError> {
+        let config = self.config;
+        let mut target = pipeline::open_target(&config.target, false)?;
+        let inventory = self.read_inventory();
+        if shortcut
+            && let Some(t) = target.as_mut()
+            && let Some(unchanged) = self.unchanged_since_last_apply(request, t, &inventory)?
+        {
+            return Ok(PlanOutcome::NoChanges(unchanged));
+        }
+        let loaded = pipeline::load_source(config, &request.source, true)?;
+        events(Event::Phase("read the source"));
+        let inventory = self.inventory_devices(inventory?.as_deref())?;
+        if config.inventory.is_some() {
+            events(Event::Phase("read the inventory file"));
+        }
+        let planned = self.run_pipeline(
+            &request.options,
+            loaded,
+            inventory,
+            target.as_mut(),
+            false,
+            events,
+        )?;
+        Ok(PlanOutcome::of(planned))
+    }
+
+    /// The bytes of the configured inventory file (`None` without one), read
+    /// once: the no-op shortcut compares their digest, a plan reads the devices
+    /// in them (`inventory_devices`), which is where a file that cannot be read
+    /// is reported.
+    fn read_inventory(&self) -> InventoryFile {
+        self.config
+            .inventory
+            .as_ref()
+            .map(|path| pipeline::read_inventory_bytes(path))
+            .transpose()
+    }
+
+    /// The devices of the inventory file's `bytes` (none without one).
+    fn inventory_devices(&self, bytes: Option<&[u8]>) -> Result<Vec<Device>, InventoryError> {
+        match (bytes, &self.config.inventory) {
+            (Some(bytes), Some(path)) => {
+                pipeline::parse_devices(bytes, &path.display().to_string())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The shortcut of SPEC section 10: when neither the CSV content nor the
+    /// target changed since the last apply, there is nothing to plan and no row is
+    /// read.
+    fn unchanged_since_last_apply(
+        &self,
+        request: &Request,
+        target: &mut Box<dyn Backend>,
+        inventory: &InventoryFile,
+    ) -> Result<Option<Unchanged>, EngineError> {
+        let config = self.config;
+        let options = &request.options;
+        if options.reset_passwords {
+            return Ok(None);
+        }
+        let Some(last) = target.last_applied()? else {
+            return Ok(None);
+        };
+        // After a pruning apply the directory holds nothing the CSV leaves out: a
+        // pruning plan of the same CSV finds nothing either.
+        if (options.prune || config.prune) && !last.pruned {
+            return Ok(None);
+        }
+        // Every device of the inventory file the last apply was planned with
+        // exists after it: the same file asks for nothing more. Without one,
+        // nothing is asked. A file that cannot be read is reported by the plan.
+        match inventory {
+            Ok(None) => {}
+            Ok(Some(bytes)) if last.inventory == Some(pipeline::inventory_digest(bytes)) => {}
+            _ => return Ok(None),
+        }
+        let (commit, blob) = match &request.source {
+            SourceChoice::Git { rev } => {
+                match crate::source::peek(&config.base_dir, &config.source_path, rev) {
+                    Ok((c, b)) => (Some(c), b),
+                    Err(_) => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        let serial = target.serial()?;
+        Ok(
+            (blob == last.blob && serial == last.serial).then_some(Unchanged {
+                blob,
+                commit,
+                serial,
+            }),
+        )
+    }
+
+    /// Plans against an open (or absent) target: only the rows that changed since
+    /// the last apply when it can, the whole directory otherwise.
+    fn run_pipeline(
+        &self,
+        options: &SyncOptions,
+        source: Pending,
+        inventory: Vec<Device>,
+        mut target: Option<&mut Box<dyn Backend>>,
+        keep_index: bool,
+        events: &mut Events<'_>,
+    ) -> Result<Planned, EngineError> {
+        let config = self.config;
+        // A file's blob id is computed on another thread meanwhile.
+        let (loaded, planned) = source.alongside(|bytes| -> Result<_, EngineError> {
+            let (validated, serial, planned) = self.plan_bytes(
+                bytes,
+                options,
+                &inventory,
+                target.as_deref_mut(),
+                keep_index,
+                events,
+            )?;
+            Ok((serial, planned, validated.layout, validated.delimiter))
+        })?;
+        let (serial, planned, layout, delimiter) = planned?;
+        let pipeline::Planned {
+            mut plan,
+            desired,
+            digests,
+            index,
+        } = planned;
+        pipeline::add_blame(config, &loaded, &mut plan)?;
+        events(Event::Phase("blame"));
+        Ok(Planned {
+            loaded,
+            plan,
+            serial,
+            desired,
+            digests,
+            index,
+            layout,
+            delimiter,
+        })
+    }
+}
+
+impl Engine<'_> {
+    /// Validates `bytes` and plans them against `target` (or an empty directory):
+    /// only the rows whose digest changed since the last apply when it can, the
+    /// whole directory otherwise. The one place that chooses. Returns the file's
+    /// validation (without its desired state, which is in the plan), the
+    /// target's serial the plan was made against, and the plan.
+    fn plan_bytes<'b>(
+        &self,
+        bytes: &'b [u8],
+        options: &SyncOptions,
+        inventory: &[Device],
+        mut target: Option<&mut Box<dyn Backend>>,
+        keep_index: bool,
+        events: &mut Events<'_>,
+    ) -> Result<(validate::Validated<'b>, i64, pipeline::Planned), EngineError> {
+        let config = self.config;
+        let full_plan = self.options.full_plan;
+        let policy = pipeline::policy(config, options);
+        let changed_rows_only =
+            target.is_some() && pipeline::can_plan_changed_rows(options, None, full_plan);
+        let (validated, digests) = match target.as_deref_mut() {
+            Some(t) if changed_rows_only => {
+                let (validated, digests) =
+                    pipeline::validate_with_index(bytes, &policy, t, inventory);
+                (validated, Some(digests))
+            }
+            _ => (validate::validate(bytes, &policy), None),
+        };
+        events(Event::Phase(
+            "read and validate the CSV (and the target's row digests)",
+        ));
+        if let (Some(t), Some(digests)) = (target.as_deref_mut(), digests)
+            && pipeline::can_plan_changed_rows(options, Some(&validated.layout), full_plan)
+        {
+            let digests = digests?;
+            let planned = pipeline::plan_changed_rows(
+                config,
+                options,
+                &validated,
+                t,
+                digests.index,
+                digests.new_devices,
+                keep_index,
+            )?;
+            match planned {
+                Some(planned) => {
+                    events(Event::Phase(&format!(
+                        "plan the {} changed rows (and their users' rows)",
+                        planned.desired.extensions.len()
+                    )));
+                    events(Event::Phase("read the target, diff and checks"));
+                    return Ok((validated, digests.serial, planned));
+                }
+                None => events(Event::Phase(
+                    "look for what pruning removes (users without extensions: the whole directory is planned)",
+                )),
+            }
+        }
+        // The whole desired state is needed: read the rows again when they were
+        // not kept.
+        let mut validated = if changed_rows_only {
+            drop(validated);
+            validate::validate(bytes, &policy)
+        } else {
+            validated
+        };
+        let serial = match target.as_mut() {
+            Some(t) => t.serial()?,
+            None => 0,
+        };
+        // Copied: the work may run twice (see `Pending::alongside`).
+        let planned = pipeline::plan_all(
+            config,
+            options,
+            &mut validated,
+            target,
+            inventory.to_vec(),
+            keep_index,
+        )?;
+        events(Event::Phase("read the target, diff and checks"));
+        Ok((validated, serial, planned))
+    }
+
+    /// Validates `bytes` with the checks that need the target (devices that do
+    /// not exist, extensions of other users, licenses) when there is one (a state
+    /// file, or an inventory file): the file's diagnostics and the plan's,
+    /// together. Without either, the file alone is checked.
+    pub fn check<'b>(
+        &self,
+        bytes: &'b [u8],
+        allow_empty: bool,
+    ) -> Result<validate::Validated<'b>, EngineError> {
+        let config = self.config;
+        let mut target = match config.file {
+            Some(_) => pipeline::open_target(&config.target, false)?,
+            None => None,
+        };
+        if target.is_none() && (config.file.is_none() || config.inventory.is_none()) {
+            let policy = validate::Policy {
+                allow_empty,
+                ..validate::Policy::from_config(config)
+            };
+            return Ok(validate::check(bytes, &policy));
+        }
+        let inventory = match &config.inventory {
+            Some(p) => pipeline::read_devices(p)?,
+            None => Vec::new(),
+        };
+        let options = SyncOptions {
+            allow_empty,
+            allow_large_change: true,
+            ..Default::default()
+        };
+        let (mut v, _, planned) = self.plan_bytes(
+            bytes,
+            &options,
+            &inventory,
+            target.as_mut(),
+            false,
+            &mut |_| {},
+        )?;
+        let plan = planned.plan;
+        v.diagnostics = plan.errors;
+        v.diagnostics.extend(plan.warnings);
+        // The plan's count includes the file's.
+        v.omitted = plan.omitted;
+        crate::diagnostic::sort(&mut v.diagnostics);
+        Ok(v)
+    }
+}
+
+/// The inventory file's bytes, or why they cannot be read (reported when the
+/// devices in them are needed).
+type InventoryFile = Result<Option<Vec<u8>>, InventoryError>;
+
+#[cfg(test)]
+mod tests;
