@@ -290,3 +290,33 @@ fn the_target_flag_and_environment_override_the_config() {
     assert_eq!(out.code, 1);
     assert!(!out.stderr.contains("hunter22"), "{}", out.stderr);
 }
+
+#[test]
+fn history_shows_an_apply_s_time_in_the_local_zone_too() {
+    let t = applied();
+    let utc = t.ok(["history", "1"]).stdout;
+    let time = utc
+        .lines()
+        .find(|l| l.starts_with("time:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        time.ends_with('Z'),
+        "UTC alone where the zone is UTC: {time}"
+    );
+    let out = run(t.cmd().args(["history", "1"]).env("TZ", "Asia/Tokyo"));
+    let local = out.stdout.lines().find(|l| l.starts_with("time:")).unwrap();
+    assert!(local.starts_with(&time), "{local}");
+    assert!(local.ends_with(" JST)"), "{local}");
+    // Machine-read times are UTC whatever the zone.
+    let json = run(t
+        .cmd()
+        .args(["history", "1", "--format", "json"])
+        .env("TZ", "Asia/Tokyo"));
+    assert!(
+        json.stdout
+            .contains(&format!("\"time\": \"{}\"", &time[10..])),
+        "{}",
+        json.stdout
+    );
+}

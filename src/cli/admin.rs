@@ -133,9 +133,14 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                         .map_err(|e| CliError::Message(format!("cannot show apply #{id}: {e}")))?,
                 )?,
                 _ => out(&format!(
-                    "apply #{}\ntime:     {}\nwho:      {}{}\nsource:   {}\nblob:     {}\noutcome:  {}\nsummary:  {}\n\n{}",
+                    "apply #{}\ntime:     {}{}\nwho:      {}{}\nsource:   {}\nblob:     {}\noutcome:  {}\nsummary:  {}\n\n{}",
                     r.id,
                     r.time,
+                    // People read the local time; the stored UTC time stays first.
+                    crate::time::local_time(&r.time)
+                        .filter(|local| !local.ends_with(" UTC"))
+                        .map(|local| format!(" ({local})"))
+                        .unwrap_or_default(),
                     untrusted(&r.local_user),
                     r.git_author
                         .as_deref()
