@@ -5,9 +5,10 @@
 //! the directory tables, so a change made by any other program is noticed too.
 //!
 //! The contract is in `schema` (DDL, migrations, triggers), `read`, `write` (an
-//! apply), `ledger` (serial, last apply, history), `lock` and `digests` (with the
-//! kept index, `snapshot`); `file` opens the state file on disk; the speed
-//! (pragmas, caches, the checkpoint apart, `writeback`) is in `tuning`.
+//! apply, with its SQL in `statements`), `ledger` (serial, last apply, history),
+//! `lock`, `digests` (with the kept index, `snapshot`) and `inventory`; `file`
+//! opens the state file on disk; the speed (pragmas, caches, the checkpoint
+//! apart, `writeback`) is in `tuning`.
 
 mod digests;
 mod file;
@@ -17,6 +18,7 @@ mod lock;
 mod read;
 mod schema;
 pub mod snapshot;
+mod statements;
 #[cfg(test)]
 mod tests;
 mod tuning;
