@@ -5,6 +5,7 @@ use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
+pub mod memory;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
