@@ -294,7 +294,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
                 device,
                 ..
             } => check_kind(*kind, device).and_then(|()| {
-                match extension(number).filter(|e| &e.username == username) {
+                match extension(number).filter(|e| e.username == *username) {
                     Some(_) if user_exists(username) => Ok(()),
                     _ => Err(format!(
                         "extension {number} does not exist or does not belong to {username}"
@@ -344,9 +344,9 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
     let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &after.extensions {
         if after.user(&e.username).is_none() {
-            let index = actions.iter().position(|a| {
-                matches!(&a.action, Action::RemoveUser { username } if *username == e.username)
-            });
+            let index = actions.iter().position(
+                |a| matches!(&a.action, Action::RemoveUser { username } if *username == e.username),
+            );
             return Err(fail(
                 index.unwrap_or(0),
                 format!("user {} still has extensions", e.username),
@@ -383,11 +383,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
         .into_iter()
         .map(|e| (Number(e.number.clone()), e))
         .collect();
-    next.devices = after
-        .devices
-        .into_iter()
-        .map(|d| (d.id, d.model))
-        .collect();
+    next.devices = after.devices.into_iter().map(|d| (d.id, d.model)).collect();
     Ok(next)
 }
 
@@ -519,7 +515,9 @@ impl Inventory for MemoryBackend {
     fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
         let mut store = self.store();
         for device in devices {
-            store.devices.insert(device.id.clone(), device.model.clone());
+            store
+                .devices
+                .insert(device.id.clone(), device.model.clone());
             store.serial += 1;
         }
         Ok(())

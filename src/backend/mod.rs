@@ -5,6 +5,8 @@ use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
+#[cfg(test)]
+mod conformance;
 pub mod memory;
 pub mod sqlite;
 
