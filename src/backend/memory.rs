@@ -87,12 +87,13 @@ impl MemoryBackend {
         MemoryBackend::default()
     }
 
-    /// Changes the store as a program other than pbxsync would, with one bump of
-    /// the serial (as SQLite's triggers bump it for a statement changing a row).
-    pub fn write_behind(&self, write: impl FnOnce(&mut Store)) {
+    /// Changes the store as a program other than pbxsync would. `write` returns
+    /// how many rows it wrote, and the serial is bumped once for each, as
+    /// SQLite's triggers bump it.
+    pub fn write_behind(&self, write: impl FnOnce(&mut Store) -> usize) {
         let mut store = self.store();
-        write(&mut store);
-        store.serial += 1;
+        let rows = write(&mut store);
+        store.serial += rows as i64;
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
