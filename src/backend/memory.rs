@@ -439,7 +439,7 @@ fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Result<(), String> 
 }
 
 /// `<type> <key>`, naming an action in errors, as the SQLite backend does.
-fn label(planned: &PlannedAction) -> String {
+pub fn label(planned: &PlannedAction) -> String {
     let key = match &planned.action {
         Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
         Action::CreateUser { username, .. }
