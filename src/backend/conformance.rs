@@ -544,6 +544,114 @@ pub fn row_digests_when_kept(backend: &mut dyn Backend, behind: Behind<'_>) {
     assert_eq!(index[1].1, Some(made.digests[1].1));
 }
 
+/// Plans no diff makes, each with one action that cannot be carried out: the
+/// apply fails naming it, and writes nothing.
+pub fn actions_that_cannot_be_applied(backend: &mut dyn Backend, _behind: Behind<'_>) {
+    use crate::plan::{Action, Change};
+    apply_rows(backend, SEED, &Opts::default());
+    let extension = |username: &str, number: &str, device: Option<&str>| Action::AddExtension {
+        username: t(username),
+        extension: t(number),
+        kind: if device.is_some() {
+            ExtensionKind::Device
+        } else {
+            ExtensionKind::Virtual
+        },
+        device: device.map(t),
+        changes: vec![],
+    };
+    let bad = [
+        Action::CreateDevice {
+            device: t(D1),
+            model: t("T46U"),
+        },
+        Action::CreateUser {
+            username: t("alice"),
+            changes: vec![],
+        },
+        Action::UpdateUser {
+            username: t("nobody"),
+            changes: vec![Change::new("mobile", Some(""), "1")],
+        },
+        Action::UpdateUser {
+            username: t("bob"),
+            changes: vec![Change::password()],
+        },
+        extension("nobody", "1009", None),
+        extension("bob", "1001", None),
+        extension("bob", "1009", Some("0004F2A1FFFF")),
+        extension("bob", "1009", Some(D2)),
+        Action::AddExtension {
+            username: t("bob"),
+            extension: t("1009"),
+            kind: ExtensionKind::Device,
+            device: None,
+            changes: vec![],
+        },
+        Action::UpdateExtension {
+            username: t("bob"),
+            extension: t("1004"),
+            kind: ExtensionKind::Virtual,
+            device: None,
+            changes: vec![Change::new("description", Some(""), "x")],
+        },
+        Action::RemoveExtension {
+            username: t("bob"),
+            extension: t("1009"),
+            device: None,
+        },
+        Action::RemoveUser {
+            username: t("carol"),
+        },
+    ];
+    let before = (backend.load().unwrap(), backend.history().unwrap());
+    let serial = backend.serial().unwrap();
+    for action in bad {
+        let good = Action::CreateUser {
+            username: t("dave"),
+            changes: vec![Change::new("first_name", None, "Dave")],
+        };
+        let made = Made {
+            csv: String::new(),
+            actions: [good, action]
+                .into_iter()
+                .map(|action| PlannedAction {
+                    action,
+                    line: None,
+                    blame: None,
+                })
+                .collect(),
+            digests: Vec::new(),
+            serial,
+            expected: Directory::default(),
+        };
+        let label = crate::backend::memory::label(&made.actions[1]);
+        // No password hashes: a plan that sets a password without one fails.
+        let request = ApplyRequest {
+            actions: &made.actions,
+            digests: &[],
+            expected_serial: serial,
+            password_hashes: &Default::default(),
+            inventory: None,
+            pruned: false,
+            record: Box::new(|| record(&made, "applied")),
+        };
+        match backend.apply(request, &mut |_| {}) {
+            Err(BackendError::ActionFailed { index, action, .. }) => {
+                assert_eq!((index, action.as_str()), (1, label.as_str()))
+            }
+            Err(e) => panic!("{label}: {e}"),
+            Ok(_) => panic!("{label} was applied"),
+        }
+        assert_eq!(
+            (backend.load().unwrap(), backend.history().unwrap()),
+            before,
+            "{label}"
+        );
+        assert_eq!(backend.serial().unwrap(), serial);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,6 +743,7 @@ mod tests {
         the_lock_has_one_holder,
         inventory_and_licenses,
         row_digests_when_kept,
+        actions_that_cannot_be_applied,
     );
 
     against!(memory);
