@@ -448,6 +448,9 @@ pub fn history_keeps_records_in_order(backend: &mut dyn Backend, _behind: Behind
         ("failed: stale", String::new())
     );
     assert_eq!(backend.history_entry(failure + 100).unwrap(), None);
+    for id in [0, -1, i64::MIN, i64::MAX] {
+        assert_eq!(backend.history_entry(id).unwrap(), None, "{id}");
+    }
 }
 
 /// One holder at a time; dropping the guard releases the lock.

@@ -184,10 +184,9 @@ impl DirectoryStore for MemoryBackend {
         progress(Progress::Started {
             total: request.actions.len(),
         });
-        let next = applied(&store, &request)?;
+        let mut next = applied(&store, &request)?;
         progress(Progress::Committing);
         let record = (request.record)();
-        let mut next = next;
         next.serial = store.serial + 1;
         let history_id = next.record(&record);
         next.last_applied = Some(AppliedRevision {
@@ -480,8 +479,9 @@ impl Ledger for MemoryBackend {
 
     fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
         let store = self.store();
-        let entry = usize::try_from(id - 1)
-            .ok()
+        let entry = id
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| store.history.get(i));
         Ok(entry.cloned())
     }
