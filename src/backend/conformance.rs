@@ -6,7 +6,7 @@
 //! backend adds its line there.
 
 use crate::backend::{
-    ApplyReport, ApplyRequest, Backend, BackendError, HistoryRecord, Keys, RecordedCsv,
+    ApplyReport, ApplyRequest, Backend, BackendError, HistoryRecord, Keys, Progress, RecordedCsv,
 };
 use crate::model::{Device, Directory, ExtensionKind, Licenses, Text};
 use crate::plan::{DiffOptions, PlannedAction, Summary, diff, simulate};
@@ -136,7 +136,7 @@ fn record(made: &Made, outcome: &str) -> HistoryRecord {
     }
 }
 
-/// Applies `made` as planned at `serial`.
+/// Applies `made` as planned at `serial`, checking the progress it reports.
 pub fn apply_at(
     backend: &mut dyn Backend,
     made: &Made,
@@ -155,7 +155,25 @@ pub fn apply_at(
         pruned: false,
         record: Box::new(|| record(made, "applied")),
     };
-    backend.apply(request, &mut |_| {})
+    let mut events = Vec::new();
+    let result = backend.apply(request, &mut |p| events.push(p));
+    // Progress: started once the serial is checked, committing once every
+    // action is written.
+    let started = Progress::Started {
+        total: made.actions.len(),
+    };
+    match &result {
+        Ok(_) => assert_eq!(
+            (events.first(), events.last()),
+            (Some(&started), Some(&Progress::Committing))
+        ),
+        Err(BackendError::Stale { .. }) => assert_eq!(events, []),
+        Err(_) => {
+            assert_eq!(events.first(), Some(&started));
+            assert!(!events.contains(&Progress::Committing));
+        }
+    }
+    result
 }
 
 /// Plans `rows` and applies the plan; checks that the backend then reads back
