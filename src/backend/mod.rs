@@ -5,6 +5,9 @@ use crate::model::{Device, Directory, Licenses, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
+#[cfg(test)]
+mod conformance;
+pub mod memory;
 mod recorded;
 pub mod sqlite;
 

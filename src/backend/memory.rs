@@ -1,0 +1,560 @@
+//! The directory in memory: a real backend, and the reference the conformance
+//! suite holds the others to. It is kept simple rather than fast: what an apply
+//! does to the directory is `plan::simulate`, checked before and after, and an
+//! apply builds the new state aside and swaps it in only when every check passed.
+//!
+//! A clone is another handle on the same store, as opening the same SQLite file
+//! twice is: both see every write, and the lock is shared. `write_behind` changes
+//! the store as another program would, bumping the serial as SQLite's triggers do.
+
+use crate::backend::{
+    AppliedRevision, ApplyLock, ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore,
+    HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Progress, RowDigests,
+};
+use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, User};
+use crate::plan::{Action, Change, PlannedAction, simulate};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// An extension number, ordered as `cmp_extension` orders them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Number(pub Text);
+
+impl Ord for Number {
+    fn cmp(&self, other: &Number) -> std::cmp::Ordering {
+        crate::model::cmp_extension(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Number {
+    fn partial_cmp(&self, other: &Number) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What the store holds: the directory in sorted maps, and pbxsync's records.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    pub users: BTreeMap<Text, User>,
+    pub extensions: BTreeMap<Number, Extension>,
+    /// Models by device id.
+    pub devices: BTreeMap<Text, Text>,
+    pub licenses: Licenses,
+    /// argon2id PHC strings by username.
+    pub passwords: BTreeMap<Text, String>,
+    serial: i64,
+    last_applied: Option<AppliedRevision>,
+    /// Oldest first; `id` is the position plus one.
+    history: Vec<HistoryRecord>,
+}
+
+impl Store {
+    fn directory(&self) -> Directory {
+        Directory {
+            users: self.users.values().cloned().collect(),
+            extensions: self.extensions.values().cloned().collect(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(id, model)| Device {
+                    id: id.clone(),
+                    model: model.clone(),
+                })
+                .collect(),
+            licenses: self.licenses,
+        }
+    }
+
+    fn record(&mut self, record: &HistoryRecord) -> i64 {
+        let id = self.history.len() as i64 + 1;
+        self.history.push(HistoryRecord {
+            id,
+            ..record.clone()
+        });
+        id
+    }
+}
+
+/// A store in memory (see the module's comment).
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    store: Arc<Mutex<Store>>,
+    lock: Arc<Mutex<Option<LockHolder>>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    /// Changes the store as a program other than pbxsync would. `write` returns
+    /// how many rows it wrote, and the serial is bumped once for each, as
+    /// SQLite's triggers bump it.
+    pub fn write_behind(&self, write: impl FnOnce(&mut Store) -> usize) {
+        let mut store = self.store();
+        let rows = write(&mut store);
+        store.serial += rows as i64;
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while the store was held left it as a whole state: each write
+        // swaps a finished one in.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Holds the lock of a `MemoryBackend` until dropped.
+struct MemoryLock {
+    lock: Arc<Mutex<Option<LockHolder>>>,
+}
+
+impl LockGuard for MemoryLock {}
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl DirectoryStore for MemoryBackend {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn load(&mut self) -> Result<Directory, BackendError> {
+        Ok(self.store().directory())
+    }
+
+    fn counts(&mut self) -> Result<Counts, BackendError> {
+        let store = self.store();
+        Ok(Counts {
+            users: store.users.len(),
+            extensions: store.extensions.len(),
+            devices: store.devices.len(),
+        })
+    }
+
+    fn load_subset(&mut self, keys: &Keys) -> Result<Directory, BackendError> {
+        let store = self.store();
+        let devices: BTreeSet<&str> = keys.devices.iter().map(Text::as_str).collect();
+        let numbers: BTreeSet<&str> = keys.extensions.iter().map(Text::as_str).collect();
+        let mut dir = Directory {
+            users: keys
+                .users
+                .iter()
+                .filter_map(|u| store.users.get(u).cloned())
+                .collect(),
+            extensions: store
+                .extensions
+                .values()
+                .filter(|e| {
+                    numbers.contains(e.number.as_str())
+                        || e.device.as_deref().is_some_and(|d| devices.contains(d))
+                })
+                .cloned()
+                .collect(),
+            devices: devices
+                .iter()
+                .filter_map(|id| {
+                    store.devices.get(*id).map(|model| Device {
+                        id: Text::from(*id),
+                        model: model.clone(),
+                    })
+                })
+                .collect(),
+            licenses: store.licenses,
+        };
+        dir.sort();
+        dir.users.dedup_by(|a, b| a.username == b.username);
+        Ok(dir)
+    }
+
+    fn apply(
+        &mut self,
+        request: ApplyRequest<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyReport, BackendError> {
+        let mut store = self.store();
+        if store.serial != request.expected_serial {
+            return Err(BackendError::Stale {
+                planned: request.expected_serial,
+                current: store.serial,
+            });
+        }
+        progress(Progress::Started {
+            total: request.actions.len(),
+        });
+        let mut next = applied(&store, &request)?;
+        progress(Progress::Committing);
+        let record = (request.record)();
+        next.serial = store.serial + 1;
+        let history_id = next.record(&record);
+        next.last_applied = Some(AppliedRevision {
+            commit: record.commit.clone(),
+            blob: record.blob.clone(),
+            serial: next.serial,
+            history_id,
+            inventory: request.inventory.map(str::to_owned),
+            pruned: request.pruned,
+        });
+        *store = next;
+        Ok(ApplyReport {
+            history_id,
+            serial: store.serial,
+            cleared: Vec::new(),
+        })
+    }
+}
+
+/// The store after the request's actions, or the first action that cannot be
+/// carried out. Each action is checked against the store before the apply and
+/// what the plan itself creates and removes (the phases of an apply make any
+/// order of a plan's actions work); the directory after is `simulate`'s, and
+/// what must hold of it (users and devices that exist, one extension per
+/// device) is checked last, naming the action that broke it.
+fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendError> {
+    let actions = request.actions;
+    let fail = |index: usize, reason: String| BackendError::ActionFailed {
+        index,
+        action: label(&actions[index]),
+        reason,
+    };
+    let mut next = store.clone();
+    let mut created_devices = BTreeSet::new();
+    let mut created_users = BTreeSet::new();
+    let mut added = BTreeSet::new();
+    let mut removed = BTreeSet::new();
+    for planned in actions {
+        match &planned.action {
+            Action::CreateUser { username, .. } => {
+                created_users.insert(username.clone());
+            }
+            Action::AddExtension { extension, .. } => {
+                added.insert(extension.clone());
+            }
+            Action::RemoveExtension { extension, .. } => {
+                removed.insert(extension.clone());
+            }
+            _ => {}
+        }
+    }
+    let user_exists = |u: &Text| store.users.contains_key(u) || created_users.contains(u);
+    let extension = |n: &Text| {
+        store
+            .extensions
+            .get(&Number(n.clone()))
+            .filter(|_| !removed.contains(n))
+    };
+    let extension_exists = |n: &Text| extension(n).is_some() || added.contains(n);
+    let mut seen_users = BTreeSet::new();
+    let mut seen_extensions = BTreeSet::new();
+    let mut removed_once = BTreeSet::new();
+    for (i, planned) in actions.iter().enumerate() {
+        let check = match &planned.action {
+            Action::CreateDevice { device, .. } => {
+                if store.devices.contains_key(device) || !created_devices.insert(device.clone()) {
+                    Err(format!("device {device} already exists"))
+                } else {
+                    Ok(())
+                }
+            }
+            Action::CreateUser { username, changes } => {
+                if store.users.contains_key(username) || !seen_users.insert(username.clone()) {
+                    Err(format!("user {username} already exists"))
+                } else {
+                    set_password(&mut next, request, username, changes)
+                }
+            }
+            Action::UpdateUser { username, changes } => {
+                if user_exists(username) {
+                    set_password(&mut next, request, username, changes)
+                } else {
+                    Err(format!("user {username} does not exist"))
+                }
+            }
+            Action::AddExtension {
+                username,
+                extension: number,
+                kind,
+                device,
+                ..
+            } => check_kind(*kind, device).and_then(|()| {
+                if !user_exists(username) {
+                    Err(format!("user {username} does not exist"))
+                } else if extension(number).is_some() || !seen_extensions.insert(number.clone()) {
+                    Err(format!("extension {number} already exists"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Action::UpdateExtension {
+                username,
+                extension: number,
+                kind,
+                device,
+                ..
+            } => check_kind(*kind, device).and_then(|()| {
+                match extension(number).filter(|e| e.username == *username) {
+                    Some(_) if user_exists(username) => Ok(()),
+                    _ => Err(format!(
+                        "extension {number} does not exist or does not belong to {username}"
+                    )),
+                }
+            }),
+            Action::ReassignDevice {
+                from_extension,
+                to_extension,
+                from_becomes,
+                ..
+            } => {
+                let gives_up =
+                    *from_becomes != ExtensionKind::Device && !removed.contains(from_extension);
+                if gives_up && !extension_exists(from_extension) {
+                    Err(format!("extension {from_extension} does not exist"))
+                } else if !extension_exists(to_extension) {
+                    Err(format!("extension {to_extension} does not exist"))
+                } else {
+                    Ok(())
+                }
+            }
+            Action::RemoveExtension {
+                extension: number, ..
+            } => {
+                let exists = store.extensions.contains_key(&Number(number.clone()));
+                if exists && removed_once.insert(number.clone()) {
+                    Ok(())
+                } else {
+                    Err(format!("extension {number} does not exist"))
+                }
+            }
+            Action::RemoveUser { username } => {
+                if store.users.contains_key(username) || created_users.contains(username) {
+                    next.passwords.remove(username);
+                    Ok(())
+                } else {
+                    Err(format!("user {username} does not exist"))
+                }
+            }
+        };
+        check.map_err(|reason| fail(i, reason))?;
+    }
+
+    let after = simulate::apply(&store.directory(), actions);
+    // What must hold of the directory after, each broken by a known action.
+    let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in &after.extensions {
+        if after.user(&e.username).is_none() {
+            let index = actions.iter().position(
+                |a| matches!(&a.action, Action::RemoveUser { username } if *username == e.username),
+            );
+            return Err(fail(
+                index.unwrap_or(0),
+                format!("user {} still has extensions", e.username),
+            ));
+        }
+        let Some(device) = e.device.as_deref() else {
+            continue;
+        };
+        let gave = || gave_device(actions, &e.number, device).unwrap_or(0);
+        if after.device(device).is_none() {
+            return Err(fail(
+                gave(),
+                format!("device {device} is not in the inventory"),
+            ));
+        }
+        if let Some(other) = holders.insert(device, &e.number) {
+            // The one of the two that the plan gave it.
+            let index = gave_device(actions, &e.number, device)
+                .or_else(|| gave_device(actions, other, device))
+                .unwrap_or(0);
+            return Err(fail(
+                index,
+                format!("device {device} is assigned to another extension"),
+            ));
+        }
+    }
+    next.users = after
+        .users
+        .into_iter()
+        .map(|u| (u.username.clone(), u))
+        .collect();
+    next.extensions = after
+        .extensions
+        .into_iter()
+        .map(|e| (Number(e.number.clone()), e))
+        .collect();
+    next.devices = after.devices.into_iter().map(|d| (d.id, d.model)).collect();
+    Ok(next)
+}
+
+/// Keeps the password hash of `username` when `changes` set the password.
+fn set_password(
+    next: &mut Store,
+    request: &ApplyRequest<'_>,
+    username: &Text,
+    changes: &[Change],
+) -> Result<(), String> {
+    if !changes.iter().any(|c| c.field == "password") {
+        return Ok(());
+    }
+    let hash = request
+        .password_hashes
+        .get(username)
+        .ok_or_else(|| format!("no password hash was computed for user {username}"))?;
+    next.passwords.insert(username.clone(), hash.clone());
+    Ok(())
+}
+
+/// The last action of the plan that gives `device` to extension `number`.
+fn gave_device(actions: &[PlannedAction], number: &str, device: &str) -> Option<usize> {
+    actions.iter().rposition(|a| match &a.action {
+        Action::AddExtension {
+            extension,
+            device: Some(d),
+            ..
+        }
+        | Action::UpdateExtension {
+            extension,
+            device: Some(d),
+            ..
+        } => extension == number && d == device,
+        Action::ReassignDevice {
+            device: d,
+            to_extension,
+            ..
+        } => to_extension == number && d == device,
+        _ => false,
+    })
+}
+
+fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Result<(), String> {
+    match (kind, device) {
+        (ExtensionKind::Device, None) => Err("kind device without a device".to_owned()),
+        (ExtensionKind::Virtual | ExtensionKind::VoicemailOnly, Some(d)) => {
+            Err(format!("kind {kind} with device {d}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `<type> <key>`, naming an action in errors, as the SQLite backend does.
+pub fn label(planned: &PlannedAction) -> String {
+    let key = match &planned.action {
+        Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
+        Action::CreateUser { username, .. }
+        | Action::UpdateUser { username, .. }
+        | Action::RemoveUser { username } => username,
+        Action::AddExtension { extension, .. }
+        | Action::UpdateExtension { extension, .. }
+        | Action::RemoveExtension { extension, .. } => extension,
+    };
+    format!("{} {key}", planned.action.type_name())
+}
+
+impl Ledger for MemoryBackend {
+    fn serial(&mut self) -> Result<i64, BackendError> {
+        Ok(self.store().serial)
+    }
+
+    fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError> {
+        Ok(self.store().last_applied.clone())
+    }
+
+    fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
+        Ok(self.store().record(record))
+    }
+
+    fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
+        Ok(self
+            .store()
+            .history
+            .iter()
+            .rev()
+            .map(|r| HistoryRecord {
+                csv: Default::default(),
+                ..r.clone()
+            })
+            .collect())
+    }
+
+    fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError> {
+        let store = self.store();
+        let entry = id
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| store.history.get(i));
+        Ok(entry.cloned())
+    }
+}
+
+impl ApplyLock for MemoryBackend {
+    fn try_lock(&mut self) -> Result<Box<dyn LockGuard>, BackendError> {
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = &*held {
+            return Err(BackendError::Locked(holder.clone()));
+        }
+        *held = Some(LockHolder {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            since: crate::time::utc_now(),
+        });
+        Ok(Box::new(MemoryLock {
+            lock: Arc::clone(&self.lock),
+        }))
+    }
+
+    fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
+        Ok(self.lock.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// No digests: plans of a memory backend read the whole directory.
+impl RowDigests for MemoryBackend {}
+
+impl Inventory for MemoryBackend {
+    /// One bump of the serial per device written, as SQLite's triggers do.
+    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
+        let mut store = self.store();
+        for device in devices {
+            store
+                .devices
+                .insert(device.id.clone(), device.model.clone());
+            store.serial += 1;
+        }
+        Ok(())
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
+        let mut store = self.store();
+        if let Some(e) = store
+            .extensions
+            .values()
+            .find(|e| e.device.as_deref() == Some(id))
+        {
+            return Err(BackendError::Unsupported(format!(
+                "device {id} is assigned to extension {}; \
+                 take it off the extension before removing it from the inventory",
+                e.number
+            )));
+        }
+        let removed = store.devices.remove(id).is_some();
+        if removed {
+            store.serial += 1;
+        }
+        Ok(removed)
+    }
+
+    fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
+        for n in [licenses.users, licenses.voicemail].into_iter().flatten() {
+            if i64::try_from(n).is_err() {
+                return Err(BackendError::Unsupported(format!(
+                    "license limit {n} is too large"
+                )));
+            }
+        }
+        let mut store = self.store();
+        store.licenses = licenses;
+        store.serial += 1;
+        Ok(())
+    }
+}
