@@ -995,6 +995,18 @@ mod tests {
         assert!(converts(""), "core.autocrlf");
     }
 
+    /// Waits (a bounded poll) until the file at `path` is settled: left alone
+    /// long enough for any later write to show in its stamp.
+    fn until_settled(path: &Path) {
+        for _ in 0..600 {
+            if FileStamp::now(path).is_some_and(|s| s.settled()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{} did not settle", path.display());
+    }
+
     /// Waits (a bounded poll) until a file written now gets a modification time
     /// later than `path`'s.
     fn until_clock_passes(path: &Path) {
@@ -1021,7 +1033,7 @@ mod tests {
         repo.commit_file(ALICE, at, "users.csv", &content, "Add users");
         let committed = read_git(repo.path(), csv(), "HEAD").unwrap();
         // Left alone long enough for a write to show in its stamp.
-        std::thread::sleep(FileStamp::SETTLE + std::time::Duration::from_millis(100));
+        until_settled(&repo.path().join("users.csv"));
         let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
         assert_eq!(pending.bytes_kind(), "mapped");
         // Written the same moment as the file, the index does not vouch for it
@@ -1075,7 +1087,7 @@ mod tests {
         assert_eq!(fresh.bytes_kind(), "read");
         // Edited and left alone: the index no longer vouches (the times
         // differ), the hash is not the commit's, and the commit is used.
-        std::thread::sleep(FileStamp::SETTLE + std::time::Duration::from_millis(100));
+        until_settled(&repo.path().join("users.csv"));
         let pending = read_committed(repo.path(), csv(), "HEAD", true).unwrap();
         assert_eq!(pending.bytes_kind(), "mapped");
         assert!(!pending.vouched());
