@@ -1,8 +1,16 @@
 //! The plan that reads only the rows whose digest changed since the last apply
 //! must give exactly the plan of the whole directory (`PBXSYNC_FULL_PLAN=1`), also
-//! after the target was changed behind pbxsync's back.
+//! after the target was changed behind pbxsync's back. Which rows a plan read is
+//! the engine's account (`PlanPath`), asked of the library: the CLI prints the
+//! same plan either way.
 
 use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Test, run, types};
+use pbxsync::config::Config;
+use pbxsync::engine::{
+    ApplyOutcome, Engine, EngineOptions, Event, PlanOutcome, PlanPath, Prepared, Request,
+    SourceChoice,
+};
+use pbxsync::policy::SyncOptions;
 use serde_json::Value;
 
 fn both(t: &Test, args: &[&str]) -> (Value, Value) {
@@ -123,13 +131,11 @@ fn a_change_behind_pbxsyncs_back_is_seen() {
     .unwrap();
     drop(db);
     let plan = same(&t, "after writes by another program");
-    let verbose = t.ok(["-v", "plan"]);
     // jflynn's two rows (the change to the user cleared both digests) and 1003;
     // the other rows are not read.
-    assert!(
-        verbose.stderr.contains("plan the 3 changed rows"),
-        "{}",
-        verbose.stderr
+    assert_eq!(
+        plan_path(&t, Source::Commit, false),
+        PlanPath::ChangedRows { rows: 3 }
     );
     let types: Vec<&str> = plan["actions"]
         .as_array()
@@ -142,16 +148,75 @@ fn a_change_behind_pbxsyncs_back_is_seen() {
     nothing_to_do(&t, "healed");
 }
 
-/// How many rows a plan read again, from its `-v` report. The working tree (the
-/// committed file) is read, because an unchanged commit plans without any rows.
+/// Where a plan reads the CSV: `plan` or `plan --working-tree`.
+#[derive(Clone, Copy)]
+enum Source {
+    Commit,
+    WorkingTree,
+}
+
+/// The config of `t`, read as the CLI reads it.
+fn config(t: &Test) -> Config {
+    Config::load(&t.path("pbxsync.yaml")).unwrap()
+}
+
+fn request(config: &Config, source: Source, prune: bool) -> Request {
+    Request {
+        source: match source {
+            Source::Commit => SourceChoice::Git {
+                rev: config.source_ref.clone(),
+            },
+            Source::WorkingTree => SourceChoice::WorkingTree,
+        },
+        options: SyncOptions {
+            prune,
+            ..SyncOptions::default()
+        },
+    }
+}
+
+/// Which rows a plan read, as `pbxsync plan` (with `--prune`) makes it.
+fn plan_path(t: &Test, source: Source, prune: bool) -> PlanPath {
+    let config = config(t);
+    let engine = Engine::new(&config, EngineOptions::default());
+    match engine
+        .plan(&request(&config, source, prune), true, &mut |_| {})
+        .unwrap()
+    {
+        PlanOutcome::Planned(p) | PlanOutcome::Invalid(p) => p.path,
+        PlanOutcome::NoChanges(_) => panic!("the shortcut: no plan was made"),
+    }
+}
+
+/// How many rows a plan read again. The working tree (the committed file) is
+/// read, because an unchanged commit plans without any rows.
 fn changed_rows(t: &Test) -> usize {
-    let verbose = t.ok(["-v", "plan", "--working-tree"]);
-    let line = verbose
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("plan the "))
-        .unwrap_or_else(|| panic!("no changed-rows lap in:\n{}", verbose.stderr));
-    line.split(' ').next().unwrap().parse().unwrap()
+    match plan_path(t, Source::WorkingTree, false) {
+        PlanPath::ChangedRows { rows } => rows,
+        other => panic!("not the changed rows: {other:?}"),
+    }
+}
+
+/// `pbxsync apply --auto-approve` of the commit, through the engine: the path of
+/// every plan it made.
+fn apply(t: &Test, options: EngineOptions, prune: bool) -> Vec<PlanPath> {
+    let config = config(t);
+    let engine = Engine::new(&config, options);
+    let mut paths = Vec::new();
+    let prepared = engine
+        .prepare_apply(None, &request(&config, Source::Commit, prune), &mut |e| {
+            if let Event::Planned(path) = e {
+                paths.push(path)
+            }
+        })
+        .unwrap();
+    let Prepared::Ready(ready) = prepared else {
+        panic!("not ready to apply");
+    };
+    assert_eq!(paths.last(), Some(&ready.planned().path));
+    let outcome = engine.apply(*ready, &mut |_| {}).unwrap();
+    assert!(matches!(outcome, ApplyOutcome::Applied { .. }));
+    paths
 }
 
 #[test]
@@ -241,13 +306,12 @@ fn a_first_apply_plans_once_and_keeps_its_index() {
         .replace(&format!(",{DEV_B}\n"), ",\n");
     t.commit_csv(&csv);
     assert!(!t.state().exists());
-    let applied = t.ok(["-v", "apply", "--auto-approve"]);
-    let plans = applied
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("read and validate the CSV"))
-        .count();
-    assert_eq!(plans, 1, "{}", applied.stderr);
+    // Planned once, against no target: not again against the state file made
+    // for the apply.
+    assert_eq!(
+        apply(&t, EngineOptions::default(), false),
+        [PlanPath::WholeDirectory]
+    );
     let mut kept = t.state().into_os_string();
     kept.push(".digests");
     assert!(std::path::Path::new(&kept).is_file(), "no index kept");
@@ -277,23 +341,11 @@ fn an_apply_of_the_whole_directory_keeps_its_index_too() {
     let mut kept = t.state().into_os_string();
     kept.push(".digests");
     std::fs::remove_file(&kept).unwrap();
-    let pruned = run(t.cmd().env("PBXSYNC_FULL_PLAN", "1").args([
-        "-v",
-        "apply",
-        "--auto-approve",
-        "--prune",
-    ]));
-    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
-    assert!(
-        !pruned.stderr.contains("plan the "),
-        "a whole-directory plan: {}",
-        pruned.stderr
+    assert_eq!(
+        apply(&t, EngineOptions { full_plan: true }, true),
+        [PlanPath::WholeDirectory]
     );
-    assert!(
-        std::path::Path::new(&kept).is_file(),
-        "no index kept: {}",
-        pruned.stderr
-    );
+    assert!(std::path::Path::new(&kept).is_file(), "no index kept");
     assert!(!t.export().contains("lberg"));
     // The plan after it reads that index, not the table: digests cleared behind
     // the serial's back (a test-only trick) go unnoticed.
@@ -365,16 +417,12 @@ fn an_inventory_file_plans_like_the_whole_directory() {
 fn pruning_plans_like_the_whole_directory() {
     let t = applied_base();
     let prune = |step: &str| same_with(&t, &["--prune"], step);
-    let path = |args: &[&str]| {
-        let mut all = vec!["-v", "plan"];
-        all.extend(args);
-        t.ok(all).stderr
-    };
+    let path = |source| plan_path(&t, source, true);
 
     // One of two rows of a user: the extension goes, the user stays.
     t.commit_csv(base().replace("1002,Jason,Flynn,jflynn,,,,,,virtual\n", ""));
     assert_eq!(types(&prune("a row of a user")), ["remove_extension"]);
-    assert!(path(&["--prune"]).contains("plan the 0 changed rows"));
+    assert_eq!(path(Source::Commit), PlanPath::ChangedRows { rows: 0 });
     // A user's only row: the user goes too.
     t.commit_csv(base().replace("1004,Wei,Chen,wchen,Pass_word56,,,,,\n", ""));
     assert_eq!(
@@ -426,7 +474,7 @@ fn pruning_plans_like_the_whole_directory() {
         )
         .unwrap();
     assert_eq!(types(&prune("a user without extensions")), ["remove_user"]);
-    assert!(!path(&["--prune"]).contains("plan the "));
+    assert_eq!(path(Source::Commit), PlanPath::WholeDirectory);
 
     // Applied for real: nothing is left, on the changed rows again.
     t.commit_csv(base().replace("1004,Wei,Chen,wchen,Pass_word56,,,,,\n", ""));
@@ -434,5 +482,5 @@ fn pruning_plans_like_the_whole_directory() {
     assert!(!t.export().contains("wchen") && !t.export().contains("ghost"));
     let after = prune("after a pruning apply");
     assert!(after["actions"].as_array().unwrap().is_empty(), "{after:#}");
-    assert!(path(&["--prune", "--working-tree"]).contains("plan the 0 changed rows"));
+    assert_eq!(path(Source::WorkingTree), PlanPath::ChangedRows { rows: 0 });
 }

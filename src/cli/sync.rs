@@ -300,6 +300,8 @@ impl<'d> Listener<'d> {
                     eprintln!("the digest index was not kept: {e}");
                 }
             }
+            // `-v` reports the path as a phase.
+            Event::Planned(_) => {}
         }
     }
 }

@@ -71,6 +71,19 @@ pub enum Event<'a> {
     /// The digest index could not be kept after an apply (a cache: the apply is
     /// done all the same).
     IndexNotKept(&'a BackendError),
+    /// A plan was made, on this path (once per plan: a caller can count them).
+    Planned(PlanPath),
+}
+
+/// Which rows a plan read: the same plan either way, at different cost. The
+/// shortcut, which reads no row, is `PlanOutcome::NoChanges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanPath {
+    /// Only the rows whose digest changed since the last apply, and every row of
+    /// their users: `rows` of them.
+    ChangedRows { rows: usize },
+    /// Every row of the file, against the whole directory.
+    WholeDirectory,
 }
 
 /// Where events go.
@@ -99,6 +112,8 @@ pub struct Planned {
     pub index: Option<(DigestIndex, Usage)>,
     pub layout: crate::csv::Layout,
     pub delimiter: u8,
+    /// Which rows the plan read.
+    pub path: PlanPath,
 }
 
 /// What `plan` ends with.
@@ -274,7 +289,7 @@ impl<'c> Engine<'c> {
             )?;
             Ok((serial, planned, validated.layout, validated.delimiter))
         })?;
-        let (serial, planned, layout, delimiter) = planned?;
+        let (serial, (planned, path), layout, delimiter) = planned?;
         let pipeline::Planned {
             mut plan,
             desired,
@@ -292,6 +307,7 @@ impl<'c> Engine<'c> {
             index,
             layout,
             delimiter,
+            path,
         })
     }
 }
@@ -301,7 +317,8 @@ impl Engine<'_> {
     /// only the rows whose digest changed since the last apply when it can, the
     /// whole directory otherwise. The one place that chooses. Returns the file's
     /// validation (without its desired state, which is in the plan), the
-    /// target's serial the plan was made against, and the plan.
+    /// target's serial the plan was made against, and the plan with the path it
+    /// took (also sent as `Event::Planned`).
     fn plan_bytes<'b>(
         &self,
         bytes: &'b [u8],
@@ -310,7 +327,7 @@ impl Engine<'_> {
         mut target: Option<&mut Box<dyn Backend>>,
         keep_index: bool,
         events: &mut Events<'_>,
-    ) -> Result<(validate::Validated<'b>, i64, pipeline::Planned), EngineError> {
+    ) -> Result<(validate::Validated<'b>, i64, (pipeline::Planned, PlanPath)), EngineError> {
         let config = self.config;
         let full_plan = self.options.full_plan;
         let policy = pipeline::policy(config, options);
@@ -342,12 +359,14 @@ impl Engine<'_> {
             )?;
             match planned {
                 Some(planned) => {
+                    let rows = planned.desired.extensions.len();
                     events(Event::Phase(&format!(
-                        "plan the {} changed rows (and their users' rows)",
-                        planned.desired.extensions.len()
+                        "plan the {rows} changed rows (and their users' rows)"
                     )));
                     events(Event::Phase("read the target, diff and checks"));
-                    return Ok((validated, digests.serial, planned));
+                    let path = PlanPath::ChangedRows { rows };
+                    events(Event::Planned(path));
+                    return Ok((validated, digests.serial, (planned, path)));
                 }
                 None => events(Event::Phase(
                     "look for what pruning removes (users without extensions: the whole directory is planned)",
@@ -376,7 +395,8 @@ impl Engine<'_> {
             keep_index,
         )?;
         events(Event::Phase("read the target, diff and checks"));
-        Ok((validated, serial, planned))
+        events(Event::Planned(PlanPath::WholeDirectory));
+        Ok((validated, serial, (planned, PlanPath::WholeDirectory)))
     }
 
     /// Validates `bytes` with the checks that need the target (devices that do
@@ -409,7 +429,7 @@ impl Engine<'_> {
             allow_large_change: true,
             ..Default::default()
         };
-        let (mut v, _, planned) = self.plan_bytes(
+        let (mut v, _, (planned, _)) = self.plan_bytes(
             bytes,
             &options,
             &inventory,

@@ -140,24 +140,27 @@ fn the_whole_directory_plan_is_the_plan_of_the_changed_rows() {
     )
     .unwrap();
     let actions = |options: EngineOptions| {
-        let mut phases = Vec::new();
         let engine = Engine::new(&config, options);
+        let mut paths = Vec::new();
         let outcome = engine.plan(&request, true, &mut |e| {
-            if let Event::Phase(p) = e {
-                phases.push(p.to_string())
+            if let Event::Planned(path) = e {
+                paths.push(path)
             }
         });
         match outcome.unwrap() {
-            PlanOutcome::Planned(p) => (p.plan.actions, phases),
+            PlanOutcome::Planned(p) => {
+                // The event tells what the outcome does.
+                assert_eq!(paths, [p.path]);
+                (p.plan.actions, p.path)
+            }
             _ => panic!("expected a plan"),
         }
     };
-    let (changed, changed_phases) = actions(EngineOptions::default());
-    let (whole, whole_phases) = actions(EngineOptions { full_plan: true });
+    let (changed, changed_path) = actions(EngineOptions::default());
+    let (whole, whole_path) = actions(EngineOptions { full_plan: true });
     assert_eq!(changed.len(), 2);
     assert_eq!(changed, whole);
-    // Only the first read the changed rows alone.
-    let changed_rows = |phases: &[String]| phases.iter().any(|p| p.starts_with("plan the "));
-    assert!(changed_rows(&changed_phases), "{changed_phases:?}");
-    assert!(!changed_rows(&whole_phases), "{whole_phases:?}");
+    // Only the first read the changed rows alone: the two that changed.
+    assert_eq!(changed_path, PlanPath::ChangedRows { rows: 2 });
+    assert_eq!(whole_path, PlanPath::WholeDirectory);
 }
