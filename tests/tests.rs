@@ -1,4 +1,6 @@
-//! One integration-test binary: every module drives the real `pbxsync` executable.
+//! One integration-test binary: the modules drive the real `pbxsync` executable on real
+//! git repositories; `fuzz`, `properties` and `changed_rows` call the library too (the
+//! reader and renderers, the engine), where the CLI cannot show what they check.
 
 mod support;
 
