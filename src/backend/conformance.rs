@@ -646,7 +646,7 @@ pub fn actions_that_cannot_be_applied(backend: &mut dyn Backend, _behind: Behind
             serial,
             expected: Directory::default(),
         };
-        let label = crate::backend::memory::label(&made.actions[1]);
+        let label = made.actions[1].action.label();
         // No password hashes: a plan that sets a password without one fails.
         let request = ApplyRequest {
             actions: &made.actions,
@@ -904,7 +904,7 @@ mod tests {
                         prop_assert_eq!(backend.serial().unwrap(), serial);
                         // Which one, when several fail, is the backend's order
                         // within a phase: each names an action of the plan.
-                        let named = made.actions.get(index).map(crate::backend::memory::label);
+                        let named = made.actions.get(index).map(|a| a.action.label());
                         prop_assert_eq!(named.as_deref(), Some(action.as_str()));
                         Some(())
                     }

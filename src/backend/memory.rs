@@ -12,7 +12,7 @@ use crate::backend::{
     HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Progress, RowDigests,
 };
 use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, User};
-use crate::plan::{Action, Change, PlannedAction, simulate};
+use crate::plan::{Action, Change, PlannedAction, check_kind, simulate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -216,7 +216,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
     let actions = request.actions;
     let fail = |index: usize, reason: String| BackendError::ActionFailed {
         index,
-        action: label(&actions[index]),
+        action: actions[index].action.label(),
         reason,
     };
     let mut next = store.clone();
@@ -425,30 +425,6 @@ fn gave_device(actions: &[PlannedAction], number: &str, device: &str) -> Option<
         } => to_extension == number && d == device,
         _ => false,
     })
-}
-
-fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Result<(), String> {
-    match (kind, device) {
-        (ExtensionKind::Device, None) => Err("kind device without a device".to_owned()),
-        (ExtensionKind::Virtual | ExtensionKind::VoicemailOnly, Some(d)) => {
-            Err(format!("kind {kind} with device {d}"))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `<type> <key>`, naming an action in errors, as the SQLite backend does.
-pub fn label(planned: &PlannedAction) -> String {
-    let key = match &planned.action {
-        Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
-        Action::CreateUser { username, .. }
-        | Action::UpdateUser { username, .. }
-        | Action::RemoveUser { username } => username,
-        Action::AddExtension { extension, .. }
-        | Action::UpdateExtension { extension, .. }
-        | Action::RemoveExtension { extension, .. } => extension,
-    };
-    format!("{} {key}", planned.action.type_name())
 }
 
 impl Ledger for MemoryBackend {

@@ -276,12 +276,7 @@ impl Engine<'_> {
             Ok(hashes) => hashes,
             Err(e) => {
                 // The message names a user at most, never a password.
-                let failed = HistoryRecord {
-                    outcome: format!("failed: {e}"),
-                    csv: recorded_csv(),
-                    ..record
-                };
-                let _ = target.record_failure(&failed);
+                record_failure(target.as_mut(), record, recorded_csv(), &e);
                 return Ok(ApplyOutcome::Failed { error: e.into() });
             }
         };
@@ -336,14 +331,25 @@ impl Engine<'_> {
                 Ok(ApplyOutcome::Stale { planned, current })
             }
             Err(e) => {
-                let failed = HistoryRecord {
-                    outcome: format!("failed: {e}"),
-                    csv: recorded_csv(),
-                    ..record
-                };
-                let _ = target.record_failure(&failed);
+                record_failure(target.as_mut(), record, recorded_csv(), &e);
                 Ok(ApplyOutcome::Failed { error: e.into() })
             }
         }
     }
+}
+
+/// Records a failed apply in history, with its reason and the redacted CSV. A
+/// failure to record it is not reported over the failure itself.
+fn record_failure(
+    target: &mut dyn Backend,
+    record: HistoryRecord,
+    csv: RecordedCsv,
+    reason: &dyn std::fmt::Display,
+) {
+    let failed = HistoryRecord {
+        outcome: format!("failed: {reason}"),
+        csv,
+        ..record
+    };
+    let _ = target.record_failure(&failed);
 }

@@ -134,6 +134,34 @@ impl Action {
             Action::RemoveUser { .. } => "remove_user",
         }
     }
+
+    /// `<type> <key>` (`add_extension 1001`): how errors and progress name an
+    /// action, whichever backend runs it.
+    pub fn label(&self) -> String {
+        let key = match self {
+            Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
+            Action::CreateUser { username, .. }
+            | Action::UpdateUser { username, .. }
+            | Action::RemoveUser { username } => username,
+            Action::AddExtension { extension, .. }
+            | Action::UpdateExtension { extension, .. }
+            | Action::RemoveExtension { extension, .. } => extension,
+        };
+        format!("{} {key}", self.type_name())
+    }
+}
+
+/// Whether an extension of `kind` may hold `device`: a `device` extension holds one,
+/// a `virtual` or `voicemail_only` one none. Every backend refuses an action that
+/// breaks this, with this reason.
+pub fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Result<(), String> {
+    match (kind, device) {
+        (ExtensionKind::Device, None) => Err("kind device without a device".to_owned()),
+        (ExtensionKind::Virtual | ExtensionKind::VoicemailOnly, Some(d)) => {
+            Err(format!("kind {kind} with device {d}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Who last changed the CSV line an action comes from (git blame).

@@ -10,7 +10,7 @@ use crate::FastMap;
 use crate::backend::{ApplyReport, ApplyRequest, BackendError, Progress};
 use crate::model::{ExtensionKind, Text, USER_COLUMNS};
 use crate::plan::order::{self, Phase, changes_field};
-use crate::plan::{Action, Change, PlannedAction};
+use crate::plan::{Action, Change, check_kind};
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::cell::RefCell;
@@ -317,7 +317,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn check<T>(&self, index: usize, outcome: Result<T, Reason>) -> Result<T, BackendError> {
         outcome.map_err(|Reason(reason)| BackendError::ActionFailed {
             index,
-            action: label(&self.request.actions[index]),
+            action: self.request.actions[index].action.label(),
             reason,
         })
     }
@@ -330,7 +330,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             (self.progress)(Progress::Step {
                 done: self.done,
                 total: self.request.actions.len(),
-                step: label(&self.request.actions[index]),
+                step: self.request.actions[index].action.label(),
             });
         }
         Ok(())
@@ -503,7 +503,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         device: &Option<Text>,
         changes: &[Change],
     ) -> Outcome {
-        check_kind(kind, device)?;
+        check_kind(kind, device).map_err(Reason)?;
         let user_id = self.user_id(username)?;
         let description = Change::value_of(changes, "description").unwrap_or("");
         let secret: [u8; 16] = self.secrets.borrow_mut().next()?;
@@ -529,7 +529,7 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
         device: &Option<Text>,
         changes: &[Change],
     ) -> Outcome {
-        check_kind(kind, device)?;
+        check_kind(kind, device).map_err(Reason)?;
         let user_id = self.user_id(username)?;
         // Columns left out of SET cost no index, constraint or foreign-key work
         // (the CHECK on kind builds a table of its values each time): the kind and
@@ -596,30 +596,6 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             0 => Err(Reason(format!("user {username} does not exist"))),
             _ => Ok(()),
         }
-    }
-}
-
-/// `<type> <key>`, naming an action in errors and progress.
-pub(super) fn label(planned: &PlannedAction) -> String {
-    let key = match &planned.action {
-        Action::CreateDevice { device, .. } | Action::ReassignDevice { device, .. } => device,
-        Action::CreateUser { username, .. }
-        | Action::UpdateUser { username, .. }
-        | Action::RemoveUser { username } => username,
-        Action::AddExtension { extension, .. }
-        | Action::UpdateExtension { extension, .. }
-        | Action::RemoveExtension { extension, .. } => extension,
-    };
-    format!("{} {key}", planned.action.type_name())
-}
-
-pub(super) fn check_kind(kind: ExtensionKind, device: &Option<Text>) -> Outcome {
-    match (kind, device) {
-        (ExtensionKind::Device, None) => Err(Reason("kind device without a device".to_owned())),
-        (ExtensionKind::Virtual | ExtensionKind::VoicemailOnly, Some(d)) => {
-            Err(Reason(format!("kind {kind} with device {d}")))
-        }
-        _ => Ok(()),
     }
 }
 
