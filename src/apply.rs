@@ -18,6 +18,10 @@ pub enum HashError {
     Missing(Text),
     #[error("hashing a password failed: {0}")]
     Hash(String),
+    /// Stopped on request (a watcher told to stop) before every password was
+    /// hashed: nothing was written.
+    #[error("stopped before the passwords were hashed")]
+    Cancelled,
 }
 
 /// The users whose password the plan sets.
@@ -36,11 +40,13 @@ pub fn password_users(actions: &[PlannedAction]) -> Vec<&Text> {
 }
 
 /// argon2id PHC strings of the passwords the plan sets, by username, hashed in
-/// parallel. Only these passwords are hashed.
+/// parallel. Only these passwords are hashed. When `cancel` is set, hashing stops
+/// at the next password (each takes some milliseconds; all of them, minutes).
 pub fn hash_passwords(
     desired: &Desired,
     actions: &[PlannedAction],
     params: &HashParams,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<FastMap<Text, String>, HashError> {
     let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None)
         .map_err(|e| HashError::Params(e.to_string()))?;
@@ -48,6 +54,9 @@ pub fn hash_passwords(
     password_users(actions)
         .into_par_iter()
         .map(|username| {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(HashError::Cancelled);
+            }
             let password = desired
                 .user(username)
                 .and_then(|u| u.password.as_ref())
@@ -130,7 +139,7 @@ mod tests {
             t_cost: 1,
             p_cost: 1,
         };
-        let hashes = hash_passwords(&v.desired, &actions, &params).unwrap();
+        let hashes = hash_passwords(&v.desired, &actions, &params, None).unwrap();
         assert_eq!(hashes.len(), 1);
         let phc = &hashes[&Text::from("jflynn")];
         assert!(phc.starts_with("$argon2id$"));

@@ -98,6 +98,21 @@ pub enum TargetUrl {
 }
 
 impl TargetUrl {
+    /// The target as shown to people: a state file's path relative to the
+    /// working directory; a URL without its credentials.
+    pub fn shown(&self) -> String {
+        match self {
+            TargetUrl::Sqlite(p) => {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                format!("sqlite:{}", p.strip_prefix(&cwd).unwrap_or(p).display())
+            }
+            TargetUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+                _ => url.clone(),
+            },
+        }
+    }
+
     /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…`.
     pub fn parse(url: &str, base: &Path) -> Result<TargetUrl, String> {
         if let Some(rest) = url.strip_prefix("sqlite:") {

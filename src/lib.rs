@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod export;
 pub mod fmt;
+pub mod fsio;
 pub mod model;
 pub mod plan;
 pub mod policy;
@@ -22,6 +23,7 @@ pub mod render;
 pub mod source;
 pub mod time;
 pub mod validate;
+pub mod watch;
 
 /// Maps and sets keyed by names and numbers on hot paths: foldhash rather than
 /// SipHash, whose resistance to chosen keys an administrator's own CSV does not

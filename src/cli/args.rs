@@ -94,6 +94,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Keep the target in sync with the repository: plan (and, as
+    /// `watch.auto_apply` says, apply) every new commit, and report drift.
+    Watch {
+        /// One round, then exit (for cron and CI): 0 in sync, 1 when the commit is
+        /// bad or its apply failed.
+        #[arg(long)]
+        once: bool,
+        /// Follow saves of the file on disk instead of the commits of `source.ref`.
+        #[arg(long)]
+        working_tree: bool,
+        /// With --once: exit 2 when a plan waits for a person or the target drifted.
+        #[arg(long, requires = "once")]
+        detailed_exitcode: bool,
+        /// One line per event as text, or one JSON object per line.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// The current state as a CSV in the ten-column format.
     Export {
         #[arg(long, value_name = "FILE")]

@@ -40,23 +40,8 @@ fn choice(config: &Config, source: &PlanSource) -> SourceChoice {
 
 fn base(config: &Config, serial: i64) -> Base {
     Base {
-        target: target_name(config),
+        target: config.target.shown(),
         serial,
-    }
-}
-
-fn target_name(config: &Config) -> String {
-    match &config.target {
-        crate::config::TargetUrl::Sqlite(p) => format!("sqlite:{}", display_path(p)),
-        // Never print credentials.
-        crate::config::TargetUrl::Postgres(url) => redact_url(url),
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
     }
 }
 
@@ -165,13 +150,8 @@ pub fn plan_cmd(
         return Ok(Outcome::Failure);
     }
     if let Some(path) = save {
-        let v = view(&config, &planned);
-        let doc = render_plan::PlanDoc {
-            options: Some(request.options),
-            ..render_plan::json(&v)
-        };
-        let mut text = Vec::new();
-        doc.write_pretty_json(&mut text)
+        let text = engine
+            .saved_plan(&planned, request.options)
             .map_err(|e| CliError::Message(format!("cannot render the plan: {e}")))?;
         super::write_atomically(path, &text)?;
         if !ctx.quiet {
@@ -379,6 +359,8 @@ pub fn apply_cmd(
             refusal_diagnostic(&Refusal::Stale { planned, current }),
         ),
         ApplyOutcome::Failed { error } => Err(error.into()),
+        // `apply` never asks the engine to stop.
+        ApplyOutcome::Cancelled => Ok(Outcome::Failure),
     }
 }
 

@@ -62,6 +62,29 @@ impl SavedPlan {
     }
 }
 
+impl Engine<'_> {
+    /// `planned` as `plan --out` saves it, made with `options`: the plan's JSON
+    /// document with the flags, which `apply FILE` reads back (`SavedPlan`).
+    pub fn saved_plan(&self, planned: &Planned, options: SyncOptions) -> std::io::Result<Vec<u8>> {
+        use crate::render::plan as render_plan;
+        let view = render_plan::PlanView {
+            plan: &planned.plan,
+            source: serde_json::to_value(&planned.loaded.revision).unwrap_or_default(),
+            base: render_plan::Base {
+                target: self.config.target.shown(),
+                serial: planned.serial,
+            },
+        };
+        let doc = render_plan::PlanDoc {
+            options: Some(options),
+            ..render_plan::json(&view)
+        };
+        let mut text = Vec::new();
+        doc.write_pretty_json(&mut text)?;
+        Ok(text)
+    }
+}
+
 /// Why an apply was refused before anything was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -118,6 +141,9 @@ pub enum ApplyOutcome {
     Stale { planned: i64, current: i64 },
     /// Nothing was written; the failure is recorded in the history.
     Failed { error: EngineError },
+    /// Stopped on request before the write began (`Engine::cancellable`):
+    /// nothing was written, and nothing recorded.
+    Cancelled,
 }
 
 impl Engine<'_> {
@@ -245,6 +271,7 @@ impl Engine<'_> {
             &planned.desired,
             &planned.plan.actions,
             &config.policy.password_hash,
+            self.cancel,
         );
         events(Event::Phase(&format!("hash {hashed} passwords")));
         let revision = &planned.loaded.revision;
@@ -273,6 +300,8 @@ impl Engine<'_> {
             _ => RecordedCsv::default(),
         };
         let hashes = match hashes {
+            Err(crate::apply::HashError::Cancelled) => return Ok(ApplyOutcome::Cancelled),
+            _ if self.cancelled() => return Ok(ApplyOutcome::Cancelled),
             Ok(hashes) => hashes,
             Err(e) => {
                 // The message names a user at most, never a password.

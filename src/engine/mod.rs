@@ -10,7 +10,7 @@ mod status;
 
 pub use apply::{ApplyOutcome, Prepared, Ready, Refusal};
 pub use pipeline::{InventoryError, SourceChoice};
-pub use status::Status;
+pub use status::{Drift, Revision, Status, TargetState};
 
 use crate::backend::{Backend, BackendError, DigestIndex, Progress};
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::plan::Plan;
 use crate::policy::SyncOptions;
 use crate::source::{Loaded, Pending, SourceError};
 use crate::validate;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How the engine plans, whoever calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,11 +149,30 @@ pub struct Request {
 pub struct Engine<'c> {
     config: &'c Config,
     options: EngineOptions,
+    cancel: Option<&'c AtomicBool>,
 }
 
 impl<'c> Engine<'c> {
     pub fn new(config: &'c Config, options: EngineOptions) -> Engine<'c> {
-        Engine { config, options }
+        Engine {
+            config,
+            options,
+            cancel: None,
+        }
+    }
+
+    /// An engine whose applies stop before writing once `cancel` is set (a
+    /// watcher told to stop): hashing stops at the next password, and an apply
+    /// not yet writing does not start. A write under way finishes or rolls back.
+    pub fn cancellable(self, cancel: &'c AtomicBool) -> Engine<'c> {
+        Engine {
+            cancel: Some(cancel),
+            ..self
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     pub fn config(&self) -> &Config {

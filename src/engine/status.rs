@@ -24,6 +24,40 @@ pub struct Status {
     pub drift: Option<Plan>,
 }
 
+/// Where the target stands (`Engine::target_state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetState {
+    pub serial: i64,
+    pub last_applied: Option<AppliedRevision>,
+}
+
+/// A revision of the CSV (`Engine::revision`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Revision {
+    /// The commit, in git mode.
+    pub commit: Option<String>,
+    /// The git blob id of the content.
+    pub blob: String,
+}
+
+/// Whether the target still holds what the last apply wrote (`Engine::drift`).
+#[derive(Debug)]
+pub enum Drift {
+    /// Nothing was applied yet: nothing to drift from.
+    NothingApplied,
+    /// The last applied CSV would change nothing (at this serial).
+    InSync { serial: i64 },
+    /// The plan that would write the last applied CSV back.
+    Found {
+        last: AppliedRevision,
+        plan: Plan,
+        serial: i64,
+    },
+    /// The last applied CSV is no longer in the repository (history rewritten
+    /// and collected): drift cannot be told.
+    Unknown { last: AppliedRevision },
+}
+
 impl Engine<'_> {
     /// The status of the target; `None` when it has no state yet. A damaged state
     /// file fails, like every other read of it.
@@ -44,21 +78,10 @@ impl Engine<'_> {
             Err(e @ EngineError::Target(BackendError::Damaged { .. })) => return Err(e),
             pending => pending,
         };
-        // Drift: what the last applied CSV would change now. Nothing, when nothing
-        // has written since that apply; otherwise it is planned against the whole
-        // directory (when its content is still in the repository).
-        let drift = match &last {
-            None => None,
-            Some(l) if l.serial == serial => Some(Plan::default()),
-            Some(l) => match crate::source::read_blob(&config.base_dir, &l.blob) {
-                Ok(Some(bytes)) => {
-                    let dir = target.load()?;
-                    let options = SyncOptions::default();
-                    let v = crate::validate::validate(&bytes, &pipeline::policy(config, &options));
-                    Some(pipeline::make_plan(config, &options, &v, &dir, Vec::new()))
-                }
-                _ => None,
-            },
+        let drift = match self.drift_of(&mut target, serial, last.as_ref())? {
+            Drift::InSync { .. } => Some(Plan::default()),
+            Drift::Found { plan, .. } => Some(plan),
+            Drift::NothingApplied | Drift::Unknown { .. } => None,
         };
         Ok(Some(Status {
             target: target.describe(),
@@ -70,6 +93,101 @@ impl Engine<'_> {
             pending,
             drift,
         }))
+    }
+
+    /// Where the target stands, read cheaply (no row): its serial and the last
+    /// applied revision; `None` when it has no state yet.
+    pub fn target_state(&self) -> Result<Option<TargetState>, EngineError> {
+        let Some(mut target) = pipeline::open_target(&self.config.target, false)? else {
+            return Ok(None);
+        };
+        Ok(Some(TargetState {
+            serial: target.serial()?,
+            last_applied: target.last_applied()?,
+        }))
+    }
+
+    /// The revision of the CSV that `source` names now, without reading a
+    /// commit's blob: the commit and blob id in git mode; the file's blob id
+    /// (hashing it) otherwise.
+    pub fn revision(&self, source: &SourceChoice) -> Result<Revision, EngineError> {
+        let config = self.config;
+        match source {
+            SourceChoice::Git { rev } => {
+                let (commit, blob) =
+                    crate::source::peek(&config.base_dir, &config.source_path, rev)?;
+                Ok(Revision {
+                    commit: Some(commit),
+                    blob,
+                })
+            }
+            _ => {
+                let loaded = pipeline::load_source(config, source, false)?.hashed()?;
+                Ok(Revision {
+                    commit: None,
+                    blob: loaded.revision.blob,
+                })
+            }
+        }
+    }
+
+    /// Where the repository keeps its refs: the folders whose changes may mean
+    /// a new commit of `source.ref`.
+    pub fn ref_folders(&self) -> Result<crate::source::RefFolders, EngineError> {
+        Ok(crate::source::ref_folders(&self.config.base_dir)?)
+    }
+
+    /// The working-tree CSV's stamp (length, identity, times), to tell without
+    /// reading it whether it was written since; `None` when it is missing.
+    pub fn source_stamp(&self) -> Option<crate::source::FileStamp> {
+        crate::source::FileStamp::now(&self.config.source_path)
+    }
+
+    /// Drift: what the last applied CSV would change in the target now. Nothing,
+    /// known without reading a row, when nothing has written since that apply;
+    /// otherwise that CSV is planned against the whole directory (with pruning
+    /// when that apply pruned), if its content is still in the repository.
+    pub fn drift(&self) -> Result<Drift, EngineError> {
+        let Some(mut target) = pipeline::open_target(&self.config.target, false)? else {
+            return Ok(Drift::NothingApplied);
+        };
+        let serial = target.serial()?;
+        let last = target.last_applied()?;
+        self.drift_of(&mut target, serial, last.as_ref())
+    }
+
+    fn drift_of(
+        &self,
+        target: &mut Box<dyn Backend>,
+        serial: i64,
+        last: Option<&AppliedRevision>,
+    ) -> Result<Drift, EngineError> {
+        let config = self.config;
+        let Some(last) = last else {
+            return Ok(Drift::NothingApplied);
+        };
+        if last.serial == serial {
+            return Ok(Drift::InSync { serial });
+        }
+        let Ok(Some(bytes)) = crate::source::read_blob(&config.base_dir, &last.blob) else {
+            return Ok(Drift::Unknown { last: last.clone() });
+        };
+        let dir = target.load()?;
+        let options = SyncOptions {
+            prune: last.pruned,
+            ..SyncOptions::default()
+        };
+        let v = crate::validate::validate(&bytes, &pipeline::policy(config, &options));
+        let plan = pipeline::make_plan(config, &options, &v, &dir, Vec::new());
+        Ok(if plan.has_changes() {
+            Drift::Found {
+                last: last.clone(),
+                plan,
+                serial,
+            }
+        } else {
+            Drift::InSync { serial }
+        })
     }
 
     /// What the CSV committed at `source.ref` would change now: nothing when

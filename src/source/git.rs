@@ -191,6 +191,26 @@ fn revision(located: &Located) -> Result<SourceRevision, SourceError> {
     })
 }
 
+/// The folders whose changes may move a ref of the repository containing
+/// `config_dir`: the git folder (`HEAD`) and the common one (`packed-refs`,
+/// `refs/`, which a linked worktree shares with its main checkout).
+pub fn ref_folders(config_dir: &Path) -> Result<RefFolders, SourceError> {
+    let (repo, _) = open(config_dir)?;
+    Ok(RefFolders {
+        git_dir: repo.path().to_path_buf(),
+        common_dir: repo.commondir().to_path_buf(),
+    })
+}
+
+/// Where a repository keeps its refs (`ref_folders`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefFolders {
+    /// Holds `HEAD`.
+    pub git_dir: PathBuf,
+    /// Holds `packed-refs` and `refs/`.
+    pub common_dir: PathBuf,
+}
+
 /// The commit id that `rev` resolves to and the blob id of the CSV in it,
 /// without reading the blob: enough to tell whether anything changed since
 /// the last apply.

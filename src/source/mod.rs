@@ -12,7 +12,7 @@ mod git;
 
 pub use crate::bytes::Bytes;
 
-pub use git::{blame, peek, read_blob, read_committed, read_git};
+pub use git::{RefFolders, blame, peek, read_blob, read_committed, read_git, ref_folders};
 
 /// How the desired CSV was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
