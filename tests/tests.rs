@@ -22,3 +22,4 @@ mod reader;
 mod secrets;
 mod sources;
 mod validate;
+mod watch;

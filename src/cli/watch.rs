@@ -19,8 +19,8 @@ pub fn watch_cmd(
         ));
     }
     let config = ctx.config()?;
-    let mut broken = None;
-    let ending = crate::watch::run(&config, ctx.engine, settings, &mut |log| {
+    let broken = std::sync::Mutex::new(None);
+    let ending = crate::watch::run(&config, ctx.engine, settings, &|log| {
         if ctx.quiet && matches!(log.event, Kind::Started | Kind::InSync | Kind::Stopped) {
             return;
         }
@@ -33,11 +33,13 @@ pub fn watch_cmd(
             .write_all(line.as_bytes())
             .and_then(|()| stdout.flush())
         {
-            broken.get_or_insert(e);
+            if let Ok(mut broken) = broken.lock() {
+                broken.get_or_insert(e);
+            }
         }
     })
     .map_err(|e| CliError::Message(e.to_string()))?;
-    if let Some(source) = broken {
+    if let Some(source) = broken.into_inner().ok().flatten() {
         return Err(CliError::Write {
             path: "standard output".into(),
             source,

@@ -33,6 +33,8 @@ pub enum Kind {
     Cancelled,
     /// The target no longer holds what the last apply wrote.
     Drift,
+    /// A signal asked the watcher to stop.
+    Stopping,
     /// Drift was written back (`self_heal`).
     Healed,
     /// The repository or the target could not be read.

@@ -31,9 +31,8 @@ use crate::plan::{Action, Plan};
 use crate::policy::SyncOptions;
 use crate::source::FileStamp;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// How `watch` was started.
@@ -74,8 +73,8 @@ pub enum WatchError {
     Signals(std::io::Error),
 }
 
-/// Where logs go.
-pub type LogSink<'l> = dyn FnMut(&Log) + 'l;
+/// Where logs go (from the loop, and from the thread that receives signals).
+pub type LogSink<'l> = dyn Fn(&Log) + Sync + 'l;
 
 /// The longest wait before a failed apply is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -85,54 +84,58 @@ pub fn run(
     config: &Config,
     options: EngineOptions,
     settings: Settings,
-    log: &mut LogSink<'_>,
+    log: &LogSink<'_>,
 ) -> Result<Ending, WatchError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (wake, woken) = std::sync::mpsc::channel();
-    let signals = listen_for_signals(Arc::clone(&stop), wake.clone())?;
-    let engine = Engine::new(config, options).cancellable(&stop);
-    let mut watcher = Watcher::new(&engine, settings);
-    // File events are a speed-up: without them (a network mount, too many
-    // watches) the poll still finds every change.
-    let _events = if settings.once {
-        None
-    } else {
-        match trigger::follow(&engine, settings.working_tree, config, wake) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log(&Log::new(Kind::PollingOnly).reason(e.to_string()));
-                None
-            }
-        }
-    };
-    if !settings.once {
-        log(&Log::new(Kind::Started).reason(watcher.describe(config)));
-    }
-    let ending = watcher.watch(&woken, &stop, log);
-    signals.close();
-    Ok(ending)
-}
-
-/// A first signal asks the loop to stop (and the engine to stop before it
-/// writes); a second ends the process at once, as `kill -9` would: the
-/// database rolls back the transaction under way and the lock dies with it.
-fn listen_for_signals(
-    stop: Arc<AtomicBool>,
-    wake: Sender<Wake>,
-) -> Result<signal_hook::iterator::Handle, WatchError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = AtomicBool::new(false);
+    let (wake, woken) = std::sync::mpsc::channel();
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(WatchError::Signals)?;
-    let handle = signals.handle();
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(128 + signal);
+    let signals_handle = signals.handle();
+    std::thread::scope(|scope| {
+        let (stop, signal_wake) = (&stop, wake.clone());
+        // A first signal asks the loop to stop (and the engine to stop before
+        // it writes); a second ends the process at once, as `kill -9` would:
+        // the database rolls back the transaction under way and the lock dies
+        // with the process.
+        scope.spawn(move || {
+            for signal in signals.forever() {
+                if stop.swap(true, Ordering::SeqCst) {
+                    std::process::exit(128 + signal);
+                }
+                log(&Log::new(Kind::Stopping).reason(format!(
+                    "{}: the apply under way finishes or rolls back; a second signal stops at once",
+                    if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    }
+                )));
+                let _ = signal_wake.send(Wake::Stop);
             }
-            let _ = wake.send(Wake::Stop);
+        });
+        let engine = Engine::new(config, options).cancellable(stop);
+        let mut watcher = Watcher::new(&engine, settings);
+        // File events are a speed-up: without them (a network mount, too many
+        // watches) the poll still finds every change.
+        let _events = if settings.once {
+            None
+        } else {
+            match trigger::follow(&engine, settings.working_tree, config, wake) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log(&Log::new(Kind::PollingOnly).reason(e.to_string()));
+                    None
+                }
+            }
+        };
+        if !settings.once {
+            log(&Log::new(Kind::Started).reason(watcher.describe(config)));
         }
-    });
-    Ok(handle)
+        let ending = watcher.watch(&woken, stop, log);
+        signals_handle.close();
+        Ok(ending)
+    })
 }
 
 /// A revision and the target's serial: what a round's result holds for. When
@@ -215,12 +218,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
     }
 
     /// The loop: a round at once, then one per wake-up.
-    fn watch(
-        &mut self,
-        woken: &Receiver<Wake>,
-        stop: &AtomicBool,
-        log: &mut LogSink<'_>,
-    ) -> Ending {
+    fn watch(&mut self, woken: &Receiver<Wake>, stop: &AtomicBool, log: &LogSink<'_>) -> Ending {
         loop {
             let round = self.round(stop, log);
             if self.settings.once {
@@ -256,7 +254,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
 
     /// One round: what the source names now and where the target stands (both
     /// cheap); a sync when the revision is new; a drift check otherwise.
-    fn round(&mut self, stop: &AtomicBool, log: &mut LogSink<'_>) -> Round {
+    fn round(&mut self, stop: &AtomicBool, log: &LogSink<'_>) -> Round {
         let started = Instant::now();
         let revision = match self.revision() {
             Ok(r) => r,
@@ -280,7 +278,8 @@ impl<'e, 'c> Watcher<'e, 'c> {
         if let Some(last) = last.as_ref().filter(|l| l.blob == revision.blob) {
             self.failing = None;
             self.remove_pending();
-            if self.handled.as_ref().map(|(k, _)| &k.revision) != Some(&revision) {
+            let known = matches!(&self.handled, Some((k, Round::InSync)) if k.revision == revision);
+            if !known {
                 log(&Log::new(Kind::InSync)
                     .revision(&revision)
                     .reason(format!("already applied (history #{})", last.history_id)));
@@ -344,7 +343,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
     }
 
     /// Plans `revision` and, as `auto_apply` says, applies it or keeps it pending.
-    fn sync(&mut self, revision: &Revision, log: &mut LogSink<'_>, started: Instant) -> Round {
+    fn sync(&mut self, revision: &Revision, log: &LogSink<'_>, started: Instant) -> Round {
         let request = Request {
             source: self.source(revision),
             options: SyncOptions::default(),
@@ -431,7 +430,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
         &mut self,
         revision: &Revision,
         planned: &Planned,
-        log: &mut LogSink<'_>,
+        log: &LogSink<'_>,
         started: Instant,
     ) -> Round {
         log(&Log::new(Kind::Skipped)
@@ -463,7 +462,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
         revision: &Revision,
         planned: &Planned,
         why: &str,
-        log: &mut LogSink<'_>,
+        log: &LogSink<'_>,
         started: Instant,
     ) -> Round {
         let entry = Log::new(Kind::Pending).revision(revision).planned(planned);
@@ -516,7 +515,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
 
     /// A failed sync: logged with when it is tried again, with exponential
     /// backoff and jitter (a newer revision does not wait).
-    fn failed(&mut self, revision: &Revision, log: &mut LogSink<'_>, entry: Log) -> Round {
+    fn failed(&mut self, revision: &Revision, log: &LogSink<'_>, entry: Log) -> Round {
         let attempts = match &self.failing {
             Some(f) if f.revision == *revision => f.attempts + 1,
             _ => 0,
@@ -535,7 +534,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
 
     /// An error before planning (the repository or the target cannot be read):
     /// logged once while it lasts.
-    fn error(&mut self, e: &EngineError, log: &mut LogSink<'_>) -> Round {
+    fn error(&mut self, e: &EngineError, log: &LogSink<'_>) -> Round {
         let message = e.to_string();
         if self.last_error.as_ref() != Some(&message) {
             log(&Log::new(Kind::Error).reason(message.clone()));
@@ -547,7 +546,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
     /// Whether the target still holds what the last apply wrote. Free when
     /// nothing wrote since (the serials match); otherwise planned once per serial,
     /// reported, and with `self_heal` applied back.
-    fn check_drift(&mut self, serial: i64, stop: &AtomicBool, log: &mut LogSink<'_>) -> Round {
+    fn check_drift(&mut self, serial: i64, stop: &AtomicBool, log: &LogSink<'_>) -> Round {
         if self.drift_checked == Some(serial) {
             return Round::InSync;
         }
@@ -590,7 +589,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
     fn heal(
         &mut self,
         last: &crate::backend::AppliedRevision,
-        log: &mut LogSink<'_>,
+        log: &LogSink<'_>,
         started: Instant,
     ) -> Round {
         let source = match &last.commit {
