@@ -204,3 +204,46 @@ fn a_value_windows_1252_cannot_hold_is_refused_and_nothing_written() {
             .collect::<Vec<u8>>()
     );
 }
+
+#[test]
+fn values_the_csv_rules_refuse_are_not_adopted() {
+    let t = applied(&format!("{HEADER}{ROWS}"));
+    by_hand(
+        &t,
+        "UPDATE users SET last_name = 'O''Brien' WHERE username = 'wchen';",
+    );
+    let out = t.run(["adopt"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[name-apostrophe]"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("users.csv (as adopted):5:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "not adopted, the file is left as it is; the target holds values the CSV's rules refuse"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.read("users.csv"), format!("{HEADER}{ROWS}"));
+    // Where the policy allows them, the same value is adopted.
+    t.write(
+        "pbxsync.yaml",
+        format!(
+            "source: {{path: users.csv}}\npolicy: {{{}, allow_apostrophes: true}}\n",
+            crate::support::HASH
+        ),
+    );
+    t.ok(["adopt"]);
+    assert!(
+        t.read("users.csv")
+            .ends_with("1005,Wei,O'Brien,wchen,Wei_pass12,,,,,\n")
+    );
+    plans_nothing(&t);
+}

@@ -7,6 +7,7 @@ use super::{CliError, Context, Outcome, display_path, print_diagnostics};
 use crate::engine::AdoptOutcome;
 use crate::render::diagnostics as render_diag;
 use crate::render::untrusted;
+use crate::validate::Validated;
 
 pub fn run(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     let config = ctx.config()?;
@@ -14,26 +15,20 @@ pub fn run(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
     let name = display_path(path);
     let counts = match ctx.engine(&config).adopt()? {
         AdoptOutcome::Invalid(v) => {
-            match format {
-                Format::Json => {
-                    let (errors, warnings) = render_diag::json(&v.diagnostics);
-                    json(&serde_json::json!({
-                        "format_version": 1,
-                        "path": name,
-                        "adopted": false,
-                        "errors": errors,
-                        "warnings": warnings,
-                    }))?;
-                }
-                Format::Text | Format::Markdown => {
-                    print_diagnostics(ctx, &name, &v);
-                    eprintln!(
-                        "{}: not adopted, the file is left as it is; fix these first ({})",
-                        untrusted(&name),
-                        render_diag::counts_with(&v.diagnostics, &v.omitted)
-                    );
-                }
-            }
+            refused(ctx, format, &name, &name, &v, "fix these first")?;
+            return Ok(Outcome::Failure);
+        }
+        AdoptOutcome::TargetInvalid(v) => {
+            // The lines are those of the file as adopting would have written it.
+            let view = format!("{name} (as adopted)");
+            refused(
+                ctx,
+                format,
+                &name,
+                &view,
+                &v,
+                "the target holds values the CSV's rules refuse; correct them in the PBX (or allow them in pbxsync.yaml's policy) and adopt again",
+            )?;
             return Ok(Outcome::Failure);
         }
         AdoptOutcome::AlreadyMatches => (0, 0, 0),
@@ -66,4 +61,37 @@ pub fn run(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         Format::Text | Format::Markdown => {}
     }
     Ok(Outcome::Success)
+}
+
+/// Says why the file was not adopted: the diagnostics (shown against `view`, as
+/// `validate` shows them), then what to do.
+fn refused(
+    ctx: &Context,
+    format: Format,
+    name: &str,
+    view: &str,
+    v: &Validated<'_>,
+    what_to_do: &str,
+) -> Result<(), CliError> {
+    match format {
+        Format::Json => {
+            let (errors, warnings) = render_diag::json(&v.diagnostics);
+            json(&serde_json::json!({
+                "format_version": 1,
+                "path": name,
+                "adopted": false,
+                "errors": errors,
+                "warnings": warnings,
+            }))
+        }
+        Format::Text | Format::Markdown => {
+            print_diagnostics(ctx, view, v);
+            eprintln!(
+                "{}: not adopted, the file is left as it is; {what_to_do} ({})",
+                untrusted(name),
+                render_diag::counts_with(&v.diagnostics, &v.omitted)
+            );
+            Ok(())
+        }
+    }
 }

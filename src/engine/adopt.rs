@@ -14,6 +14,10 @@ pub enum AdoptOutcome {
     Adopted(Adopted),
     /// The file has errors of its own: it is left alone, and these say why.
     Invalid(Box<Validated<'static>>),
+    /// The target holds values that the CSV's rules refuse (an apostrophe in a
+    /// name, an email typed by hand): the adopted file would have these errors, so
+    /// it is not written. The diagnostics are those of the adopted file.
+    TargetInvalid(Box<Validated<'static>>),
 }
 
 impl Engine<'_> {
@@ -24,6 +28,8 @@ impl Engine<'_> {
     /// target), not on those that compare it with the target (an extension of
     /// another user, a device that does not exist): those are the drift that
     /// adopting resolves. A file without data rows is accepted: adopting fills it.
+    /// The adopted file is checked in turn, and not returned when the target's
+    /// values break the file's rules.
     pub fn adopt(&self) -> Result<AdoptOutcome, EngineError> {
         let mut target = self.read_target()?;
         let source = pipeline::load_source(self.config, &SourceChoice::WorkingTree, false)?;
@@ -37,10 +43,15 @@ impl Engine<'_> {
         }
         let dir = target.load()?;
         let adopted = crate::adopt::adopt(source.bytes(), &file, &dir)?;
-        Ok(if adopted.is_unchanged() {
-            AdoptOutcome::AlreadyMatches
-        } else {
-            AdoptOutcome::Adopted(adopted)
-        })
+        if adopted.is_unchanged() {
+            return Ok(AdoptOutcome::AlreadyMatches);
+        }
+        // A file that `plan` would refuse is never written: adopting must leave
+        // one that plans no change.
+        let result = validate::check(&adopted.bytes, &policy);
+        if result.has_errors() {
+            return Ok(AdoptOutcome::TargetInvalid(Box::new(result.into_owned())));
+        }
+        Ok(AdoptOutcome::Adopted(adopted))
     }
 }
