@@ -203,6 +203,7 @@ fn a_value_windows_1252_cannot_hold_is_refused_and_nothing_written() {
             .map(|c| u8::try_from(u32::from(c)).unwrap())
             .collect::<Vec<u8>>()
     );
+    plans_nothing(&t);
 }
 
 #[test]
