@@ -2,9 +2,31 @@
 //! extension, passwords empty. Applying the export plans no change. Cells that a
 //! spreadsheet would run as formulas are written with the `'` escape.
 
-use crate::model::{Column, Directory, ExtensionKind};
+use crate::model::{Column, Directory, Extension, ExtensionKind, User};
 use crate::validate::rules;
 use std::borrow::Cow;
+
+/// The value export writes in `column` for `ext` (of `user`), before the formula
+/// escape: passwords empty; the Device cell a device id, `virtual`, or empty for a
+/// voicemail-only extension.
+pub fn cell<'a>(ext: &'a Extension, user: Option<&'a User>, column: Column) -> &'a str {
+    match column {
+        Column::Extension => &ext.number,
+        Column::WebUsername => &ext.username,
+        Column::Password => "",
+        Column::Description => &ext.description,
+        // An empty cell keeps an existing extension's device, and a voicemail-only
+        // extension has none: so empty is exactly right for it.
+        Column::Device => match ext.kind {
+            ExtensionKind::Device => ext.device.as_deref().unwrap_or(""),
+            ExtensionKind::Virtual => "virtual",
+            ExtensionKind::VoicemailOnly => "",
+        },
+        Column::FirstName | Column::LastName | Column::Email | Column::Im | Column::Mobile => {
+            user.map_or("", |u| u.field(column))
+        }
+    }
+}
 
 pub fn to_csv(dir: &Directory) -> String {
     let mut writer = csv::WriterBuilder::new()
@@ -13,33 +35,7 @@ pub fn to_csv(dir: &Directory) -> String {
     let mut ok = writer.write_record(Column::ALL.map(Column::header)).is_ok();
     for ext in &dir.extensions {
         let user = dir.user(&ext.username);
-        let field = |c: Column| {
-            user.map_or("", |u| {
-                crate::model::USER_COLUMNS
-                    .iter()
-                    .position(|x| *x == c)
-                    .map_or("", |k| u.fields[k].as_str())
-            })
-        };
-        // An empty cell keeps an existing extension's device, and a voicemail-only
-        // extension has none: so empty is exactly right for it.
-        let device = match ext.kind {
-            ExtensionKind::Device => ext.device.as_deref().unwrap_or(""),
-            ExtensionKind::Virtual => "virtual",
-            ExtensionKind::VoicemailOnly => "",
-        };
-        let cells = [
-            ext.number.as_str(),
-            field(Column::FirstName),
-            field(Column::LastName),
-            ext.username.as_str(),
-            "",
-            ext.description.as_str(),
-            field(Column::Email),
-            field(Column::Im),
-            field(Column::Mobile),
-            device,
-        ];
+        let cells = Column::ALL.map(|column| cell(ext, user, column));
         // A cell a spreadsheet would run as a formula gets the `'` escape, which
         // the reader takes away again: the export is safe to open and still plans
         // no change.

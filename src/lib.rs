@@ -5,6 +5,7 @@
 //! and returns values; `config`, `source`, `target` and `cli` are the edges that do
 //! I/O; `engine` runs the pipeline between them and returns typed outcomes.
 
+pub mod adopt;
 pub mod apply;
 pub mod backend;
 pub mod bytes;

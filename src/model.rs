@@ -223,10 +223,16 @@ pub struct DesiredUser {
 
 impl DesiredUser {
     pub fn field(&self, c: Column) -> &str {
-        match USER_COLUMNS.iter().position(|u| *u == c) {
-            Some(i) => &self.fields[i],
-            None => "",
-        }
+        user_field(&self.fields, c)
+    }
+}
+
+/// The value of user column `c` in `fields` (indexed by `USER_COLUMNS`); "" for a
+/// column that is not a user field.
+fn user_field(fields: &[Text; 5], c: Column) -> &str {
+    match USER_COLUMNS.iter().position(|u| *u == c) {
+        Some(i) => &fields[i],
+        None => "",
     }
 }
 
@@ -373,6 +379,13 @@ pub struct User {
     pub username: Text,
     /// first name, last name, email, IM, mobile (index by `USER_COLUMNS`).
     pub fields: [Text; 5],
+}
+
+impl User {
+    /// The value of user column `c` ("" for a column that is not a user field).
+    pub fn field(&self, c: Column) -> &str {
+        user_field(&self.fields, c)
+    }
 }
 
 /// An extension in the target.

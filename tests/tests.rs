@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod adopt;
 mod apply;
 mod changed_rows;
 mod config;

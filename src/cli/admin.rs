@@ -6,7 +6,8 @@ use crate::model::{Device, Text};
 use crate::render::untrusted;
 use std::path::Path;
 
-fn json(value: &serde_json::Value) -> Result<(), CliError> {
+/// Prints a JSON document on stdout, pretty.
+pub(super) fn json(value: &serde_json::Value) -> Result<(), CliError> {
     out(&format!(
         "{}\n",
         serde_json::to_string_pretty(value).unwrap_or_default()

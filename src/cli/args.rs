@@ -116,6 +116,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Write the target's current state into the CSV in the working tree, so that
+    /// changes made in the PBX by hand can be reviewed (`git diff`) and committed.
+    Adopt {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Target, serial, last applied revision, pending changes, lock holder.
     Status {
         #[arg(long, value_enum, default_value_t)]

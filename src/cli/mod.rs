@@ -1,6 +1,7 @@
 //! The only place that knows clap, colours, prompts, progress bars and exit codes.
 
 mod admin;
+mod adopt;
 mod args;
 mod init;
 mod sync;
@@ -207,6 +208,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             detailed_exitcode,
         ),
         Command::Export { out } => admin::export(&ctx, out.as_deref()),
+        Command::Adopt { format } => adopt::run(&ctx, format),
         Command::Status { format } => admin::status(&ctx, format),
         Command::History { id, format } => admin::history(&ctx, id, format),
         Command::Devices(cmd) => admin::devices(&ctx, cmd),

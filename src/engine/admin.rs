@@ -8,7 +8,7 @@ use std::path::Path;
 
 impl Engine<'_> {
     /// The target for reading; a state file that does not exist yet is an error.
-    fn read_target(&self) -> Result<Box<dyn Backend>, EngineError> {
+    pub(super) fn read_target(&self) -> Result<Box<dyn Backend>, EngineError> {
         pipeline::open_target(&self.config.target, false)?.ok_or(EngineError::NoState)
     }
 

@@ -1,13 +1,15 @@
 //! The engine: the one place that runs the pipeline `source → validate → target
-//! read → diff → checks → (apply)`. `plan`, `apply` and `status` (and later
-//! `watch`) are thin callers. It returns typed outcomes and reports what it does
+//! read → diff → checks → (apply)`. `plan`, `apply`, `status` and `adopt` (and
+//! later `watch`) are thin callers. It returns typed outcomes and reports what it does
 //! through events; it never prints, prompts or knows the command line.
 
 mod admin;
+mod adopt;
 mod apply;
 pub mod pipeline;
 mod status;
 
+pub use adopt::AdoptOutcome;
 pub use apply::{ApplyOutcome, Prepared, Ready, Refusal};
 pub use pipeline::{InventoryError, SourceChoice};
 pub use status::{Drift, Revision, Status, TargetState};
@@ -44,6 +46,9 @@ pub enum EngineError {
     /// apply is in the history.
     #[error(transparent)]
     Hashing(#[from] crate::apply::HashError),
+    /// `adopt`: the target holds a value the file cannot (its encoding).
+    #[error(transparent)]
+    Adopt(#[from] crate::adopt::AdoptError),
     #[error("cannot read {path}: {source}")]
     ReadPlan {
         path: String,

@@ -92,6 +92,23 @@ impl Validated<'_> {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
+    /// The same, holding its own text: for an outcome that outlives the bytes
+    /// (`adopt` refusing a file shows its diagnostics against it).
+    pub fn into_owned(self) -> Validated<'static> {
+        Validated {
+            text: Cow::Owned(self.text.into_owned()),
+            windows_1252: self.windows_1252,
+            delimiter: self.delimiter,
+            layout: self.layout,
+            rows: self.rows,
+            users: self.users,
+            desired: self.desired,
+            index: self.index,
+            diagnostics: self.diagnostics,
+            omitted: self.omitted,
+        }
+    }
+
     /// The desired state of some rows only, read again from the text: the users
     /// of `rows` merged over those rows (pass every row of each user wanted), and
     /// the extensions of the rows paired with `true`.
@@ -166,7 +183,7 @@ fn trim(s: &str) -> &str {
 /// The value of a cell: trimmed, and without the `'` that keeps a spreadsheet from
 /// running it as a formula (`rules::unescape`). What that escape keeps is trimmed
 /// too (`'` and a tab), as `fmt` does.
-fn cell_value(raw: &str) -> &str {
+pub fn cell_value(raw: &str) -> &str {
     let trimmed = trim(raw);
     let unescaped = rules::unescape(trimmed);
     if unescaped.len() == trimmed.len() {
