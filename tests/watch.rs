@@ -486,3 +486,40 @@ fn the_working_tree_mode_follows_saves_of_the_file() {
         history[0]
     );
 }
+
+#[test]
+fn without_file_events_the_poll_finds_a_new_commit() {
+    // File events would wait ten minutes to settle: only the poll (each second)
+    // can find the commit, as on a network file system that sends no events.
+    let t = Test::repo_with(&format!(
+        "policy: {{{HASH}}}\nwatch: {{debounce_ms: 600000, poll_seconds: 1, auto_apply: always}}\n"
+    ));
+    let first = t.commit_csv(rows(&[ANN]));
+    let w = Watcher::start(&t, &[]);
+    w.wait_for("applied", Some(&first));
+    let second = t.commit_csv(rows(&[ANN, BOB]));
+    w.wait_for("applied", Some(&second));
+}
+
+#[test]
+fn text_logs_escape_what_comes_from_the_repository() {
+    let t = repo("auto_apply: never");
+    t.csv(rows(&[ANN]));
+    t.git(&["add", "-A"]);
+    t.git(&[
+        "commit",
+        "-q",
+        "-m",
+        "evil \u{1b}]0;owned\u{7} \u{202e}subject",
+    ]);
+    let out = t.run(["watch", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(" pending "), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(r#""evil \u{1b}]0;owned\u{7} \u{202e}subject" by Test Admin"#),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{202e}'));
+}

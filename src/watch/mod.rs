@@ -715,3 +715,69 @@ fn jittered(d: Duration, percent: u64) -> Duration {
     let scale = 1000 * 100 + (r as i64 - 1000) * percent as i64;
     d.mul_f64(scale as f64 / 100_000.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExtensionKind;
+    use crate::plan::{Change, PlannedAction};
+
+    fn planned(action: Action) -> PlannedAction {
+        PlannedAction {
+            action,
+            line: None,
+            blame: None,
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_its_share() {
+        let d = Duration::from_secs(10);
+        for _ in 0..1000 {
+            let j = jittered(d, 10);
+            assert!(
+                j >= Duration::from_secs(9) && j <= Duration::from_secs(11),
+                "{j:?}"
+            );
+        }
+        let spread: std::collections::HashSet<_> = (0..100).map(|_| jittered(d, 25)).collect();
+        assert!(spread.len() > 50, "jitter does not vary: {spread:?}");
+    }
+
+    #[test]
+    fn safe_means_no_reassignment_and_no_removal() {
+        let remove = planned(Action::RemoveUser {
+            username: "ann".into(),
+        });
+        let reassign = planned(Action::ReassignDevice {
+            device: "0004F2000001".into(),
+            from_extension: "1001".into(),
+            to_extension: "1002".into(),
+            from_becomes: ExtensionKind::Virtual,
+            username: "bob".into(),
+        });
+        let update = planned(Action::UpdateUser {
+            username: "ann".into(),
+            changes: vec![Change {
+                field: "email",
+                from: Some("a@x".into()),
+                to: Some("b@x".into()),
+                sensitive: false,
+            }],
+        });
+        let plan = |actions: Vec<PlannedAction>| Plan {
+            actions,
+            ..Plan::default()
+        };
+        assert_eq!(unsafe_reason(&plan(vec![update.clone()])), None);
+        assert_eq!(
+            unsafe_reason(&plan(vec![update.clone(), reassign.clone()])).as_deref(),
+            Some("it reassigns 1 device(s)")
+        );
+        assert_eq!(
+            unsafe_reason(&plan(vec![reassign, remove])).as_deref(),
+            Some("it reassigns 1 device(s) and it removes 1 extension(s) or user(s)")
+        );
+        assert_eq!(differs(&plan(vec![update])), ["update_user ann (email)"]);
+    }
+}
