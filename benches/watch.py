@@ -11,6 +11,8 @@ row's email, and the time from the end of `git commit` to the watcher's `applied
 record is taken. Then the watcher is left alone for 20 s and its CPU time (user +
 system, /proc) is divided by the polls it made.
 """
+import csv
+import io
 import json
 import os
 import subprocess
@@ -31,11 +33,14 @@ def cpu_seconds(pid):
 
 
 def change_one_row(path, i):
+    """The Email of the row on line i + 2 (a row without quoted line breaks)."""
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
-    cells = lines[1 + i].split(b",")
-    cells[6] = b"watch%d@example.org" % time.monotonic_ns()
-    lines[1 + i] = b",".join(cells)
+    cells = next(csv.reader([lines[1 + i].decode()]))
+    cells[6] = f"watch{time.monotonic_ns()}@example.org"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    lines[1 + i] = out.getvalue().encode()
     with open(path, "wb") as f:
         f.write(b"\n".join(lines))
 
@@ -61,6 +66,14 @@ def run(rows):
     subprocess.run([BIN, "apply", "--auto-approve", "--quiet"], check=True)
 
     watcher = subprocess.Popen([BIN, "watch", "--format", "json"], stdout=subprocess.PIPE, text=True)
+    try:
+        measure(rows, watcher)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=60)
+
+
+def measure(rows, watcher):
 
     def next_event(kinds):
         for line in watcher.stdout:
@@ -83,8 +96,6 @@ def run(rows):
     before = cpu_seconds(watcher.pid)
     time.sleep(QUIET_SECONDS)
     quiet = cpu_seconds(watcher.pid) - before
-    watcher.terminate()
-    watcher.wait(timeout=30)
     latencies.sort()
     print(f"{rows:>9} rows: commit to applied median {latencies[2]:.2f} s "
           f"(min {latencies[0]:.2f}, max {latencies[-1]:.2f}; debounce 0.5 s); "
