@@ -124,13 +124,17 @@ impl Log {
 
     /// The commit's author and subject, and the plan's summary.
     pub fn planned(self, planned: &Planned) -> Log {
+        self.source(planned).plan(&planned.plan)
+    }
+
+    /// The commit, its author and subject.
+    pub fn source(self, planned: &Planned) -> Log {
         let revision = &planned.loaded.revision;
-        let planned = self.plan(&planned.plan);
         Log {
-            commit: revision.commit.clone().or(planned.commit),
+            commit: revision.commit.clone().or(self.commit),
             author: revision.author.clone(),
             subject: revision.summary.clone(),
-            ..planned
+            ..self
         }
     }
 

@@ -435,7 +435,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
     ) -> Round {
         log(&Log::new(Kind::Skipped)
             .revision(revision)
-            .planned(planned)
+            .source(planned)
             .reason(skip_reason(&planned.plan))
             .diagnostics(&planned.plan)
             .since(started));
