@@ -32,10 +32,9 @@ pub fn watch_cmd(
         if let Err(e) = stdout
             .write_all(line.as_bytes())
             .and_then(|()| stdout.flush())
+            && let Ok(mut broken) = broken.lock()
         {
-            if let Ok(mut broken) = broken.lock() {
-                broken.get_or_insert(e);
-            }
+            broken.get_or_insert(e);
         }
     })
     .map_err(|e| CliError::Message(e.to_string()))?;
