@@ -246,7 +246,7 @@ fn safe_keeps_a_reassignment_pending_and_apply_of_the_pending_plan_applies_it() 
         "{pending}"
     );
     assert!(t.path(".pbxsync/pending.json").exists());
-    assert_eq!(applied_commits(&t), [first.clone()]);
+    assert_eq!(applied_commits(&t), std::slice::from_ref(&first));
     // The pending plan is a saved plan: `apply FILE` applies it.
     let out = t.ok(["apply", ".pbxsync/pending.json"]);
     assert!(out.stdout.contains("Apply complete"), "{}", out.stdout);
