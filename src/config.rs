@@ -113,7 +113,9 @@ impl TargetUrl {
         }
     }
 
-    /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…`.
+    /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…` (which is read,
+    /// so that its error can say PostgreSQL is not available yet, rather than
+    /// that the URL is unknown).
     pub fn parse(url: &str, base: &Path) -> Result<TargetUrl, String> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -125,7 +127,7 @@ impl TargetUrl {
             Ok(TargetUrl::Postgres(url.to_string()))
         } else {
             Err(format!(
-                "unknown target `{url}`, expected `sqlite:PATH` or `postgres://user@host:5432/db`"
+                "unknown target `{url}`: a target is `sqlite:PATH`, e.g. `sqlite:.pbxsync/state.db`"
             ))
         }
     }

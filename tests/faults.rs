@@ -253,6 +253,8 @@ fn a_second_apply_fails_at_once_naming_the_holder() {
     let out = t.run(["apply", "--auto-approve"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("locked"), "{}", out.stderr);
+    // About no file: no `-->` location line.
+    assert!(!out.stderr.contains("-->"), "{}", out.stderr);
     // Planning does not need the lock.
     assert_eq!(t.plan_json(&[])["summary"]["create_user"], 1);
 

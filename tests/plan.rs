@@ -377,7 +377,9 @@ fn rule_10_licenses_are_counted_after_the_change() {
     assert_eq!(codes(&plan), ["license-exceeded"]);
     let message = plan["errors"][0]["message"].as_str().unwrap();
     assert!(
-        message.starts_with("not enough voicemail licenses: 1 needed, 0 left"),
+        message.starts_with(
+            "not enough voicemail licenses: after this plan the directory needs 2 voicemail licenses, the limit is 1: 1 more needed"
+        ),
         "{message}"
     );
     let before = t.export();

@@ -8,6 +8,7 @@ mod admin;
 mod adopt;
 mod apply;
 mod changed_rows;
+mod cli;
 mod config;
 mod faults;
 mod fmt;

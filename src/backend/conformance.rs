@@ -6,7 +6,8 @@
 //! backend adds its line there.
 
 use crate::backend::{
-    ApplyReport, ApplyRequest, Backend, BackendError, HistoryRecord, Keys, Progress, RecordedCsv,
+    ApplyReport, ApplyRequest, Backend, BackendError, HistoryRecord, Keys, Models, Progress,
+    RecordedCsv,
 };
 use crate::model::{Device, Directory, ExtensionKind, Licenses, Text};
 use crate::plan::{DiffOptions, PlannedAction, Summary, diff, simulate};
@@ -489,8 +490,9 @@ pub fn the_lock_has_one_holder(backend: &mut dyn Backend, _behind: Behind<'_>) {
     let _again = backend.try_lock().unwrap();
 }
 
-/// Devices are added (an existing id gets the new model) and removed unless
-/// held; license limits are kept; each write bumps the serial.
+/// Devices are added (an existing id gets the new model, or keeps its own when
+/// asked to and the new one is empty) and removed unless held; license limits are
+/// kept; each write bumps the serial.
 pub fn inventory_and_licenses(backend: &mut dyn Backend, _behind: Behind<'_>) {
     apply_rows(backend, SEED, &Opts::default());
     let serial = backend.serial().unwrap();
@@ -504,10 +506,22 @@ pub fn inventory_and_licenses(backend: &mut dyn Backend, _behind: Behind<'_>) {
             model: t("T31"),
         },
     ];
-    backend.add_devices(&devices).unwrap();
+    backend.add_devices(&devices, Models::Replace).unwrap();
     let dir = backend.load().unwrap();
     assert_eq!(dir.device(D3).unwrap().model, "T54W");
     assert_eq!(dir.device("0004F2A10009").unwrap().model, "T31");
+    let without_model = |id: &str| Device {
+        id: t(id),
+        model: t(""),
+    };
+    backend
+        .add_devices(&[without_model(D3)], Models::KeepWhenEmpty)
+        .unwrap();
+    assert_eq!(backend.load().unwrap().device(D3).unwrap().model, "T54W");
+    backend
+        .add_devices(&[without_model(D3)], Models::Replace)
+        .unwrap();
+    assert_eq!(backend.load().unwrap().device(D3).unwrap().model, "");
     let serial_added = backend.serial().unwrap();
     assert!(serial_added > serial);
 

@@ -9,7 +9,7 @@
 
 use crate::backend::{
     AppliedRevision, ApplyLock, ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore,
-    HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Progress, RowDigests,
+    HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Models, Progress, RowDigests,
 };
 use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, User};
 use crate::plan::{Action, Change, PlannedAction, check_kind, simulate};
@@ -489,12 +489,19 @@ impl RowDigests for MemoryBackend {}
 
 impl Inventory for MemoryBackend {
     /// One bump of the serial per device written, as SQLite's triggers do.
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
+    fn add_devices(&mut self, devices: &[Device], models: Models) -> Result<(), BackendError> {
         let mut store = self.store();
         for device in devices {
-            store
-                .devices
-                .insert(device.id.clone(), device.model.clone());
+            let kept = models == Models::KeepWhenEmpty && device.model.is_empty();
+            match store.devices.get_mut(&device.id) {
+                Some(_) if kept => continue,
+                Some(model) => *model = device.model.clone(),
+                None => {
+                    store
+                        .devices
+                        .insert(device.id.clone(), device.model.clone());
+                }
+            }
             store.serial += 1;
         }
         Ok(())

@@ -294,10 +294,22 @@ pub trait RowDigests {
     }
 }
 
+/// What adding a device that the inventory holds already does to its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Models {
+    /// The new model replaces the old one, an empty one too (`devices add ID
+    /// --model ""` clears a model).
+    Replace,
+    /// An empty new model keeps the old one: a device added again without a
+    /// model (`devices add ID`, an import row with no model) keeps its model.
+    KeepWhenEmpty,
+}
+
 /// Administration of what the CSV does not say: devices and license limits.
 pub trait Inventory {
-    /// Adds devices to the inventory (existing ids get the new model).
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError>;
+    /// Adds devices to the inventory; an id it holds already gets the new model as
+    /// `models` says.
+    fn add_devices(&mut self, devices: &[Device], models: Models) -> Result<(), BackendError>;
     /// Removes a device from the inventory; refused while an extension holds it.
     /// Returns false when the device was not there.
     fn remove_device(&mut self, id: &str) -> Result<bool, BackendError>;
@@ -422,8 +434,8 @@ impl<T: RowDigests> RowDigests for ReportsDamage<T> {
 }
 
 impl<T: Inventory> Inventory for ReportsDamage<T> {
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
-        let r = self.inner.add_devices(devices);
+    fn add_devices(&mut self, devices: &[Device], models: Models) -> Result<(), BackendError> {
+        let r = self.inner.add_devices(devices, models);
         self.checked(r)
     }
     fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {

@@ -2,6 +2,7 @@
 
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
+use crate::backend::Models;
 use crate::model::{Device, Text};
 use crate::render::untrusted;
 use std::path::Path;
@@ -188,20 +189,29 @@ fn device_id(id: &str) -> Result<Text, CliError> {
     match crate::validate::rules::device(id.trim()) {
         Ok(crate::model::DeviceCell::Device(id)) => Ok(id),
         Ok(_) => Err(CliError::Message(format!("`{id}` is not a device id"))),
-        Err(p) => Err(CliError::Message(p.message)),
+        Err(p) => Err(CliError::Message(match p.hint {
+            Some(hint) => format!("{}; {hint}", p.message),
+            None => p.message,
+        })),
     }
 }
 
 pub fn devices(ctx: &Context, cmd: DevicesCommand) -> Result<Outcome, CliError> {
     match cmd {
         DevicesCommand::Add { id, model } => {
+            // Without --model a device the inventory holds keeps its model;
+            // `--model ""` clears it.
+            let models = match model {
+                Some(_) => Models::Replace,
+                None => Models::KeepWhenEmpty,
+            };
             let device = Device {
                 id: device_id(&id)?,
-                model: Text::from(model.trim()),
+                model: Text::from(model.as_deref().unwrap_or_default().trim()),
             };
             let config = ctx.config()?;
             ctx.engine(&config)
-                .add_devices(std::slice::from_ref(&device))?;
+                .add_devices(std::slice::from_ref(&device), models)?;
             if !ctx.quiet {
                 out(&format!("added {}\n", device.id))?;
             }
@@ -275,12 +285,8 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
         LicensesCommand::Show { format } => {
             let config = ctx.config()?;
             let dir = ctx.engine(&config).directory_or_empty()?;
-            let voicemail = dir
-                .extensions
-                .iter()
-                .filter(|e| e.kind.uses_voicemail_license())
-                .count();
-            let users = dir.extensions.len() - voicemail;
+            let usage = crate::model::Usage::of(&dir);
+            let (users, voicemail) = (usage.user_licenses, usage.voicemail_licenses);
             let show = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
             match format {
                 Format::Json => json(&serde_json::json!({
@@ -296,7 +302,7 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
         }
         LicensesCommand::Set { users, voicemail } => {
             let config = ctx.config()?;
-            ctx.engine(&config).set_licenses(|current| {
+            let (limits, usage) = ctx.engine(&config).set_licenses(|current| {
                 if let Some(u) = users {
                     current.users = limit(&u)?;
                 }
@@ -307,6 +313,20 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
             })?;
             if !ctx.quiet {
                 out("licenses set\n")?;
+            }
+            // Not refused: a limit may be lowered ahead of a cleanup. But every
+            // plan fails until then, which should not come as a surprise.
+            for s in crate::plan::checks::shortfalls(limits, usage) {
+                eprintln!(
+                    "{}: {} {} licenses are in use, the new limit is {}: every plan is refused until it leaves at most {} {} extensions ({} fewer), or the limit is raised again",
+                    ctx.stderr_style.yellow("warning"),
+                    s.needed,
+                    s.what,
+                    s.limit,
+                    s.limit,
+                    s.extensions(),
+                    s.missing()
+                );
             }
         }
     }

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             "added": added,
             "removed": removed,
         }))?,
-        Format::Text | Format::Markdown if !ctx.quiet => {
+        Format::Text if !ctx.quiet => {
             let name = untrusted(&name);
             if counts == (0, 0, 0) {
                 eprintln!("{name} already matches the target.");
@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
                 );
             }
         }
-        Format::Text | Format::Markdown => {}
+        Format::Text => {}
     }
     Ok(Outcome::Success)
 }
@@ -84,7 +84,7 @@ fn refused(
                 "warnings": warnings,
             }))
         }
-        Format::Text | Format::Markdown => {
+        Format::Text => {
             print_diagnostics(ctx, view, v);
             eprintln!(
                 "{}: not adopted, the file is left as it is; {what_to_do} ({})",

@@ -7,13 +7,12 @@ mod init;
 mod sync;
 mod watch;
 
-pub use args::{Cli, Color, Command, Format};
+pub use args::{Cli, Color, Command, Format, PlanFormat};
 
 use crate::config::{Config, ConfigError};
 use crate::render::Style;
 use crate::render::diagnostics::{self as render_diag, SourceView};
 use crate::validate::{self, Policy, Validated};
-use clap::Parser;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,7 +63,10 @@ pub enum Outcome {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match args::parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     match run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),
@@ -79,6 +81,19 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", crate::render::untrusted_lines(&e.to_string()));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints clap's message. `--help` and `--version` exit 0; a command line that
+/// cannot be parsed exits 1 like any other error, so that 2 only ever means
+/// "changes pending" under `--detailed-exitcode`.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    // A closed pipe (`pbxsync --help | head`) is not worth a panic or a message.
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -350,7 +365,7 @@ fn validate_cmd(
                 serde_json::to_string_pretty(&doc).unwrap_or_default()
             ))?;
         }
-        Format::Text | Format::Markdown => {
+        Format::Text => {
             print_diagnostics(ctx, &name, &v);
             if v.has_errors() {
                 eprintln!(

@@ -1,6 +1,6 @@
 //! `plan` and `apply`: the pipeline, drawn for people (or JSON/Markdown for bots).
 
-use super::args::{Format, PlanFlags, PlanSource};
+use super::args::{Format, PlanFlags, PlanFormat, PlanSource};
 use super::{CliError, Context, Outcome, display_path, out, print_diagnostics_of};
 use crate::backend::Progress;
 use crate::config::Config;
@@ -61,12 +61,17 @@ fn source_name(config: &Config, loaded: &Loaded) -> String {
 }
 
 /// Prints the plan in the chosen format; errors go to stderr with their lines.
-fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Result<(), CliError> {
+fn show(
+    ctx: &Context,
+    config: &Config,
+    planned: &Planned,
+    format: PlanFormat,
+) -> Result<(), CliError> {
     let v = view(config, planned);
     match format {
-        Format::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
-        Format::Markdown => super::out_streamed(|w| render_plan::write_markdown(&v, w)),
-        Format::Text => {
+        PlanFormat::Json => super::out_with(|w| render_plan::json(&v).write_pretty_json(w)),
+        PlanFormat::Markdown => super::out_streamed(|w| render_plan::write_markdown(&v, w)),
+        PlanFormat::Text => {
             let mut all: Vec<Diagnostic> = planned.plan.errors.clone();
             all.extend(planned.plan.warnings.iter().cloned());
             if !all.is_empty() {
@@ -113,7 +118,7 @@ fn request(config: &Config, flags: &PlanFlags) -> Request {
 pub fn plan_cmd(
     ctx: &Context,
     flags: &PlanFlags,
-    format: Format,
+    format: PlanFormat,
     save: Option<&Path>,
     detailed_exitcode: bool,
 ) -> Result<Outcome, CliError> {
@@ -124,7 +129,7 @@ pub fn plan_cmd(
     let planned = match engine.plan(&request, save.is_none(), &mut |e| listener.event(e))? {
         PlanOutcome::NoChanges(unchanged) => {
             match format {
-                Format::Json => {
+                PlanFormat::Json => {
                     let doc = serde_json::json!({
                         "format_version": 1,
                         "source": {"kind": "git", "path": display_path(&config.source_path), "commit": unchanged.commit, "blob": unchanged.blob},
@@ -301,14 +306,16 @@ pub fn apply_cmd(
     })? {
         // Nothing to apply, known without reading a row: as `plan` says it.
         Prepared::NoChanges(_) => {
-            if format != Format::Json && !ctx.quiet {
+            if format == Format::Json {
+                nothing_applied_json()?;
+            } else if !ctx.quiet {
                 out(UNCHANGED_SINCE_LAST_APPLY)?;
             }
             return Ok(Outcome::Success);
         }
         Prepared::Refused(refusal) => return refuse(ctx, format, refusal_diagnostic(&refusal)),
         Prepared::Invalid(planned) => {
-            show(ctx, &config, &planned, format)?;
+            show(ctx, &config, &planned, format.into())?;
             return Ok(Outcome::Failure);
         }
         Prepared::Ready(ready) => ready,
@@ -316,9 +323,12 @@ pub fn apply_cmd(
     let planned = ready.planned();
     // The plan is shown before it is confirmed; quiet or JSON runs show only errors.
     if format != Format::Json && !ctx.quiet {
-        show(ctx, &config, planned, format)?;
+        show(ctx, &config, planned, format.into())?;
     }
     if !planned.plan.has_changes() {
+        if format == Format::Json {
+            nothing_applied_json()?;
+        }
         return Ok(Outcome::Success);
     }
     if !ready.saved() && !auto_approve && !confirm()? {
@@ -364,6 +374,16 @@ pub fn apply_cmd(
     }
 }
 
+/// `apply --format json` with nothing to apply: still a document, so that a
+/// script always has one to read.
+fn nothing_applied_json() -> Result<(), CliError> {
+    super::admin::json(&serde_json::json!({
+        "format_version": 1,
+        "outcome": "no_changes",
+        "summary": crate::plan::Summary::default(),
+    }))
+}
+
 /// A refused apply, as the diagnostic that says what to do.
 fn refusal_diagnostic(refusal: &Refusal) -> Diagnostic {
     let again = "run `pbxsync plan` again and review the new plan";
@@ -404,7 +424,7 @@ fn refuse(ctx: &Context, format: Format, d: Diagnostic) -> Result<Outcome, CliEr
             .unwrap_or_default()
         ))?,
         _ => {
-            let view = crate::render::diagnostics::SourceView::empty("pbxsync");
+            let view = crate::render::diagnostics::SourceView::no_file();
             eprint!(
                 "{}",
                 crate::render::diagnostics::text(&d, &view, ctx.stderr_style)

@@ -13,11 +13,6 @@ pub fn watch_cmd(
     format: Format,
     detailed_exitcode: bool,
 ) -> Result<Outcome, CliError> {
-    if format == Format::Markdown {
-        return Err(CliError::Message(
-            "`watch --format` takes text or json".into(),
-        ));
-    }
     let config = ctx.config()?;
     let broken = std::sync::Mutex::new(None);
     let ending = crate::watch::run(&config, ctx.engine, settings, &|log| {
@@ -26,7 +21,7 @@ pub fn watch_cmd(
         }
         let line = match format {
             Format::Json => serde_json::to_string(log).unwrap_or_default() + "\n",
-            _ => text(log),
+            Format::Text => text(log),
         };
         let mut stdout = std::io::stdout().lock();
         if let Err(e) = stdout

@@ -2,8 +2,8 @@
 //! history, the device inventory and the license limits.
 
 use super::{Engine, EngineError, pipeline};
-use crate::backend::{Backend, BackendError, HistoryRecord};
-use crate::model::{Device, Directory, Licenses, Text};
+use crate::backend::{Backend, BackendError, HistoryRecord, Models};
+use crate::model::{Device, Directory, Licenses, Text, Usage};
 use std::path::Path;
 
 impl Engine<'_> {
@@ -60,16 +60,17 @@ impl Engine<'_> {
         Ok(Some((record, csv)))
     }
 
-    /// Adds devices to the inventory (those it holds already are kept).
-    pub fn add_devices(&self, devices: &[Device]) -> Result<(), EngineError> {
-        Ok(self.write_target()?.add_devices(devices)?)
+    /// Adds devices to the inventory; one it holds already gets the new model as
+    /// `models` says.
+    pub fn add_devices(&self, devices: &[Device], models: Models) -> Result<(), EngineError> {
+        Ok(self.write_target()?.add_devices(devices, models)?)
     }
 
     /// Adds the devices of a devices file (`id,model`) to the inventory; how many
-    /// the file names.
+    /// the file names. A row without a model keeps the model a device has.
     pub fn import_devices(&self, file: &Path) -> Result<usize, EngineError> {
         let devices = pipeline::read_devices(file)?;
-        self.add_devices(&devices)?;
+        self.add_devices(&devices, Models::KeepWhenEmpty)?;
         Ok(devices.len())
     }
 
@@ -78,15 +79,17 @@ impl Engine<'_> {
         Ok(self.write_target()?.remove_device(id)?)
     }
 
-    /// Sets the license limits that `set` changes of the current ones.
+    /// Sets the license limits that `set` changes of the current ones; the
+    /// limits set and what the directory uses now (which may be more).
     pub fn set_licenses<E: From<EngineError>>(
         &self,
         set: impl FnOnce(&mut Licenses) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<(Licenses, Usage), E> {
         let mut target = self.write_target()?;
-        let mut current = target.load().map_err(EngineError::from)?.licenses;
-        set(&mut current)?;
-        target.set_licenses(current).map_err(EngineError::from)?;
-        Ok(())
+        let dir = target.load().map_err(EngineError::from)?;
+        let mut limits = dir.licenses;
+        set(&mut limits)?;
+        target.set_licenses(limits).map_err(EngineError::from)?;
+        Ok((limits, Usage::of(&dir)))
     }
 }

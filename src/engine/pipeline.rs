@@ -52,6 +52,10 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
     }
 }
 
+/// What a `postgres://` target gets until the PostgreSQL backend lands.
+const POSTGRES_NOT_YET: &str = "PostgreSQL is not available yet: this version of pbxsync keeps the directory in a SQLite file only; \
+     use a `sqlite:PATH` target (`target: sqlite:.pbxsync/state.db` in pbxsync.yaml, or `--target sqlite:PATH`)";
+
 /// Opens the target. With `write` false, a SQLite file that does not exist yet
 /// reads as `None` (an empty directory) and is not created.
 pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backend>>, BackendError> {
@@ -75,10 +79,7 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backen
                     as Box<dyn Backend>
             }))
         }
-        TargetUrl::Postgres(_) => Err(BackendError::Unsupported(
-            "PostgreSQL targets are not supported by this version yet; use a `sqlite:` target"
-                .into(),
-        )),
+        TargetUrl::Postgres(_) => Err(BackendError::Unsupported(POSTGRES_NOT_YET.into())),
     }
 }
 
@@ -545,7 +546,7 @@ pub fn plan_changed_rows(
     // The devices a typing slip would have meant, for the hint of device-not-found.
     let slips: Vec<Text> = devices
         .iter()
-        .filter_map(|d| plan::diff::slip_fixed(d))
+        .filter_map(|d| crate::validate::rules::slip_fixed(d))
         .map(Text::from)
         .collect();
     devices.extend(slips);
@@ -812,8 +813,12 @@ mod tests {
     }
 
     impl crate::backend::Inventory for WithoutDigests {
-        fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
-            self.0.add_devices(devices)
+        fn add_devices(
+            &mut self,
+            devices: &[Device],
+            models: crate::backend::Models,
+        ) -> Result<(), BackendError> {
+            self.0.add_devices(devices, models)
         }
         fn remove_device(&mut self, id: &str) -> Result<bool, BackendError> {
             self.0.remove_device(id)

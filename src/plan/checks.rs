@@ -2,7 +2,7 @@
 
 use super::{Action, Plan};
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{Directory, ExtensionKind, SortedCursor, Usage, cmp_extension};
+use crate::model::{Directory, ExtensionKind, Licenses, SortedCursor, Usage, cmp_extension};
 use crate::policy::Safety;
 
 /// License use: (user licenses, voicemail licenses).
@@ -16,6 +16,59 @@ fn usage<'a>(kinds: impl Iterator<Item = ExtensionKind> + 'a) -> (u64, u64) {
     })
 }
 
+/// A kind of license that a directory uses more of than its limit allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    /// `user` or `voicemail`.
+    pub what: &'static str,
+    /// How many the directory uses (or would use after a plan).
+    pub needed: u64,
+    pub limit: u64,
+}
+
+impl Shortfall {
+    /// How many licenses are missing.
+    pub fn missing(&self) -> u64 {
+        self.needed - self.limit
+    }
+
+    /// The `licenses set` flag of this kind.
+    pub fn flag(&self) -> &'static str {
+        if self.what == "user" {
+            "--users"
+        } else {
+            "--voicemail"
+        }
+    }
+
+    /// The extensions that use this kind of license.
+    pub fn extensions(&self) -> &'static str {
+        if self.what == "user" {
+            "device or virtual"
+        } else {
+            "voicemail-only"
+        }
+    }
+}
+
+/// The kinds of license that `usage` needs more of than `limits` allow.
+pub fn shortfalls(limits: Licenses, usage: Usage) -> Vec<Shortfall> {
+    [
+        ("user", limits.users, usage.user_licenses),
+        ("voicemail", limits.voicemail, usage.voicemail_licenses),
+    ]
+    .into_iter()
+    .filter_map(|(what, limit, needed)| {
+        let limit = limit?;
+        (needed > limit).then_some(Shortfall {
+            what,
+            needed,
+            limit,
+        })
+    })
+    .collect()
+}
+
 /// Adds `license-exceeded` errors when the directory after the plan needs more
 /// licenses than the target has.
 /// `current` must hold at least the extensions the plan touches; `before` counts the
@@ -26,37 +79,27 @@ pub fn licenses(plan: &mut Plan, current: &Directory, before: Usage) {
         return;
     }
     let after = usage_after(plan, current, before);
-    for (what, limit, after, before) in [
-        (
-            "user",
-            limits.users,
-            after.user_licenses,
-            before.user_licenses,
-        ),
-        (
-            "voicemail",
-            limits.voicemail,
-            after.voicemail_licenses,
-            before.voicemail_licenses,
-        ),
-    ] {
-        if let Some(limit) = limit
-            && after > limit
-        {
-            let needed = after.saturating_sub(before);
-            let left = limit.saturating_sub(before);
-            plan.errors.push(
-                Diagnostic::error(
-                    Code::LicenseExceeded,
-                    format!("not enough {what} licenses: {needed} needed, {left} left (limit {limit}, {after} after this plan)"),
-                )
-                .with_hint(format!(
-                    "raise the limit with `pbxsync licenses set --{} N`, or make fewer {} extensions",
-                    if what == "user" { "users" } else { "voicemail" },
-                    if what == "user" { "device or virtual" } else { "voicemail-only" }
-                )),
-            );
-        }
+    for s in shortfalls(limits, after) {
+        plan.errors.push(
+            Diagnostic::error(
+                Code::LicenseExceeded,
+                format!(
+                    "not enough {} licenses: after this plan the directory needs {} {} licenses, the limit is {}: {} more needed",
+                    s.what,
+                    s.needed,
+                    s.what,
+                    s.limit,
+                    s.missing()
+                ),
+            )
+            .with_hint(format!(
+                "raise the limit with `pbxsync licenses set {} {}`, or make {} fewer {} extensions",
+                s.flag(),
+                s.needed,
+                s.missing(),
+                s.extensions()
+            )),
+        );
     }
 }
 

@@ -45,23 +45,6 @@ impl Default for DiffOptions {
     }
 }
 
-/// A device id with O read as zero and I or L as one, when that changes it.
-pub fn slip_fixed(id: &str) -> Option<String> {
-    // Most ids have no such letter: nothing to build.
-    if !id.contains(['O', 'I', 'L']) {
-        return None;
-    }
-    let fixed: String = id
-        .chars()
-        .map(|c| match c {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        })
-        .collect();
-    (fixed != id).then_some(fixed)
-}
-
 struct Builder<'a> {
     desired: &'a Desired,
     current: &'a Directory,
@@ -110,7 +93,7 @@ impl<'a> Builder<'a> {
 
     /// The device the O-for-zero / I-or-L-for-one slip would have meant.
     fn did_you_mean(&self, id: &str) -> Option<String> {
-        slip_fixed(id).filter(|fixed| self.device_known(fixed))
+        crate::validate::rules::slip_fixed(id).filter(|fixed| self.device_known(fixed))
     }
 
     /// The kind and device an extension ends with, from its row.
@@ -790,7 +773,7 @@ mod tests {
         assert!(
             plan.errors[0]
                 .message
-                .starts_with("not enough voicemail licenses: 2 needed, 1 left"),
+                .starts_with("not enough voicemail licenses: after this plan the directory needs 2 voicemail licenses, the limit is 1: 1 more needed"),
             "{}",
             plan.errors[0].message
         );

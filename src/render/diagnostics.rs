@@ -43,9 +43,10 @@ impl<'a> SourceView<'a> {
         }
     }
 
-    /// A view with no text, for diagnostics about no file.
-    pub fn empty(name: &'a str) -> Self {
-        SourceView::new(name, "", b',', None)
+    /// The view for diagnostics about no file (`stale-plan`, `locked`): they
+    /// are shown without a `-->` location, which would point nowhere.
+    pub fn no_file() -> Self {
+        SourceView::new("", "", b',', None)
     }
 
     /// Where line `line` (1-based) starts.
@@ -89,13 +90,15 @@ pub fn text(d: &Diagnostic, view: &SourceView<'_>, style: Style) -> String {
         Severity::Warning => style.yellow(&format!("warning[{}]", d.code)),
     };
     let _ = writeln!(out, "{label}: {}", style.bold(&untrusted(&d.message)));
-    let name = untrusted(view.name);
-    let location = match (d.line, d.column) {
-        (Some(l), Some(c)) => format!("{name}:{l}:{c}"),
-        (Some(l), None) => format!("{name}:{l}"),
-        _ => name.into_owned(),
-    };
-    let _ = writeln!(out, "{:width$}{} {location}", "", style.blue("-->"));
+    if !view.name.is_empty() {
+        let name = untrusted(view.name);
+        let location = match (d.line, d.column) {
+            (Some(l), Some(c)) => format!("{name}:{l}:{c}"),
+            (Some(l), None) => format!("{name}:{l}"),
+            _ => name.into_owned(),
+        };
+        let _ = writeln!(out, "{:width$}{} {location}", "", style.blue("-->"));
+    }
     if let Some(e) = excerpt {
         let level = match d.severity {
             Severity::Error => Level::ERROR,

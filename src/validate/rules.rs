@@ -282,6 +282,29 @@ pub fn mobile(value: &str) -> Rule {
     ))
 }
 
+/// A device id with O read as zero and I or L as one, when that changes it; a MAC
+/// in its canonical form (`00-04-F2-AA-BB-O9` reads as a soft-phone id until its
+/// O is a zero).
+pub fn slip_fixed(id: &str) -> Option<String> {
+    // Most ids have no such letter: nothing to build.
+    if !id.contains(['O', 'I', 'L']) {
+        return None;
+    }
+    let fixed: String = id
+        .chars()
+        .map(|c| match c {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect();
+    let fixed = match device(&fixed) {
+        Ok(DeviceCell::Device(canonical)) => canonical.to_string(),
+        _ => fixed,
+    };
+    (fixed != id).then_some(fixed)
+}
+
 /// Reads the Device MAC Address cell: empty, `virtual`, a MAC in any usual form
 /// (separators `:` `-` `.`, any case), or a soft-phone id (letters, digits, `_`, `-`).
 pub fn device(value: &str) -> Result<DeviceCell, Problem> {
@@ -316,10 +339,20 @@ pub fn device(value: &str) -> Result<DeviceCell, Problem> {
         } else {
             "it has characters that are not hex digits".to_string()
         };
+        // Written with separators it is surely a MAC, so an O, I or L in it is
+        // surely the slip for 0 or 1: named even without an inventory to look in.
+        let hint = match slip_fixed(&compact.to_ascii_uppercase()) {
+            Some(fixed) if fixed.len() == 12 && fixed.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                format!(
+                    "did you mean {fixed}? A MAC has the digits 0 and 1, never the letters O, I or L"
+                )
+            }
+            _ => "copy the MAC from the phone's label, e.g. 00:04:F2:12:34:56".to_string(),
+        };
         return Err(Problem::new(
             Code::BadDevice,
             format!("`{value}` is not a MAC address: a MAC has 12 hex digits, {detail}"),
-            "copy the MAC from the phone's label, e.g. 00:04:F2:12:34:56",
+            hint,
         ));
     }
     let softphone_ok = value.len() <= 32
@@ -654,6 +687,31 @@ mod tests {
             Code::BadDevice
         );
         assert_eq!(device("desk phone").unwrap_err().code, Code::BadDevice);
+        // O for 0 and I or L for 1, in a MAC with separators in any case.
+        for slip in ["00:04:f2:aa:bb:O9", "00:04:F2:AA:BB:o9", "0004.f2aa.bbO9"] {
+            let e = device(slip).unwrap_err();
+            assert_eq!(e.code, Code::BadDevice, "{slip}");
+            assert!(
+                e.hint
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("did you mean 0004F2AABB09?"),
+                "{slip}: {:?}",
+                e.hint
+            );
+        }
+        let e = device("00:04:f2:aa:bL:I9").unwrap_err();
+        assert!(e.hint.unwrap().starts_with("did you mean 0004F2AAB119?"));
+        // No slip turns a G into a hex digit.
+        let e = device("00:04:f2:aa:bb:G9").unwrap_err();
+        assert!(e.hint.unwrap().starts_with("copy the MAC"));
+        // With dashes it reads as a soft-phone id; what the slip meant is a MAC.
+        assert_eq!(
+            slip_fixed("00-04-F2-AA-BB-O9").as_deref(),
+            Some("0004F2AABB09")
+        );
+        assert_eq!(slip_fixed("S0FTPHONE1").as_deref(), Some("S0FTPH0NE1"));
+        assert_eq!(slip_fixed("0004F2AABB09"), None);
         assert_eq!(device("ünïcode").unwrap_err().code, Code::BadDevice);
     }
 

@@ -1,20 +1,27 @@
 //! Inventory and licenses: what the CSV does not say.
 
 use super::{SqliteTarget, sqlite_error};
-use crate::backend::{BackendError, Inventory};
+use crate::backend::{BackendError, Inventory, Models};
 use crate::model::{Device, Licenses};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 impl Inventory for SqliteTarget {
-    fn add_devices(&mut self, devices: &[Device]) -> Result<(), BackendError> {
+    fn add_devices(&mut self, devices: &[Device], models: Models) -> Result<(), BackendError> {
         self.ensure_writable()?;
+        let sql = match models {
+            Models::Replace => {
+                "INSERT INTO devices (id, model) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET model = excluded.model"
+            }
+            Models::KeepWhenEmpty => {
+                "INSERT INTO devices (id, model) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET model = excluded.model WHERE excluded.model <> ''"
+            }
+        };
         let write = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO devices (id, model) VALUES (?1, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET model = excluded.model",
-                )?;
+                let mut stmt = tx.prepare_cached(sql)?;
                 for device in devices {
                     stmt.execute([device.id.as_str(), device.model.as_str()])?;
                 }

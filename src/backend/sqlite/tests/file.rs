@@ -137,7 +137,7 @@ fn a_read_only_file_reads_but_refuses_writes() {
     let err = apply(&mut target, vec![create_user("dave", "Dave")]).unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
     assert!(target.record_failure(&record(&[])).is_err());
-    assert!(target.add_devices(&[]).is_err());
+    assert!(target.add_devices(&[], Models::Replace).is_err());
     assert!(target.remove_device("D3").is_err());
     assert!(target.set_licenses(Licenses::default()).is_err());
     assert_eq!((target.load().unwrap(), target.serial().unwrap()), before);
@@ -175,7 +175,7 @@ fn a_read_only_folder_is_read_as_the_file_is_unless_its_wal_holds_commits() {
     // Opened for writing, it is read-only too, and says so on a write.
     let mut target = SqliteTarget::open(&path).unwrap();
     assert_eq!(target.load().unwrap(), before.0);
-    let err = target.add_devices(&[]).unwrap_err();
+    let err = target.add_devices(&[], Models::Replace).unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
     drop(target);
     assert!(!dir.path().join("state.db-shm").exists());

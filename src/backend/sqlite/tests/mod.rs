@@ -4,7 +4,9 @@ use super::schema::{APPLICATION_ID, MIGRATIONS, OWN_TRIGGERS};
 use super::tuning::PAGE_SIZE;
 use super::write::{Secrets, is_constraint};
 use super::*;
-use crate::backend::{ApplyLock, HistoryRecord, Inventory, Ledger, RecordedCsv, RowDigests};
+use crate::backend::{
+    ApplyLock, HistoryRecord, Inventory, Ledger, Models, RecordedCsv, RowDigests,
+};
 use crate::model::{ExtensionKind, Licenses};
 use crate::plan::{Action, Change, PlannedAction, Summary};
 use std::collections::HashSet;

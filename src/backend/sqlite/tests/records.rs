@@ -94,16 +94,19 @@ fn the_lock_excludes_other_handles_until_dropped() {
 fn inventory_and_licenses() {
     let (_dir, mut target) = seeded();
     target
-        .add_devices(&[
-            Device {
-                id: t("D3"),
-                model: t("T54W"),
-            },
-            Device {
-                id: t("D4"),
-                model: t("T31"),
-            },
-        ])
+        .add_devices(
+            &[
+                Device {
+                    id: t("D3"),
+                    model: t("T54W"),
+                },
+                Device {
+                    id: t("D4"),
+                    model: t("T31"),
+                },
+            ],
+            Models::Replace,
+        )
         .unwrap();
     let d = target.load().unwrap();
     assert_eq!(d.device("D3").unwrap().model, "T54W");
