@@ -181,7 +181,7 @@ fn licenses_set_below_the_use_warns_and_the_plan_error_names_the_numbers() {
     let out = t.ok(["licenses", "set", "--users", "1"]);
     assert!(
         out.stderr.contains(
-            "warning: 2 user licenses are in use, the new limit is 1: every plan is refused until it leaves at most 1 device or virtual extensions (1 fewer)"
+            "warning: 2 user licenses are in use, the new limit is 1: every plan is refused until the device or virtual extensions are down to 1 (1 fewer), or the limit is raised again"
         ),
         "{}",
         out.stderr

@@ -318,13 +318,13 @@ pub fn licenses(ctx: &Context, cmd: LicensesCommand) -> Result<Outcome, CliError
             // plan fails until then, which should not come as a surprise.
             for s in crate::plan::checks::shortfalls(limits, usage) {
                 eprintln!(
-                    "{}: {} {} licenses are in use, the new limit is {}: every plan is refused until it leaves at most {} {} extensions ({} fewer), or the limit is raised again",
+                    "{}: {} {} licenses are in use, the new limit is {}: every plan is refused until the {} extensions are down to {} ({} fewer), or the limit is raised again",
                     ctx.stderr_style.yellow("warning"),
                     s.needed,
                     s.what,
                     s.limit,
-                    s.limit,
                     s.extensions(),
+                    s.limit,
                     s.missing()
                 );
             }

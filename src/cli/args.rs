@@ -287,12 +287,15 @@ pub fn parse() -> Result<Cli, clap::Error> {
             .iter()
             .find(|id| given(&matches, id) || given(init, id))
         {
-            return Err(cmd.error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!(
-                    "`init` does not use --{id}: it writes pbxsync.yaml (and the state file it names) in DIR; edit that file afterwards"
-                ),
-            ));
+            let message = format!(
+                "`init` does not use --{id}: it writes pbxsync.yaml (and the state file it names) in DIR; edit that file afterwards"
+            );
+            // Built by the parse: the error shows `init`'s own usage line.
+            let kind = clap::error::ErrorKind::ArgumentConflict;
+            return Err(match cmd.find_subcommand_mut("init") {
+                Some(init) => init.error(kind, message),
+                None => cmd.error(kind, message),
+            });
         }
     }
     Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
