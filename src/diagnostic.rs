@@ -40,10 +40,12 @@ pub enum Code {
     Locked,
     FileTooLarge,
     FormulaLikeCell,
+    PlaintextPassword,
+    LastAppliedCsvMissing,
 }
 
 impl Code {
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 27] = [
         Code::BadHeader,
         Code::WrongColumnCount,
         Code::InvalidUtf8,
@@ -69,6 +71,8 @@ impl Code {
         Code::Locked,
         Code::FileTooLarge,
         Code::FormulaLikeCell,
+        Code::PlaintextPassword,
+        Code::LastAppliedCsvMissing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,8 @@ impl Code {
             Code::Locked => "locked",
             Code::FileTooLarge => "file-too-large",
             Code::FormulaLikeCell => "formula-like-cell",
+            Code::PlaintextPassword => "plaintext-password",
+            Code::LastAppliedCsvMissing => "last-applied-csv-missing",
         }
     }
 }

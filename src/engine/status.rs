@@ -178,7 +178,15 @@ impl Engine<'_> {
             ..SyncOptions::default()
         };
         let v = crate::validate::validate(&bytes, &pipeline::policy(config, &options));
-        let plan = pipeline::make_plan(config, &options, &v, &dir, Vec::new());
+        // The last applied CSV itself: no Password cell changed since.
+        let plan = pipeline::make_plan(
+            config,
+            &options,
+            &v,
+            &dir,
+            Vec::new(),
+            &pipeline::PasswordBase::Unchanged,
+        );
         Ok(if plan.has_changes() {
             Drift::Found {
                 last: last.clone(),

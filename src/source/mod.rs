@@ -253,6 +253,11 @@ impl Pending {
         &self.loaded.bytes
     }
 
+    /// The blob id, when it is known without hashing (git gave it).
+    pub fn known_blob(&self) -> Option<&str> {
+        self.hashed.then_some(self.loaded.revision.blob.as_str())
+    }
+
     /// Whether the blob id is known without hashing (for tests).
     #[cfg(test)]
     pub fn vouched(&self) -> bool {

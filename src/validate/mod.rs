@@ -13,6 +13,7 @@ use crate::policy::PasswordPolicy;
 use rayon::prelude::*;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 use std::ops::Range;
 
 /// The rules that can be configured.
@@ -83,6 +84,10 @@ pub struct RowRef {
     pub digest: u64,
     /// Hash of the web username: the rows of one user share it.
     pub user: u64,
+    /// Hash of the Password cell, `None` when it is empty: what tells whether a
+    /// user's password changed since the last applied file (`passwords_changed`).
+    /// Kept in memory only, never stored.
+    pub password: Option<NonZeroU64>,
     pub line: u32,
     pub start: u32,
 }
@@ -144,6 +149,41 @@ impl Validated<'_> {
             users: pass.merge_users(users, false),
             extensions,
         }
+    }
+}
+
+/// The Password cells of a file, by user (`RowRef::user`, the hash of the cell):
+/// what rule 9 compares the next file with, in memory only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordCells(Vec<(u64, NonZeroU64)>);
+
+impl PasswordCells {
+    /// The filled Password cells of `rows` (a file's `index`).
+    pub fn of(rows: &[RowRef]) -> PasswordCells {
+        let mut cells: Vec<(u64, NonZeroU64)> = rows
+            .par_iter()
+            .filter_map(|r| Some((r.user, r.password?)))
+            .collect();
+        cells.par_sort_unstable();
+        cells.dedup();
+        PasswordCells(cells)
+    }
+
+    /// The users (`RowRef::user`, sorted) whose filled Password cell in `rows`
+    /// is not one they had here: rule 9 sets their passwords. An empty cell is
+    /// no change (it never clears a password); a user new to the file with a
+    /// filled cell has changed.
+    pub fn changed(&self, rows: &[RowRef]) -> Vec<u64> {
+        let mut users: Vec<u64> = rows
+            .par_iter()
+            .filter_map(|r| {
+                let cell = (r.user, r.password?);
+                self.0.binary_search(&cell).is_err().then_some(r.user)
+            })
+            .collect();
+        users.par_sort_unstable();
+        users.dedup();
+        users
     }
 }
 
@@ -410,9 +450,10 @@ impl Pass<'_, '_> {
         // One short hash per field, each taken once: combined for the checks'
         // keys and for the row's digest.
         let user_hashes = user.map(hash);
+        let password_hash = password.map(hash);
         let fields = user_hashes
             .into_iter()
-            .chain(password.map(hash))
+            .chain(password_hash)
             .fold(0u64, |h, f| {
                 h.rotate_left(17) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             });
@@ -442,6 +483,7 @@ impl Pass<'_, '_> {
                     device_hash,
                 )
             },
+            password: password_hash.map(|h| NonZeroU64::new(h).unwrap_or(NonZeroU64::MIN)),
             extension: Text::from(extension),
             device: match &device {
                 DeviceCell::Device(id) => Some(id.clone()),
@@ -783,6 +825,7 @@ pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
 /// The values of a row that the duplicate checks can often settle by order alone.
 struct Sighting {
     digest: u64,
+    password: Option<NonZeroU64>,
     extension: Text,
     device: Option<Text>,
 }
@@ -878,6 +921,7 @@ impl Pass<'_, '_> {
                         number: sighting.extension,
                         digest: sighting.digest,
                         user: key.user,
+                        password: sighting.password,
                         line: key.line,
                         start: key.start,
                     });
