@@ -17,6 +17,7 @@ mod hardening_formula;
 mod hardening_wrong_results;
 mod hostile;
 mod init;
+mod passwords;
 mod plan;
 mod properties;
 mod reader;
