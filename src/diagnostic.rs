@@ -277,6 +277,21 @@ impl Sink {
         }
     }
 
+    /// For a caller whose diagnostics of one code come in line order: whether
+    /// one more of `severity` and `code` would be left out, since `KEPT_PER_CODE`
+    /// earlier ones are kept. Then it is counted as left out here, and the caller
+    /// need not make it.
+    pub fn omits(&mut self, severity: Severity, code: Code) -> bool {
+        let full = self
+            .counts
+            .get(&(severity, code))
+            .is_some_and(|n| *n >= KEPT_PER_CODE);
+        if full {
+            self.omitted.add(severity, code, 1);
+        }
+        full
+    }
+
     /// Takes in what another sink kept and left out.
     pub fn append(&mut self, other: Sink) {
         self.omitted.merge(&other.omitted);

@@ -299,7 +299,8 @@ pub struct Planned {
 #[derive(Debug, Default)]
 pub enum PasswordBase {
     /// No existing user's password changed: no apply yet, the same file as the
-    /// last apply, `--reset-passwords` (which sets them all anyway), or a check.
+    /// last apply, a last applied file without a Password column,
+    /// `--reset-passwords` (which sets them all anyway), or a check.
     #[default]
     Unchanged,
     /// The Password cells of the CSV of the last apply.
@@ -328,8 +329,14 @@ impl PasswordBase {
         }
         let why = match source::read_blob(&config.base_dir, &last.blob) {
             Ok(Some(bytes)) => {
-                let rows = crate::validate::index(&bytes, policy).index;
-                return PasswordBase::Cells(PasswordCells::of(&rows));
+                let before = crate::validate::index(&bytes, policy);
+                // A file that left the Password column out managed no password:
+                // cells that come back with the column are not taken as changes,
+                // which would set every password at once.
+                if before.layout.position(Column::Password).is_none() {
+                    return PasswordBase::Unchanged;
+                }
+                return PasswordBase::Cells(PasswordCells::of(&before.index));
             }
             Ok(None) => "is not in the repository any more (history rewritten?)".to_string(),
             Err(e) => format!("cannot be read from the repository ({e})"),
@@ -578,6 +585,7 @@ pub fn plan_all(
 /// owners that the CSV does not name. `None` when the target holds users that
 /// the CSV does not name besides those (users without extensions): only the
 /// whole directory finds them.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,

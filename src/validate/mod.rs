@@ -9,7 +9,7 @@ use crate::model::{
     Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
     cmp_extension,
 };
-use crate::policy::PasswordPolicy;
+use crate::policy::{PasswordPolicy, PlaintextPasswords};
 use rayon::prelude::*;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
@@ -21,6 +21,7 @@ use std::ops::Range;
 pub struct Policy {
     pub read: ReadOptions,
     pub password: PasswordPolicy,
+    pub plaintext_passwords: PlaintextPasswords,
     pub extension: ExtensionRule,
     pub allow_apostrophes: bool,
     /// Accept a file without data rows as desired state.
@@ -33,6 +34,7 @@ impl Policy {
         Policy {
             read,
             password: policy.password,
+            plaintext_passwords: policy.plaintext_passwords,
             // The config loader has compiled the pattern once already.
             extension: ExtensionRule::new(&policy.extension_pattern)
                 .unwrap_or(ExtensionRule::Default),
@@ -42,11 +44,15 @@ impl Policy {
     }
 }
 
+/// The rules without a config: what merging rows again needs, and the
+/// baseline of tests of other rules. Plaintext Password cells pass here; a
+/// config's policy (`Policy::new`) reports them, as a warning by default.
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             read: ReadOptions::default(),
             password: PasswordPolicy::default(),
+            plaintext_passwords: PlaintextPasswords::Allow,
             extension: ExtensionRule::Default,
             allow_apostrophes: false,
             allow_empty: false,
@@ -317,6 +323,25 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// Reports a Password cell that holds the password itself, as
+    /// `policy.plaintext_passwords` says. A file of plaintext cells has one on
+    /// every row: past the first `KEPT_PER_CODE` of a part (rows come in line
+    /// order) each is only counted, not made.
+    fn plaintext_password(&self, sink: &mut Sink, rec: &Record<'_>, field: usize) {
+        let severity = match self.policy.plaintext_passwords {
+            PlaintextPasswords::Allow => return,
+            PlaintextPasswords::Warn => diagnostic::Severity::Warning,
+            PlaintextPasswords::Error => diagnostic::Severity::Error,
+        };
+        if sink.omits(severity, Code::PlaintextPassword) {
+            return;
+        }
+        sink.push(Diagnostic {
+            severity,
+            ..self.diagnostic(rec.line, rec.start, field, rules::plaintext_password())
+        });
+    }
+
     /// Checks one data row; returns its extension and user when it has the keys.
     #[allow(clippy::type_complexity)]
     fn row(
@@ -414,7 +439,12 @@ impl Pass<'_, '_> {
                 }
                 Column::Password => {
                     password = Some(value);
-                    rules::password(value, &self.policy.password)
+                    if rules::is_phc(value) {
+                        rules::phc(value)
+                    } else {
+                        self.plaintext_password(sink, rec, i);
+                        rules::password(value, &self.policy.password)
+                    }
                 }
                 Column::Description | Column::Email | Column::Im => {
                     if !escaped
