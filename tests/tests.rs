@@ -12,6 +12,7 @@ mod config;
 mod faults;
 mod fmt;
 mod fuzz;
+mod git_edges;
 mod hardening_bounds;
 mod hardening_formula;
 mod hardening_wrong_results;

@@ -12,7 +12,7 @@ mod git;
 
 pub use crate::bytes::Bytes;
 
-pub use git::{RefFolders, blame, peek, read_blob, read_committed, read_git, ref_folders};
+pub use git::{RefFolders, blame, on_ref, peek, read_blob, read_committed, read_git, ref_folders};
 
 /// How the desired CSV was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,6 +80,11 @@ pub enum SourceError {
         repo.display()
     )]
     EmptyRepository { repo: PathBuf },
+    #[error(
+        "the branch `{branch}` checked out in the git repository at {} has no commits yet; commit the CSV on it, check out a branch that has one, or set `source.ref` to one",
+        repo.display()
+    )]
+    UnbornBranch { branch: String, repo: PathBuf },
     #[error(
         "revision `{rev}` not found in the git repository at {}; give a branch, tag or commit id (see `git log --oneline`)",
         repo.display()
