@@ -328,15 +328,12 @@ impl PasswordBase {
             return PasswordBase::Unchanged;
         }
         let why = match source::read_blob(&config.base_dir, &last.blob) {
+            // A file that left the Password column out managed no password:
+            // cells that come back with the column are not taken as changes,
+            // which would set every password at once.
             Ok(Some(bytes)) => {
-                let before = crate::validate::index(&bytes, policy);
-                // A file that left the Password column out managed no password:
-                // cells that come back with the column are not taken as changes,
-                // which would set every password at once.
-                if before.layout.position(Column::Password).is_none() {
-                    return PasswordBase::Unchanged;
-                }
-                return PasswordBase::Cells(PasswordCells::of(&before.index));
+                return PasswordCells::read(&bytes, &policy.read)
+                    .map_or(PasswordBase::Unchanged, PasswordBase::Cells);
             }
             Ok(None) => "is not in the repository any more (history rewritten?)".to_string(),
             Err(e) => format!("cannot be read from the repository ({e})"),

@@ -164,15 +164,71 @@ impl Validated<'_> {
 pub struct PasswordCells(Vec<(u64, NonZeroU64)>);
 
 impl PasswordCells {
-    /// The filled Password cells of `rows` (a file's `index`).
-    pub fn of(rows: &[RowRef]) -> PasswordCells {
-        let mut cells: Vec<(u64, NonZeroU64)> = rows
-            .par_iter()
-            .filter_map(|r| Some((r.user, r.password?)))
-            .collect();
+    fn sorted(mut cells: Vec<(u64, NonZeroU64)>) -> PasswordCells {
         cells.par_sort_unstable();
         cells.dedup();
         PasswordCells(cells)
+    }
+
+    /// The filled Password cells of a whole file (the last applied one), read as
+    /// `validate` reads it but for these two cells only, without checking a
+    /// rule: a file that was applied was valid. `None` when the file has no
+    /// Password column (or cannot be read as a CSV at all).
+    pub fn read(bytes: &[u8], read: &ReadOptions) -> Option<PasswordCells> {
+        let (text, _) = reader::decode(bytes, read.encoding).ok()?;
+        let text = &text.text;
+        let delimiter = reader::detect_delimiter(text, read.delimiter);
+        let mut records = Records::new(text, delimiter);
+        let first = records.next()?;
+        let cells: Vec<&str> = first.iter().collect();
+        let span = reader::field_span(text, first.start, delimiter, usize::MAX);
+        let (layout, body) = match reader::detect_header(&cells, first.line, span).ok()? {
+            Some(layout) => (layout, records.next().map(|r| (r.line, r.start))),
+            None => (Layout::default_order(), Some((first.line, first.start))),
+        };
+        let password = layout.position(Column::Password)?;
+        let username = layout.position(Column::WebUsername)?;
+        let Some((line, start)) = body else {
+            return Some(PasswordCells::default());
+        };
+        let width = layout.columns.len();
+        // The cells of one part; `None` when a quote inside a value may have
+        // misled the split (see `split`), as the validating pass does.
+        let part_cells = |part: &Part, watch_quotes: bool| {
+            let mut cells = Vec::with_capacity(part.breaks + 1);
+            let mut records = Records::within(text, part.range.clone(), delimiter, part.line);
+            while let Some(rec) = records.next() {
+                if watch_quotes && rec.has_quote_in_value() {
+                    return None;
+                }
+                if rec.len() != width {
+                    continue;
+                }
+                let (user, cell) = (cell_value(rec.get(username)), cell_value(rec.get(password)));
+                if !user.is_empty() && !cell.is_empty() {
+                    cells.push((hash(user), password_cell_hash(cell)));
+                }
+            }
+            Some(cells)
+        };
+        let parts = split(text, start, line);
+        let watch = parts.len() > 1 && text.as_bytes()[start..].contains(&b'"');
+        let cells: Option<Vec<Vec<(u64, NonZeroU64)>>> = parts
+            .par_iter()
+            .map(|part| part_cells(part, watch))
+            .collect();
+        let cells = match cells {
+            Some(parts) => parts.into_iter().flatten().collect(),
+            None => {
+                let whole = Part {
+                    range: start..text.len(),
+                    line,
+                    breaks: parts.iter().map(|p| p.breaks).sum(),
+                };
+                part_cells(&whole, false).unwrap_or_default()
+            }
+        };
+        Some(PasswordCells::sorted(cells))
     }
 
     /// The users (`RowRef::user`, sorted) whose filled Password cell in `rows`
@@ -241,6 +297,11 @@ pub fn cell_value(raw: &str) -> &str {
 
 fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+/// `RowRef::password` of a filled Password cell.
+fn password_cell_hash(cell: &str) -> NonZeroU64 {
+    NonZeroU64::new(hash(cell)).unwrap_or(NonZeroU64::MIN)
 }
 
 /// `RowRef::user` of the rows of `username`.
@@ -513,7 +574,7 @@ impl Pass<'_, '_> {
                     device_hash,
                 )
             },
-            password: password_hash.map(|h| NonZeroU64::new(h).unwrap_or(NonZeroU64::MIN)),
+            password: password.map(password_cell_hash),
             extension: Text::from(extension),
             device: match &device {
                 DeviceCell::Device(id) => Some(id.clone()),
@@ -1188,6 +1249,58 @@ mod tests {
             v.desired.extension("1003").unwrap().device,
             DeviceCell::Keep
         );
+    }
+
+    #[test]
+    fn password_cells_tell_which_users_changed_theirs() {
+        let before = format!(
+            "{HEADER}1001,Ann,Lee,alee,Sec_ret12,,,,,\n1002,Bob,Ray,bray,\"Sec_ret34\",,,,,\n\
+             1003,Bob,Ray,bray,,,,,,\n1004,Cy,Fox,cfox,Sec_ret56,,,,,\n"
+        );
+        let read = ReadOptions::default();
+        let cells = PasswordCells::read(before.as_bytes(), &read).unwrap();
+        let before = check(&before);
+        // Ann's cell changes, Bob's moves to his other row, Cy's is emptied, Di is new.
+        let after = format!(
+            "{HEADER}1001,Ann,Lee,alee,Sec_ret99,,,,,\n1002,Bob,Ray,bray,,,,,,\n\
+             1003,Bob,Ray,bray,Sec_ret34,,,,,\n1004,Cy,Fox,cfox,,,,,,\n\
+             1005,Di,Ng,dng,Sec_ret78,,,,,\n"
+        );
+        let after = check(&after);
+        let mut expected = vec![user_key("alee"), user_key("dng")];
+        expected.sort_unstable();
+        assert_eq!(cells.changed(&after.index), expected);
+        assert_eq!(cells.changed(&before.index), Vec::<u64>::new());
+        // Against a file without cells, every filled cell has changed.
+        assert_eq!(PasswordCells::default().changed(&before.index).len(), 3);
+        // Without a Password column, there are no cells to compare with; without
+        // a header, the columns are in their order.
+        let without = "Extension,First Name,Last Name,Web Username\n1001,Ann,Lee,alee\n";
+        assert_eq!(PasswordCells::read(without.as_bytes(), &read), None);
+        let headless = "1001,Ann,Lee,alee,Sec_ret99,,,,,\n";
+        let mut expected = vec![user_key("bray"), user_key("dng")];
+        expected.sort_unstable();
+        assert_eq!(
+            PasswordCells::read(headless.as_bytes(), &read)
+                .unwrap()
+                .changed(&after.index),
+            expected
+        );
+    }
+
+    #[test]
+    fn password_cells_of_a_large_file_read_in_parts_as_in_one_piece() {
+        let mut text = String::from(HEADER);
+        for i in 0..60_000u32 {
+            text.push_str(&format!("{},F,L,u{i},Sec_ret{i:05},,,,,\n", 10_000 + i));
+        }
+        let read = ReadOptions::default();
+        let parts = PasswordCells::read(text.as_bytes(), &read).unwrap();
+        // A quote inside a value makes the file read in one piece.
+        let quoted = text.replacen(",,,,,\n", ",a\"\"b,,,,\n", 1);
+        let whole = PasswordCells::read(quoted.as_bytes(), &read).unwrap();
+        assert_eq!(parts, whole);
+        assert_eq!(parts.changed(&check(&text).index), Vec::<u64>::new());
     }
 
     #[test]
