@@ -39,8 +39,23 @@ pub fn password_users(actions: &[PlannedAction]) -> Vec<&Text> {
         .collect()
 }
 
+/// How many of the passwords the plan sets are hashed: the cells that hold a
+/// PHC string already are not.
+pub fn to_hash(desired: &Desired, actions: &[PlannedAction]) -> usize {
+    password_users(actions)
+        .into_iter()
+        .filter(|username| {
+            desired
+                .user(username)
+                .and_then(|u| u.password.as_ref())
+                .is_none_or(|p| !crate::validate::rules::is_phc(p.expose()))
+        })
+        .count()
+}
+
 /// argon2id PHC strings of the passwords the plan sets, by username, hashed in
-/// parallel. Only these passwords are hashed. When `cancel` is set, hashing stops
+/// parallel (a cell that holds a PHC string already is taken as it is). Only
+/// these passwords are hashed. When `cancel` is set, hashing stops
 /// at the next password (each takes some milliseconds; all of them, minutes).
 pub fn hash_passwords(
     desired: &Desired,
@@ -48,9 +63,7 @@ pub fn hash_passwords(
     params: &HashParams,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<FastMap<Text, String>, HashError> {
-    let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None)
-        .map_err(|e| HashError::Params(e.to_string()))?;
-    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let hasher = hasher(params)?;
     password_users(actions)
         .into_par_iter()
         .map(|username| {
@@ -61,14 +74,36 @@ pub fn hash_passwords(
                 .user(username)
                 .and_then(|u| u.password.as_ref())
                 .ok_or_else(|| HashError::Missing(username.clone()))?;
-            let salt = argon2::password_hash::try_generate_salt()
-                .map_err(|e| HashError::Hash(e.to_string()))?;
-            let hash = hasher
-                .hash_password_with_salt(password.expose().as_bytes(), &salt)
-                .map_err(|e| HashError::Hash(e.to_string()))?;
-            Ok((username.clone(), hash.to_string()))
+            // A cell that holds an argon2id hash (validated as one) is stored
+            // as it is: hashing it again would make the hash the password.
+            if crate::validate::rules::is_phc(password.expose()) {
+                return Ok((username.clone(), password.expose().to_string()));
+            }
+            Ok((username.clone(), hash_with(&hasher, password.expose())?))
         })
         .collect()
+}
+
+/// The argon2id PHC string of one password, with the config's parameters
+/// (`pbxsync hash-password`).
+pub fn hash_password(password: &str, params: &HashParams) -> Result<String, HashError> {
+    hash_with(&hasher(params)?, password)
+}
+
+fn hasher(params: &HashParams) -> Result<Argon2<'static>, HashError> {
+    let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None)
+        .map_err(|e| HashError::Params(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes with a fresh random salt.
+fn hash_with(hasher: &Argon2<'_>, password: &str) -> Result<String, HashError> {
+    let salt =
+        argon2::password_hash::try_generate_salt().map_err(|e| HashError::Hash(e.to_string()))?;
+    let hash = hasher
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
 }
 
 /// The CSV as recorded in history: the file's text with the content of every

@@ -40,10 +40,12 @@ pub enum Code {
     Locked,
     FileTooLarge,
     FormulaLikeCell,
+    PlaintextPassword,
+    LastAppliedCsvMissing,
 }
 
 impl Code {
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 27] = [
         Code::BadHeader,
         Code::WrongColumnCount,
         Code::InvalidUtf8,
@@ -69,6 +71,8 @@ impl Code {
         Code::Locked,
         Code::FileTooLarge,
         Code::FormulaLikeCell,
+        Code::PlaintextPassword,
+        Code::LastAppliedCsvMissing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,8 @@ impl Code {
             Code::Locked => "locked",
             Code::FileTooLarge => "file-too-large",
             Code::FormulaLikeCell => "formula-like-cell",
+            Code::PlaintextPassword => "plaintext-password",
+            Code::LastAppliedCsvMissing => "last-applied-csv-missing",
         }
     }
 }
@@ -269,6 +275,21 @@ impl Sink {
         if *n >= 2 * KEPT_PER_CODE {
             self.trim(key);
         }
+    }
+
+    /// For a caller whose diagnostics of one code come in line order: whether
+    /// one more of `severity` and `code` would be left out, since `KEPT_PER_CODE`
+    /// earlier ones are kept. Then it is counted as left out here, and the caller
+    /// need not make it.
+    pub fn omits(&mut self, severity: Severity, code: Code) -> bool {
+        let full = self
+            .counts
+            .get(&(severity, code))
+            .is_some_and(|n| *n >= KEPT_PER_CODE);
+        if full {
+            self.omitted.add(severity, code, 1);
+        }
+        full
     }
 
     /// Takes in what another sink kept and left out.

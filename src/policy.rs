@@ -186,11 +186,25 @@ impl ReassignedBecomes {
     }
 }
 
+/// What a Password cell that holds the password itself (not its argon2id hash)
+/// is: a repository need never hold one (SPEC section 3, rule 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaintextPasswords {
+    Allow,
+    /// A `plaintext-password` warning.
+    #[default]
+    Warn,
+    /// A `plaintext-password` error.
+    Error,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub password: PasswordPolicy,
     pub password_hash: HashParams,
+    pub plaintext_passwords: PlaintextPasswords,
     pub extension_pattern: String,
     pub allow_apostrophes: bool,
     pub reassigned_extension_becomes: ReassignedBecomes,
@@ -201,6 +215,7 @@ impl Default for Policy {
         Policy {
             password: PasswordPolicy::default(),
             password_hash: HashParams::default(),
+            plaintext_passwords: PlaintextPasswords::default(),
             extension_pattern: DEFAULT_EXTENSION_PATTERN.to_string(),
             allow_apostrophes: false,
             reassigned_extension_becomes: ReassignedBecomes::default(),

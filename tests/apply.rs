@@ -284,7 +284,6 @@ fn rule_9_reapplying_an_unchanged_file_keeps_passwords_users_changed() {
 }
 
 #[test]
-#[ignore = "rule 9 by git diff is the next issue's work: this issue sets existing passwords only with --reset-passwords"]
 fn rule_9_a_changed_password_cell_sets_the_password() {
     let t = committed();
     t.apply(&[]);

@@ -60,6 +60,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
         lock_holder: holder,
         pending,
         drift,
+        last_on_ref,
     } = status;
     match format {
         Format::Json => json(&serde_json::json!({
@@ -72,6 +73,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             "devices": counts.devices,
             "last_applied": last,
             "last_applied_at": last_record.as_ref().map(|r| r.time.clone()),
+            "last_applied_on_ref": last_on_ref,
             "pending": pending.as_ref().ok().map(|p| p.summary()),
             "pending_errors": pending.as_ref().map(|p| p.error_count()).unwrap_or(0),
             "drift": drift.as_ref().map(|p| p.summary()),
@@ -88,6 +90,12 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
                     r.source, r.time, l.history_id
                 )),
                 _ => s.push_str("last applied:  never\n"),
+            }
+            if last_on_ref == Some(false) {
+                s.push_str(&format!(
+                    "               that commit is no longer on `{}`: history was rewritten since (a force push, an amend, a rebase); plans and applies still work\n",
+                    untrusted(&config.source_ref)
+                ));
             }
             match &pending {
                 Ok(p) if !p.errors.is_empty() => s.push_str(&format!(

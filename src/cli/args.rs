@@ -163,6 +163,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Print the argon2id hash (PHC string) of a password, for a Password cell:
+    /// read without echo on a terminal, else one line of standard input.
+    HashPassword,
     /// The device inventory.
     #[command(subcommand)]
     Devices(DevicesCommand),

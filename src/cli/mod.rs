@@ -3,6 +3,7 @@
 mod admin;
 mod adopt;
 mod args;
+mod hash;
 mod init;
 mod sync;
 mod watch;
@@ -226,6 +227,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Adopt { format } => adopt::run(&ctx, format),
         Command::Status { format } => admin::status(&ctx, format),
         Command::History { id, format } => admin::history(&ctx, id, format),
+        Command::HashPassword => hash::run(&ctx),
         Command::Devices(cmd) => admin::devices(&ctx, cmd),
         Command::Licenses(cmd) => admin::licenses(&ctx, cmd),
     }

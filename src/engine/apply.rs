@@ -261,7 +261,7 @@ impl Engine<'_> {
             inventory_digest,
             saved: _,
         } = ready;
-        let hashed = crate::apply::password_users(&planned.plan.actions).len();
+        let hashed = crate::apply::to_hash(&planned.desired, &planned.plan.actions);
         if hashed > 0 {
             events(Event::Hashing { passwords: hashed });
         }

@@ -302,6 +302,7 @@ impl<'c> Engine<'c> {
         events: &mut Events<'_>,
     ) -> Result<Planned, EngineError> {
         let config = self.config;
+        let blob = source.known_blob().map(str::to_owned);
         // A file's blob id is computed on another thread meanwhile.
         let (loaded, planned) = source.alongside(|bytes| -> Result<_, EngineError> {
             let (validated, serial, planned) = self.plan_bytes(
@@ -310,6 +311,7 @@ impl<'c> Engine<'c> {
                 &inventory,
                 target.as_deref_mut(),
                 keep_index,
+                Some(blob.as_deref()),
                 events,
             )?;
             Ok((serial, planned, validated.layout, validated.delimiter))
@@ -344,6 +346,11 @@ impl Engine<'_> {
     /// validation (without its desired state, which is in the plan), the
     /// target's serial the plan was made against, and the plan with the path it
     /// took (also sent as `Event::Planned`).
+    ///
+    /// `passwords`: `Some(blob id of bytes, when known)` to compare the Password
+    /// cells with the CSV of the last apply (rule 9), which is read on another
+    /// thread meanwhile; `None` for a check, which sets no password.
+    #[allow(clippy::too_many_arguments)]
     fn plan_bytes<'b>(
         &self,
         bytes: &'b [u8],
@@ -351,6 +358,37 @@ impl Engine<'_> {
         inventory: &[Device],
         mut target: Option<&mut Box<dyn Backend>>,
         keep_index: bool,
+        passwords: Option<Option<&str>>,
+        events: &mut Events<'_>,
+    ) -> Result<(validate::Validated<'b>, i64, (pipeline::Planned, PlanPath)), EngineError> {
+        let config = self.config;
+        let policy = pipeline::policy(config, options);
+        let last = match (target.as_deref_mut(), passwords) {
+            (Some(t), Some(_)) if !options.reset_passwords => t.last_applied()?,
+            _ => None,
+        };
+        std::thread::scope(|s| {
+            let base = s.spawn(|| {
+                pipeline::PasswordBase::read(config, last.as_ref(), passwords.flatten(), &policy)
+            });
+            let base = || {
+                base.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            };
+            self.plan_validated(bytes, options, inventory, target, keep_index, base, events)
+        })
+    }
+
+    /// `plan_bytes`, with `passwords` joined once the file is validated.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_validated<'b>(
+        &self,
+        bytes: &'b [u8],
+        options: &SyncOptions,
+        inventory: &[Device],
+        mut target: Option<&mut Box<dyn Backend>>,
+        keep_index: bool,
+        passwords: impl FnOnce() -> pipeline::PasswordBase,
         events: &mut Events<'_>,
     ) -> Result<(validate::Validated<'b>, i64, (pipeline::Planned, PlanPath)), EngineError> {
         let config = self.config;
@@ -366,8 +404,9 @@ impl Engine<'_> {
             }
             _ => (validate::validate(bytes, &policy), None),
         };
+        let passwords = passwords();
         events(Event::Phase(
-            "read and validate the CSV (and the target's row digests)",
+            "read and validate the CSV (and the target's row digests, and the Password cells of the last applied CSV)",
         ));
         if let (Some(t), Some(digests)) = (target.as_deref_mut(), digests)
             && pipeline::can_plan_changed_rows(options, Some(&validated.layout), full_plan)
@@ -381,6 +420,7 @@ impl Engine<'_> {
                 digests.index,
                 digests.new_devices,
                 keep_index,
+                &passwords,
             )?;
             match planned {
                 Some(planned) => {
@@ -418,6 +458,7 @@ impl Engine<'_> {
             target,
             inventory.to_vec(),
             keep_index,
+            &passwords,
         )?;
         events(Event::Phase("read the target, diff and checks"));
         events(Event::Planned(PlanPath::WholeDirectory));
@@ -460,6 +501,7 @@ impl Engine<'_> {
             &inventory,
             target.as_mut(),
             false,
+            None,
             &mut |_| {},
         )?;
         let plan = planned.plan;

@@ -4,13 +4,13 @@
 
 use crate::backend::ReportsDamage;
 use crate::backend::sqlite::{self, SqliteTarget};
-use crate::backend::{Backend, BackendError, DigestIndex};
+use crate::backend::{AppliedRevision, Backend, BackendError, DigestIndex};
 use crate::config::{Config, TargetUrl};
 use crate::diagnostic::Diagnostic;
 use crate::model::{Column, Device, Directory, Text, Usage, cmp_extension};
 use crate::plan::{self, Action, Blame, DiffOptions, Plan, PlannedAction, checks};
 use crate::source::{self, Loaded, Pending, SourceError, SourceKind};
-use crate::validate::{Policy, RowRef, Validated};
+use crate::validate::{PasswordCells, Policy, RowRef, Validated};
 use std::path::{Path, PathBuf};
 
 /// Where the desired state is read from.
@@ -201,11 +201,12 @@ pub fn diff_options(
     options: &SyncOptions,
     validated: &Validated<'_>,
     inventory: Vec<Device>,
+    password_changed: Vec<Text>,
 ) -> DiffOptions {
     DiffOptions {
         prune: options.prune || config.prune,
         reset_passwords: options.reset_passwords,
-        password_changed: Vec::new(),
+        password_changed,
         reassigned_becomes: config.policy.reassigned_extension_becomes.kind(),
         inventory,
         removed: Vec::new(),
@@ -227,9 +228,13 @@ pub fn make_plan(
     validated: &Validated<'_>,
     current: &Directory,
     inventory: Vec<Device>,
+    passwords: &PasswordBase,
 ) -> Plan {
-    let opts = diff_options(config, options, validated, inventory);
-    let plan = plan::diff(&validated.desired, current, &opts);
+    let changed = passwords.changed(&validated.index);
+    let changed = usernames_of(&validated.desired, &changed);
+    let opts = diff_options(config, options, validated, inventory, changed);
+    let mut plan = plan::diff(&validated.desired, current, &opts);
+    plan.warnings.extend(passwords.warning());
     finish_plan(
         config,
         options,
@@ -287,6 +292,102 @@ pub struct Planned {
     /// counts after the plan: `index_after` makes them the index after an apply.
     /// `None` when the plan read the whole directory.
     pub index: Option<(DigestIndex, Usage)>,
+}
+
+/// What rule 9 compares the Password cells with (SPEC section 3, rule 9): the
+/// CSV of the last apply, read from the repository by its blob id. Nothing about
+/// a password is stored for this.
+#[derive(Debug, Default)]
+pub enum PasswordBase {
+    /// No existing user's password changed: no apply yet, the same file as the
+    /// last apply, a last applied file without a Password column,
+    /// `--reset-passwords` (which sets them all anyway), or a check.
+    #[default]
+    Unchanged,
+    /// The Password cells of the CSV of the last apply.
+    Cells(PasswordCells),
+    /// The CSV of the last apply cannot be read (history rewritten and
+    /// garbage-collected, or no repository): no existing password is set, and
+    /// the warning says so.
+    Missing(Diagnostic),
+}
+
+impl PasswordBase {
+    /// The CSV of the last apply (`last`), unless `current_blob` is that file:
+    /// one read of its blob, validated as the file being planned is (on
+    /// another thread while that is validated).
+    pub fn read(
+        config: &Config,
+        last: Option<&AppliedRevision>,
+        current_blob: Option<&str>,
+        policy: &Policy,
+    ) -> PasswordBase {
+        let Some(last) = last else {
+            return PasswordBase::Unchanged;
+        };
+        if current_blob == Some(last.blob.as_str()) {
+            return PasswordBase::Unchanged;
+        }
+        let why = match source::read_blob(&config.base_dir, &last.blob) {
+            // A file that left the Password column out managed no password:
+            // cells that come back with the column are not taken as changes,
+            // which would set every password at once.
+            Ok(Some(bytes)) => {
+                return PasswordCells::read(&bytes, &policy.read)
+                    .map_or(PasswordBase::Unchanged, PasswordBase::Cells);
+            }
+            Ok(None) => "is not in the repository any more (history rewritten?)".to_string(),
+            Err(e) => format!("cannot be read from the repository ({e})"),
+        };
+        let short = |id: &str| id.chars().take(12).collect::<String>();
+        let which = match &last.commit {
+            Some(commit) => format!("commit {}, blob {}", short(commit), short(&last.blob)),
+            None => format!("blob {}", short(&last.blob)),
+        };
+        PasswordBase::Missing(
+            Diagnostic::warning(
+                crate::diagnostic::Code::LastAppliedCsvMissing,
+                format!(
+                    "the CSV of the last apply ({which}) {why}: no existing user's password is set, since a changed Password cell cannot be told from an unchanged one"
+                ),
+            )
+            .with_hint("`--reset-passwords` sets the password of every user whose Password cell is filled"),
+        )
+    }
+
+    /// The users of `rows` (`RowRef::user`, sorted) whose Password cell changed.
+    fn changed(&self, rows: &[RowRef]) -> Vec<u64> {
+        match self {
+            PasswordBase::Cells(cells) => cells.changed(rows),
+            _ => Vec::new(),
+        }
+    }
+
+    fn warning(&self) -> Option<Diagnostic> {
+        match self {
+            PasswordBase::Missing(warning) => Some(warning.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The usernames of `desired` among `users` (`RowRef::user`, sorted), sorted.
+fn usernames_of(desired: &crate::model::Desired, users: &[u64]) -> Vec<Text> {
+    if users.is_empty() {
+        return Vec::new();
+    }
+    let mut names: Vec<Text> = desired
+        .users
+        .iter()
+        .filter(|u| {
+            users
+                .binary_search(&crate::validate::user_key(&u.username))
+                .is_ok()
+        })
+        .map(|u| u.username.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Whether a plan may read only the rows whose digest changed. Resetting
@@ -422,6 +523,7 @@ pub fn plan_all(
     target: Option<&mut Box<dyn Backend>>,
     inventory: Vec<Device>,
     keep_index: bool,
+    passwords: &PasswordBase,
 ) -> Result<Planned, BackendError> {
     let (current, index) = match target {
         Some(t) => (t.load()?, t.load_index()?),
@@ -429,7 +531,7 @@ pub fn plan_all(
     };
     // A target without row digests stores none and keeps no index.
     let Some((index, usage)) = index else {
-        let plan = make_plan(config, options, validated, &current, inventory);
+        let plan = make_plan(config, options, validated, &current, inventory, passwords);
         return Ok(Planned {
             plan,
             desired: std::mem::take(&mut validated.desired),
@@ -437,7 +539,7 @@ pub fn plan_all(
             index: None,
         });
     };
-    let plan = make_plan(config, options, validated, &current, inventory);
+    let plan = make_plan(config, options, validated, &current, inventory, passwords);
     // A digest stands for the whole row: a file that leaves columns out says
     // nothing about them, so its rows leave the stored digests alone.
     let digests = if validated.layout.managed() == crate::model::ColumnSet::ALL {
@@ -481,6 +583,7 @@ pub fn plan_all(
 /// owners that the CSV does not name. `None` when the target holds users that
 /// the CSV does not name besides those (users without extensions): only the
 /// whole directory finds them.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_changed_rows(
     config: &Config,
     options: &SyncOptions,
@@ -489,10 +592,15 @@ pub fn plan_changed_rows(
     index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
     new_devices: Vec<Device>,
     keep_index: bool,
+    passwords: &PasswordBase,
 ) -> Result<Option<Planned>, BackendError> {
     let Some((index, usage)) = index else {
         return Ok(None);
     };
+    // A row's digest leaves its Password cell out (the target stores no
+    // fingerprint of a password): the users whose cell changed are planned
+    // besides the rows whose digest did.
+    let password_changed = passwords.changed(&validated.index);
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;
@@ -523,6 +631,7 @@ pub fn plan_changed_rows(
         .filter_map(|(r, stale)| stale.then_some(r.user))
         .collect();
     users.extend(owners.iter().map(|o| crate::validate::user_key(o)));
+    users.extend(password_changed.iter().copied());
     // Each with whether it changed: the extensions of the changed rows are planned.
     let user_rows: Vec<(&RowRef, bool)> = {
         use rayon::prelude::*;
@@ -591,12 +700,14 @@ pub fn plan_changed_rows(
     }
     // The inventory devices the target holds need no action, and the devices the
     // changed rows name are in `current`: only the missing ones are planned.
-    let mut opts = diff_options(config, options, validated, new_devices);
+    let changed = usernames_of(&desired, &password_changed);
+    let mut opts = diff_options(config, options, validated, new_devices, changed);
     // The removals of pruning are planned here, from the index: the diff sees
     // only part of the directory.
     opts.prune = false;
     opts.removed = gone.extensions.iter().map(|e| e.number.clone()).collect();
     let mut plan = plan::diff(&desired, &current, &opts);
+    plan.warnings.extend(passwords.warning());
     plan.actions
         .extend(gone.extensions.iter().map(|e| PlannedAction {
             action: Action::RemoveExtension {
@@ -858,6 +969,7 @@ mod tests {
             digests.index,
             digests.new_devices,
             true,
+            &PasswordBase::Unchanged,
         )
         .unwrap();
         assert!(changed.is_none(), "no plan of changed rows without digests");
@@ -876,6 +988,7 @@ mod tests {
                 Some(target),
                 devices,
                 true,
+                &PasswordBase::Unchanged,
             )
             .unwrap()
         };
@@ -907,6 +1020,7 @@ mod tests {
                 number: n.as_str().into(),
                 digest: i as u64,
                 user: 0,
+                password: None,
                 line: 0,
                 start: 0,
             })

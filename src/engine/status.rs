@@ -22,6 +22,10 @@ pub struct Status {
     /// What the last applied CSV would change now; `None` when nothing was
     /// applied, or when that CSV is no longer in the repository.
     pub drift: Option<Plan>,
+    /// Whether the last applied commit is still on `source.ref` (that commit or
+    /// one of its ancestors); `Some(false)` after history was rewritten since.
+    /// `None` without a last applied commit, or when `source.ref` names none.
+    pub last_on_ref: Option<bool>,
 }
 
 /// Where the target stands (`Engine::target_state`).
@@ -83,7 +87,14 @@ impl Engine<'_> {
             Drift::Found { plan, .. } => Some(plan),
             Drift::NothingApplied | Drift::Unknown { .. } => None,
         };
+        let last_on_ref = last
+            .as_ref()
+            .and_then(|l| l.commit.as_deref())
+            .and_then(|commit| {
+                crate::source::on_ref(&config.base_dir, commit, &config.source_ref).ok()
+            });
         Ok(Some(Status {
+            last_on_ref,
             target: target.describe(),
             serial,
             counts,
@@ -178,7 +189,15 @@ impl Engine<'_> {
             ..SyncOptions::default()
         };
         let v = crate::validate::validate(&bytes, &pipeline::policy(config, &options));
-        let plan = pipeline::make_plan(config, &options, &v, &dir, Vec::new());
+        // The last applied CSV itself: no Password cell changed since.
+        let plan = pipeline::make_plan(
+            config,
+            &options,
+            &v,
+            &dir,
+            Vec::new(),
+            &pipeline::PasswordBase::Unchanged,
+        );
         Ok(if plan.has_changes() {
             Drift::Found {
                 last: last.clone(),

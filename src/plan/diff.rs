@@ -16,8 +16,9 @@ pub struct DiffOptions {
     pub prune: bool,
     /// Set the password of existing users from the Password cell.
     pub reset_passwords: bool,
-    /// Usernames whose Password cell changed since the last applied revision; their
-    /// passwords are set without `reset_passwords` (SPEC section 3, rule 9).
+    /// Usernames whose Password cell changed since the last applied revision,
+    /// sorted; their passwords are set without `reset_passwords` (SPEC section 3,
+    /// rule 9).
     pub password_changed: Vec<Text>,
     /// What an extension becomes when its device moves to another extension.
     pub reassigned_becomes: ExtensionKind,
@@ -300,7 +301,7 @@ fn plan_users(
             user.password.is_some()
                 && (!existing
                     || opts.reset_passwords
-                    || opts.password_changed.contains(&user.username))
+                    || opts.password_changed.binary_search(&user.username).is_ok())
         };
         match existing {
             None => {

@@ -145,6 +145,37 @@ const AFTER: usize = 160;
 const LONGEST_SPAN: usize = 400;
 const MOST_LINES: usize = 3;
 
+/// How many characters an excerpt shows, counting each masked cell as `MASK`
+/// whatever its length.
+struct Width<'m> {
+    masks: &'m [Range<usize>],
+    shown: usize,
+    /// The mask the last character was in.
+    in_mask: Option<usize>,
+}
+
+impl<'m> Width<'m> {
+    fn new(masks: &'m [Range<usize>]) -> Width<'m> {
+        Width {
+            masks,
+            shown: 0,
+            in_mask: None,
+        }
+    }
+
+    /// The width with the character at byte `at` shown too.
+    fn add(&mut self, at: usize) -> usize {
+        let mask = self.masks.iter().position(|m| m.contains(&at));
+        match mask {
+            Some(_) if mask == self.in_mask => {}
+            Some(_) => self.shown += MASK.chars().count(),
+            None => self.shown += 1,
+        }
+        self.in_mask = mask;
+        self.shown
+    }
+}
+
 /// The excerpt of the record that starts on `line` around `span`, with every cell
 /// that may hold the password masked. The cells are found by reading the record
 /// from its start (quoted line breaks included), not by counting delimiters on the
@@ -191,25 +222,29 @@ fn excerpt(view: &SourceView<'_>, line: u32, span: Range<usize>) -> Option<Excer
     let e = if e > s { cap.max(s) } else { e };
     // Before the span, back to the start of its line; after it, on to the end of
     // the line it ends on: each at most so many characters.
+    // A masked cell counts as its mask: where the excerpt is cut must not tell
+    // how long the password is.
+    let mut width = Width::new(&masks);
     let mut from = s;
     let mut cut_before = false;
-    for (n, (i, _)) in text[start..s].char_indices().rev().enumerate() {
+    for (i, _) in text[start..s].char_indices().rev() {
         if matches!(bytes[start + i], b'\n' | b'\r') {
             break;
         }
-        if n == BEFORE {
+        if width.add(start + i) > BEFORE {
             cut_before = true;
             break;
         }
         from = start + i;
     }
+    let mut width = Width::new(&masks);
     let mut to = e;
     let mut cut_after = false;
-    for (n, (i, c)) in text[e..].char_indices().enumerate() {
+    for (i, c) in text[e..].char_indices() {
         if matches!(c, '\n' | '\r') {
             break;
         }
-        if n == AFTER {
+        if width.add(e + i) > AFTER {
             cut_after = true;
             break;
         }

@@ -223,6 +223,27 @@ pub fn peek(
     Ok((located.commit.to_string(), located.blob.to_string()))
 }
 
+/// Whether `commit` (a full id) is the commit `rev` names now or one of its
+/// ancestors: `false` when history was rewritten since (a force push, an amend,
+/// a rebase), and when the repository no longer has the commit at all.
+pub fn on_ref(config_dir: &Path, commit: &str, rev: &str) -> Result<bool, SourceError> {
+    let (repo, config_dir) = open(config_dir)?;
+    let workdir = repo.workdir().map_or(config_dir, Path::to_path_buf);
+    let head = resolve_commit(&repo, &workdir, rev)?.id();
+    let Ok(commit) = Oid::from_str(commit) else {
+        return Ok(false);
+    };
+    if commit == head {
+        return Ok(true);
+    }
+    // Collected: on no ref at all.
+    if repo.find_commit(commit).is_err() {
+        return Ok(false);
+    }
+    repo.graph_descendant_of(head, commit)
+        .map_err(git_error(format!("walking the history of `{rev}`")))
+}
+
 /// Who last changed each of `lines` (1-based) of `loaded`, a CSV read by
 /// `read_git`: the newest commit whose version of the file has the line and
 /// whose parents' versions do not. Lines past the end are left out.
@@ -557,6 +578,16 @@ fn resolve_commit<'r>(
                     repo: workdir.to_path_buf(),
                 });
             }
+            // `git checkout --orphan` or `git switch --orphan`: HEAD names a
+            // branch that has no commit yet, while others have.
+            if rev == "HEAD"
+                && let Some(branch) = unborn_branch(repo)
+            {
+                return Err(SourceError::UnbornBranch {
+                    branch,
+                    repo: workdir.to_path_buf(),
+                });
+            }
             return match e.code() {
                 ErrorCode::NotFound | ErrorCode::InvalidSpec | ErrorCode::UnbornBranch => {
                     Err(SourceError::RevisionNotFound {
@@ -575,6 +606,22 @@ fn resolve_commit<'r>(
             rev: rev.to_string(),
             kind: object.kind().map_or("unknown", |k| k.str()),
         })
+}
+
+/// The branch HEAD names when it has no commit yet.
+fn unborn_branch(repo: &Repository) -> Option<String> {
+    match repo.head() {
+        Err(e) if e.code() == ErrorCode::UnbornBranch => {}
+        _ => return None,
+    }
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok().flatten()?;
+    Some(
+        target
+            .strip_prefix("refs/heads/")
+            .unwrap_or(target)
+            .to_string(),
+    )
 }
 
 /// True when HEAD is unborn and there are no refs at all: nothing was ever

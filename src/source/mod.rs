@@ -12,7 +12,7 @@ mod git;
 
 pub use crate::bytes::Bytes;
 
-pub use git::{RefFolders, blame, peek, read_blob, read_committed, read_git, ref_folders};
+pub use git::{RefFolders, blame, on_ref, peek, read_blob, read_committed, read_git, ref_folders};
 
 /// How the desired CSV was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,6 +80,11 @@ pub enum SourceError {
         repo.display()
     )]
     EmptyRepository { repo: PathBuf },
+    #[error(
+        "the branch `{branch}` checked out in the git repository at {} has no commits yet; commit the CSV on it, check out a branch that has one, or set `source.ref` to one",
+        repo.display()
+    )]
+    UnbornBranch { branch: String, repo: PathBuf },
     #[error(
         "revision `{rev}` not found in the git repository at {}; give a branch, tag or commit id (see `git log --oneline`)",
         repo.display()
@@ -251,6 +256,11 @@ impl Pending {
 
     pub fn bytes(&self) -> &[u8] {
         &self.loaded.bytes
+    }
+
+    /// The blob id, when it is known without hashing (git gave it).
+    pub fn known_blob(&self) -> Option<&str> {
+        self.hashed.then_some(self.loaded.revision.blob.as_str())
     }
 
     /// Whether the blob id is known without hashing (for tests).

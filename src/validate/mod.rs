@@ -9,10 +9,11 @@ use crate::model::{
     Column, Desired, DesiredExtension, DesiredUser, DeviceCell, Secret, Text, USER_COLUMNS,
     cmp_extension,
 };
-use crate::policy::PasswordPolicy;
+use crate::policy::{PasswordPolicy, PlaintextPasswords};
 use rayon::prelude::*;
 use rules::{ExtensionRule, Problem};
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 use std::ops::Range;
 
 /// The rules that can be configured.
@@ -20,6 +21,7 @@ use std::ops::Range;
 pub struct Policy {
     pub read: ReadOptions,
     pub password: PasswordPolicy,
+    pub plaintext_passwords: PlaintextPasswords,
     pub extension: ExtensionRule,
     pub allow_apostrophes: bool,
     /// Accept a file without data rows as desired state.
@@ -32,6 +34,7 @@ impl Policy {
         Policy {
             read,
             password: policy.password,
+            plaintext_passwords: policy.plaintext_passwords,
             // The config loader has compiled the pattern once already.
             extension: ExtensionRule::new(&policy.extension_pattern)
                 .unwrap_or(ExtensionRule::Default),
@@ -41,11 +44,15 @@ impl Policy {
     }
 }
 
+/// The rules without a config: what merging rows again needs, and the
+/// baseline of tests of other rules. Plaintext Password cells pass here; a
+/// config's policy (`Policy::new`) reports them, as a warning by default.
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             read: ReadOptions::default(),
             password: PasswordPolicy::default(),
+            plaintext_passwords: PlaintextPasswords::Allow,
             extension: ExtensionRule::Default,
             allow_apostrophes: false,
             allow_empty: false,
@@ -83,6 +90,10 @@ pub struct RowRef {
     pub digest: u64,
     /// Hash of the web username: the rows of one user share it.
     pub user: u64,
+    /// Hash of the Password cell, `None` when it is empty: what tells whether a
+    /// user's password changed since the last applied file (`passwords_changed`).
+    /// Kept in memory only, never stored.
+    pub password: Option<NonZeroU64>,
     pub line: u32,
     pub start: u32,
 }
@@ -147,6 +158,97 @@ impl Validated<'_> {
     }
 }
 
+/// The Password cells of a file, by user (`RowRef::user`, the hash of the cell):
+/// what rule 9 compares the next file with, in memory only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordCells(Vec<(u64, NonZeroU64)>);
+
+impl PasswordCells {
+    fn sorted(mut cells: Vec<(u64, NonZeroU64)>) -> PasswordCells {
+        cells.par_sort_unstable();
+        cells.dedup();
+        PasswordCells(cells)
+    }
+
+    /// The filled Password cells of a whole file (the last applied one), read as
+    /// `validate` reads it but for these two cells only, without checking a
+    /// rule: a file that was applied was valid. `None` when the file has no
+    /// Password column (or cannot be read as a CSV at all).
+    pub fn read(bytes: &[u8], read: &ReadOptions) -> Option<PasswordCells> {
+        let (text, _) = reader::decode(bytes, read.encoding).ok()?;
+        let text = &text.text;
+        let delimiter = reader::detect_delimiter(text, read.delimiter);
+        let mut records = Records::new(text, delimiter);
+        let first = records.next()?;
+        let cells: Vec<&str> = first.iter().collect();
+        let span = reader::field_span(text, first.start, delimiter, usize::MAX);
+        let (layout, body) = match reader::detect_header(&cells, first.line, span).ok()? {
+            Some(layout) => (layout, records.next().map(|r| (r.line, r.start))),
+            None => (Layout::default_order(), Some((first.line, first.start))),
+        };
+        let password = layout.position(Column::Password)?;
+        let username = layout.position(Column::WebUsername)?;
+        let Some((line, start)) = body else {
+            return Some(PasswordCells::default());
+        };
+        let width = layout.columns.len();
+        // The cells of one part; `None` when a quote inside a value may have
+        // misled the split (see `split`), as the validating pass does.
+        let part_cells = |part: &Part, watch_quotes: bool| {
+            let mut cells = Vec::with_capacity(part.breaks + 1);
+            let mut records = Records::within(text, part.range.clone(), delimiter, part.line);
+            while let Some(rec) = records.next() {
+                if watch_quotes && rec.has_quote_in_value() {
+                    return None;
+                }
+                if rec.len() != width {
+                    continue;
+                }
+                let (user, cell) = (cell_value(rec.get(username)), cell_value(rec.get(password)));
+                if !user.is_empty() && !cell.is_empty() {
+                    cells.push((hash(user), password_cell_hash(cell)));
+                }
+            }
+            Some(cells)
+        };
+        let parts = split(text, start, line);
+        let watch = parts.len() > 1 && text.as_bytes()[start..].contains(&b'"');
+        let cells: Option<Vec<Vec<(u64, NonZeroU64)>>> = parts
+            .par_iter()
+            .map(|part| part_cells(part, watch))
+            .collect();
+        let cells = match cells {
+            Some(parts) => parts.into_iter().flatten().collect(),
+            None => {
+                let whole = Part {
+                    range: start..text.len(),
+                    line,
+                    breaks: parts.iter().map(|p| p.breaks).sum(),
+                };
+                part_cells(&whole, false).unwrap_or_default()
+            }
+        };
+        Some(PasswordCells::sorted(cells))
+    }
+
+    /// The users (`RowRef::user`, sorted) whose filled Password cell in `rows`
+    /// is not one they had here: rule 9 sets their passwords. An empty cell is
+    /// no change (it never clears a password); a user new to the file with a
+    /// filled cell has changed.
+    pub fn changed(&self, rows: &[RowRef]) -> Vec<u64> {
+        let mut users: Vec<u64> = rows
+            .par_iter()
+            .filter_map(|r| {
+                let cell = (r.user, r.password?);
+                self.0.binary_search(&cell).is_err().then_some(r.user)
+            })
+            .collect();
+        users.par_sort_unstable();
+        users.dedup();
+        users
+    }
+}
+
 /// The user fields of one row, before the rows of a user are merged.
 struct RowUser {
     username: Text,
@@ -195,6 +297,11 @@ pub fn cell_value(raw: &str) -> &str {
 
 fn hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+/// `RowRef::password` of a filled Password cell.
+fn password_cell_hash(cell: &str) -> NonZeroU64 {
+    NonZeroU64::new(hash(cell)).unwrap_or(NonZeroU64::MIN)
 }
 
 /// `RowRef::user` of the rows of `username`.
@@ -275,6 +382,25 @@ impl Pass<'_, '_> {
                 ..self.diagnostic(rec.line, rec.start, field, problem)
             });
         }
+    }
+
+    /// Reports a Password cell that holds the password itself, as
+    /// `policy.plaintext_passwords` says. A file of plaintext cells has one on
+    /// every row: past the first `KEPT_PER_CODE` of a part (rows come in line
+    /// order) each is only counted, not made.
+    fn plaintext_password(&self, sink: &mut Sink, rec: &Record<'_>, field: usize) {
+        let severity = match self.policy.plaintext_passwords {
+            PlaintextPasswords::Allow => return,
+            PlaintextPasswords::Warn => diagnostic::Severity::Warning,
+            PlaintextPasswords::Error => diagnostic::Severity::Error,
+        };
+        if sink.omits(severity, Code::PlaintextPassword) {
+            return;
+        }
+        sink.push(Diagnostic {
+            severity,
+            ..self.diagnostic(rec.line, rec.start, field, rules::plaintext_password())
+        });
     }
 
     /// Checks one data row; returns its extension and user when it has the keys.
@@ -374,7 +500,12 @@ impl Pass<'_, '_> {
                 }
                 Column::Password => {
                     password = Some(value);
-                    rules::password(value, &self.policy.password)
+                    if rules::is_phc(value) {
+                        rules::phc(value)
+                    } else {
+                        self.plaintext_password(sink, rec, i);
+                        rules::password(value, &self.policy.password)
+                    }
                 }
                 Column::Description | Column::Email | Column::Im => {
                     if !escaped
@@ -410,9 +541,10 @@ impl Pass<'_, '_> {
         // One short hash per field, each taken once: combined for the checks'
         // keys and for the row's digest.
         let user_hashes = user.map(hash);
+        let password_hash = password.map(hash);
         let fields = user_hashes
             .into_iter()
-            .chain(password.map(hash))
+            .chain(password_hash)
             .fold(0u64, |h, f| {
                 h.rotate_left(17) ^ f.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             });
@@ -442,6 +574,7 @@ impl Pass<'_, '_> {
                     device_hash,
                 )
             },
+            password: password.map(password_cell_hash),
             extension: Text::from(extension),
             device: match &device {
                 DeviceCell::Device(id) => Some(id.clone()),
@@ -783,6 +916,7 @@ pub(crate) fn split(text: &str, start: usize, line: u32) -> Vec<Part> {
 /// The values of a row that the duplicate checks can often settle by order alone.
 struct Sighting {
     digest: u64,
+    password: Option<NonZeroU64>,
     extension: Text,
     device: Option<Text>,
 }
@@ -878,6 +1012,7 @@ impl Pass<'_, '_> {
                         number: sighting.extension,
                         digest: sighting.digest,
                         user: key.user,
+                        password: sighting.password,
                         line: key.line,
                         start: key.start,
                     });
@@ -1114,6 +1249,58 @@ mod tests {
             v.desired.extension("1003").unwrap().device,
             DeviceCell::Keep
         );
+    }
+
+    #[test]
+    fn password_cells_tell_which_users_changed_theirs() {
+        let before = format!(
+            "{HEADER}1001,Ann,Lee,alee,Sec_ret12,,,,,\n1002,Bob,Ray,bray,\"Sec_ret34\",,,,,\n\
+             1003,Bob,Ray,bray,,,,,,\n1004,Cy,Fox,cfox,Sec_ret56,,,,,\n"
+        );
+        let read = ReadOptions::default();
+        let cells = PasswordCells::read(before.as_bytes(), &read).unwrap();
+        let before = check(&before);
+        // Ann's cell changes, Bob's moves to his other row, Cy's is emptied, Di is new.
+        let after = format!(
+            "{HEADER}1001,Ann,Lee,alee,Sec_ret99,,,,,\n1002,Bob,Ray,bray,,,,,,\n\
+             1003,Bob,Ray,bray,Sec_ret34,,,,,\n1004,Cy,Fox,cfox,,,,,,\n\
+             1005,Di,Ng,dng,Sec_ret78,,,,,\n"
+        );
+        let after = check(&after);
+        let mut expected = vec![user_key("alee"), user_key("dng")];
+        expected.sort_unstable();
+        assert_eq!(cells.changed(&after.index), expected);
+        assert_eq!(cells.changed(&before.index), Vec::<u64>::new());
+        // Against a file without cells, every filled cell has changed.
+        assert_eq!(PasswordCells::default().changed(&before.index).len(), 3);
+        // Without a Password column, there are no cells to compare with; without
+        // a header, the columns are in their order.
+        let without = "Extension,First Name,Last Name,Web Username\n1001,Ann,Lee,alee\n";
+        assert_eq!(PasswordCells::read(without.as_bytes(), &read), None);
+        let headless = "1001,Ann,Lee,alee,Sec_ret99,,,,,\n";
+        let mut expected = vec![user_key("bray"), user_key("dng")];
+        expected.sort_unstable();
+        assert_eq!(
+            PasswordCells::read(headless.as_bytes(), &read)
+                .unwrap()
+                .changed(&after.index),
+            expected
+        );
+    }
+
+    #[test]
+    fn password_cells_of_a_large_file_read_in_parts_as_in_one_piece() {
+        let mut text = String::from(HEADER);
+        for i in 0..60_000u32 {
+            text.push_str(&format!("{},F,L,u{i},Sec_ret{i:05},,,,,\n", 10_000 + i));
+        }
+        let read = ReadOptions::default();
+        let parts = PasswordCells::read(text.as_bytes(), &read).unwrap();
+        // A quote inside a value makes the file read in one piece.
+        let quoted = text.replacen(",,,,,\n", ",a\"\"b,,,,\n", 1);
+        let whole = PasswordCells::read(quoted.as_bytes(), &read).unwrap();
+        assert_eq!(parts, whole);
+        assert_eq!(parts.changed(&check(&text).index), Vec::<u64>::new());
     }
 
     #[test]

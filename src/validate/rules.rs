@@ -181,6 +181,54 @@ pub fn formula_like(column: &str, value: &str) -> Rule {
     }
 }
 
+/// Whether a Password cell holds a password hash in PHC form (`$argon2id$…`)
+/// rather than a password: such a cell is checked by `phc` and stored as it is
+/// (SPEC section 3, rule 9).
+pub fn is_phc(value: &str) -> bool {
+    value.starts_with("$argon2")
+}
+
+/// A Password cell that holds a PHC string: it must be an argon2id hash of
+/// version 19 with parameters argon2 accepts, a salt and a hash, since the phone
+/// system verifies logins against it as it is. Never echoes the cell.
+pub fn phc(value: &str) -> Rule {
+    let invalid = |why: &str| {
+        Err(Problem::new(
+            Code::PasswordPolicy,
+            format!(
+                "the Password cell looks like an argon2 hash but is not a valid argon2id PHC string: {why}"
+            ),
+            "make the hash with `pbxsync hash-password`, and put it in the cell whole (in double quotes: it holds commas)",
+        ))
+    };
+    let Ok(hash) = argon2::PasswordHash::new(value) else {
+        return invalid("it does not parse as `$argon2id$v=19$m=…,t=…,p=…$salt$hash`");
+    };
+    if hash.algorithm.as_str() != "argon2id" {
+        return invalid("only argon2id is accepted");
+    }
+    if hash.version != Some(19) {
+        return invalid("the version must be v=19");
+    }
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return invalid("the salt or the hash is missing");
+    }
+    if argon2::Params::try_from(&hash).is_err() {
+        return invalid("its m, t and p parameters are not ones argon2 accepts");
+    }
+    Ok(())
+}
+
+/// A Password cell that holds the password itself (`policy.plaintext_passwords`
+/// says whether that is allowed, a warning or an error).
+pub fn plaintext_password() -> Problem {
+    Problem::new(
+        Code::PlaintextPassword,
+        "the Password cell holds a plaintext password, which everyone who can read the repository can read",
+        "store its argon2id hash instead: run `pbxsync hash-password` and put what it prints in the cell, in double quotes; `policy.plaintext_passwords` sets whether this is allowed, a warning or an error",
+    )
+}
+
 /// Never echoes the password: messages name the rule it breaks.
 pub fn password(value: &str, policy: &PasswordPolicy) -> Rule {
     // One pass over the characters; over the bytes when they are all ASCII,

@@ -18,12 +18,16 @@ pub struct Output {
 }
 
 impl Test {
-    /// A directory with a minimal `pbxsync.yaml` (source: users.csv).
+    /// A directory with a minimal `pbxsync.yaml` (source: users.csv, plaintext
+    /// Password cells allowed as in `HASH`).
     pub fn new() -> Test {
         let t = Test {
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        t.write("pbxsync.yaml", "source:\n  path: users.csv\n");
+        t.write(
+            "pbxsync.yaml",
+            "source:\n  path: users.csv\npolicy: {plaintext_passwords: allow}\n",
+        );
         t
     }
 
@@ -123,8 +127,12 @@ impl Output {
     }
 }
 
-/// Cheap argon2 parameters, so tests that set passwords stay fast.
-pub const HASH: &str = "password_hash: {m_cost_kib: 64, t_cost: 1, p_cost: 1}";
+/// The policy of the tests' configs: cheap argon2 parameters, so tests that set
+/// passwords stay fast; and plaintext Password cells allowed, since tests write
+/// passwords as they are for brevity (`tests/passwords.rs` checks the default,
+/// a `plaintext-password` warning).
+pub const HASH: &str =
+    "password_hash: {m_cost_kib: 64, t_cost: 1, p_cost: 1}, plaintext_passwords: allow";
 
 /// Two devices of the inventory in the tests that need some.
 pub const DEV_A: &str = "0004F2000001";
