@@ -100,9 +100,6 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
     }
 }
 
-const UNCHANGED_SINCE_LAST_APPLY: &str =
-    "No changes. The CSV and the target are as they were after the last apply.\n";
-
 fn request(config: &Config, flags: &PlanFlags) -> Request {
     Request {
         source: choice(config, &flags.source),
@@ -137,7 +134,7 @@ pub fn plan_cmd(
                         serde_json::to_string_pretty(&doc).unwrap_or_default()
                     ))?;
                 }
-                _ => out(UNCHANGED_SINCE_LAST_APPLY)?,
+                _ => out(&format!("{}\n", render_plan::NO_CHANGES))?,
             }
             return Ok(Outcome::Success);
         }
@@ -178,6 +175,11 @@ fn confirm() -> Result<bool, CliError> {
         .lock()
         .read_line(&mut answer)
         .map_err(|e| CliError::Message(format!("cannot read the answer: {e}")))?;
+    // A terminal echoes the answer's line break; an answer from a pipe is not
+    // echoed, and what comes next (progress) must start on a line of its own.
+    if !std::io::stdin().is_terminal() || !answer.ends_with('\n') {
+        let _ = writeln!(err);
+    }
     Ok(answer.trim() == "yes")
 }
 
@@ -224,7 +226,7 @@ impl ProgressDraw {
                 if let Some(b) = &self.bar {
                     b.set_length(total as u64);
                 } else if self.plain {
-                    eprintln!("applying {total} actions");
+                    eprintln!("applying {}", render_plan::count(total as u64, "action"));
                 }
             }
             Progress::Step { done, total, step } => {
@@ -267,7 +269,10 @@ impl<'d> Listener<'d> {
             Event::Phase(phase) => self.clock.lap(phase),
             Event::Hashing { passwords } => {
                 if let Some(draw) = self.draw {
-                    draw.message(&format!("hashing {passwords} passwords"));
+                    draw.message(&format!(
+                        "hashing {}",
+                        render_plan::count(passwords as u64, "password")
+                    ));
                 }
             }
             Event::Progress(p) => {
@@ -302,7 +307,7 @@ pub fn apply_cmd(
         // Nothing to apply, known without reading a row: as `plan` says it.
         Prepared::NoChanges(_) => {
             if format != Format::Json && !ctx.quiet {
-                out(UNCHANGED_SINCE_LAST_APPLY)?;
+                out(&format!("{}\n", render_plan::NO_CHANGES))?;
             }
             return Ok(Outcome::Success);
         }
@@ -344,8 +349,8 @@ pub fn apply_cmd(
                     .unwrap_or_default()
                 ))?,
                 _ if !ctx.quiet => out(&format!(
-                    "Apply complete: {} (history #{}, serial {}).\n",
-                    render_plan::summary_line(&summary).trim_start_matches("Plan: "),
+                    "Applied: {} (history #{}, serial {}).\n",
+                    render_plan::summary_words(&summary, render_plan::Tense::Done),
                     report.history_id,
                     report.serial
                 ))?,

@@ -184,8 +184,10 @@ pub struct PlannedAction {
     pub blame: Option<Box<Blame>>,
 }
 
-/// Counts of actions by type (SPEC section 9, `summary`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// Counts of actions by type (SPEC section 9, `summary`). Read back from a
+/// history record, a missing count is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub create_device: u64,
     pub create_user: u64,

@@ -149,24 +149,105 @@ fn write_where_from(a: &PlannedAction, s: &mut String) {
     }
 }
 
+/// Whether a summary says what a plan would do or what an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tense {
+    /// `1 user to create`
+    Planned,
+    /// `1 user created`
+    Done,
+}
+
+/// `1 user`, `2 users`.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `2 users and 1 extension`, or the one of them there is (`0` for neither):
+/// an update or removal says what it acts on.
+fn users_and_extensions(users: u64, extensions: u64) -> String {
+    match (users, extensions) {
+        (0, 0) => "0".to_string(),
+        (u, 0) => count(u, "user"),
+        (0, e) => count(e, "extension"),
+        (u, e) => format!("{} and {}", count(u, "user"), count(e, "extension")),
+    }
+}
+
+/// The counts of a summary in words, without the `Plan:` of the summary line:
+/// `1 user to create, 2 extensions to add, …`, or after an apply `1 user
+/// created, 2 extensions added, …`.
+pub fn summary_words(s: &Summary, tense: Tense) -> String {
+    let verb = |planned: &str, done: &str| match tense {
+        Tense::Planned => format!("to {planned}"),
+        Tense::Done => done.to_string(),
+    };
+    let mut parts = Vec::with_capacity(6);
+    if s.create_device > 0 {
+        parts.push(format!(
+            "{} {} to the inventory",
+            count(s.create_device, "device"),
+            verb("add", "added")
+        ));
+    }
+    parts.extend([
+        format!(
+            "{} {}",
+            count(s.create_user, "user"),
+            verb("create", "created")
+        ),
+        format!(
+            "{} {}",
+            count(s.add_extension, "extension"),
+            verb("add", "added")
+        ),
+        format!(
+            "{} {}",
+            users_and_extensions(s.update_user, s.update_extension),
+            verb("update", "updated")
+        ),
+        format!(
+            "{} {}",
+            count(s.reassign_device, "device"),
+            verb("reassign", "reassigned")
+        ),
+        format!(
+            "{} {}",
+            users_and_extensions(s.remove_user, s.remove_extension),
+            verb("remove", "removed")
+        ),
+    ]);
+    parts.join(", ")
+}
+
 /// The summary line of SPEC section 4.
 pub fn summary_line(s: &Summary) -> String {
-    let mut line = format!(
-        "Plan: {} users to create, {} extensions to add, {} to update, {} devices to reassign, {} to remove.",
-        s.create_user,
-        s.add_extension,
-        s.update_user + s.update_extension,
-        s.reassign_device,
-        s.remove_extension + s.remove_user
-    );
-    if s.create_device > 0 {
-        let _ = write!(
-            line,
-            " ({} devices to add to the inventory.)",
-            s.create_device
-        );
-    }
-    line
+    format!("Plan: {}.", summary_words(s, Tense::Planned))
+}
+
+/// What every command says when there is nothing to do: `plan`, `apply` and
+/// `status` in one wording.
+pub const NO_CHANGES: &str = "No changes. The target matches the desired state.";
+
+/// What a plan would change, one short entry per action, at most `limit`:
+/// `update_user ann (email)`. For a glance (a log line, `status`) where the
+/// whole plan would be too much.
+pub fn differs(plan: &Plan, limit: usize) -> Vec<String> {
+    plan.actions
+        .iter()
+        .take(limit)
+        .map(|a| {
+            let fields: Vec<&str> = changes(&a.action).iter().map(|c| c.field).collect();
+            match &a.action {
+                Action::UpdateUser { .. } | Action::UpdateExtension { .. }
+                    if !fields.is_empty() =>
+                {
+                    format!("{} ({})", a.action.label(), fields.join(", "))
+                }
+                _ => a.action.label(),
+            }
+        })
+        .collect()
 }
 
 /// Writes the plan as text (Terraform-style), with the actions rendered on every core a
@@ -178,7 +259,7 @@ pub fn write_text(
 ) -> std::io::Result<()> {
     let plan = view.plan;
     if plan.actions.is_empty() {
-        return w.write_all(b"No changes. The target matches the desired state.\n");
+        return writeln!(w, "{NO_CHANGES}");
     }
     w.write_all(b"pbxsync will perform the following actions:\n\n")?;
     let render = |chunk: &[PlannedAction]| {
@@ -464,7 +545,8 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
         out.push('\n');
     }
     if plan.actions.is_empty() {
-        out.push_str("No changes. The target matches the desired state.\n");
+        out.push_str(NO_CHANGES);
+        out.push('\n');
         return w.write_all(out.as_bytes());
     }
     let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary()));

@@ -27,7 +27,7 @@ use crate::engine::{
     ApplyOutcome, Drift, Engine, EngineError, EngineOptions, PlanOutcome, Planned, Prepared,
     Refusal, Request, Revision, SourceChoice,
 };
-use crate::plan::{Action, Plan};
+use crate::plan::Plan;
 use crate::policy::SyncOptions;
 use crate::source::FileStamp;
 use std::path::PathBuf;
@@ -681,28 +681,6 @@ fn skip_reason(plan: &Plan) -> String {
     }
 }
 
-/// What differs, one entry per action that would write the target back (at
-/// most 20): `update_user alice (email)`.
-pub(crate) fn differs(plan: &Plan) -> Vec<String> {
-    plan.actions
-        .iter()
-        .take(20)
-        .map(|a| {
-            let fields = match &a.action {
-                Action::UpdateUser { changes, .. } | Action::UpdateExtension { changes, .. } => {
-                    changes.iter().map(|c| c.field).collect::<Vec<&str>>()
-                }
-                _ => Vec::new(),
-            };
-            if fields.is_empty() {
-                a.action.label()
-            } else {
-                format!("{} ({})", a.action.label(), fields.join(", "))
-            }
-        })
-        .collect()
-}
-
 /// `d` give or take up to `percent`% of it, so that watchers started together
 /// do not poll (or retry) together.
 fn jittered(d: Duration, percent: u64) -> Duration {
@@ -778,6 +756,9 @@ mod tests {
             unsafe_reason(&plan(vec![reassign, remove])).as_deref(),
             Some("it reassigns 1 device(s) and it removes 1 extension(s) or user(s)")
         );
-        assert_eq!(differs(&plan(vec![update])), ["update_user ann (email)"]);
+        assert_eq!(
+            crate::render::plan::differs(&plan(vec![update]), 20),
+            ["update_user ann (email)"]
+        );
     }
 }

@@ -157,6 +157,10 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn run(mut self) -> Result<Vec<Text>, BackendError> {
         let actions = self.request.actions;
         for (phase, taking_part) in order::order(actions) {
+            // Progress names only the steps that do work.
+            if taking_part.is_empty() {
+                continue;
+            }
             match phase {
                 Phase::CreateDevicesAndUsers => {
                     self.phase("creating devices and users");
@@ -295,11 +299,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             }
         }
 
-        (self.progress)(Progress::Step {
-            done: self.done,
-            total: actions.len(),
-            step: "recording row digests".into(),
-        });
+        if !self.request.digests.is_empty() {
+            self.phase("recording row digests");
+        }
         self.record_other_digests()
             .map_err(|e| sqlite_error("cannot record the row digests", e))?;
         Ok(self.cleared)
