@@ -3,7 +3,7 @@
 use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
 use crate::model::{Device, Text};
-use crate::render::plan::{NO_CHANGES, Tense, count, differs, summary_words};
+use crate::render::plan::{NO_CHANGES, NoteDoc, Tense, count, differs, notes_text, summary_words};
 use crate::render::untrusted;
 use std::path::Path;
 
@@ -78,6 +78,7 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             "drift": drift.as_ref().map(|p| p.summary()),
             "drift_differs": drift.as_ref().map(|p| differs(p, JSON_DIFFERS_SHOWN)),
             "lock_holder": holder,
+            "notes": pending.as_ref().map(|p| NoteDoc::all(&p.notes)).unwrap_or_default(),
         }))?,
         _ => {
             let mut s = format!(
@@ -122,6 +123,11 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
                 None => s.push_str("lock:          free\n"),
             }
             out(&s)?;
+            if let Ok(p) = &pending
+                && !ctx.quiet
+            {
+                eprint!("{}", notes_text(&p.notes, ctx.verbose, ctx.stderr_style));
+            }
         }
     }
     Ok(Outcome::Success)

@@ -88,6 +88,7 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
             }
             if planned.plan.errors.is_empty() {
                 super::out_streamed(|w| render_plan::write_text(&v, ctx.style, w))?;
+                print_notes(ctx, &planned.plan.notes);
             } else {
                 eprintln!(
                     "{}: {}; nothing can be applied",
@@ -97,6 +98,16 @@ fn show(ctx: &Context, config: &Config, planned: &Planned, format: Format) -> Re
             }
             Ok(())
         }
+    }
+}
+
+/// What a plan leaves alone, on stderr (SPEC section 4); not with `--quiet`.
+fn print_notes(ctx: &Context, notes: &[crate::plan::Note]) {
+    if !ctx.quiet {
+        eprint!(
+            "{}",
+            render_plan::notes_text(notes, ctx.verbose, ctx.stderr_style)
+        );
     }
 }
 
@@ -128,13 +139,17 @@ pub fn plan_cmd(
                         "base": base(&config, unchanged.serial),
                         "summary": crate::plan::Summary::default(),
                         "actions": [], "errors": [], "warnings": [],
+                        "notes": render_plan::NoteDoc::all(&unchanged.notes),
                     });
                     out(&format!(
                         "{}\n",
                         serde_json::to_string_pretty(&doc).unwrap_or_default()
                     ))?;
                 }
-                _ => out(&format!("{}\n", render_plan::NO_CHANGES))?,
+                _ => {
+                    out(&format!("{}\n", render_plan::NO_CHANGES))?;
+                    print_notes(ctx, &unchanged.notes);
+                }
             }
             return Ok(Outcome::Success);
         }
@@ -305,9 +320,10 @@ pub fn apply_cmd(
         listener.event(e)
     })? {
         // Nothing to apply, known without reading a row: as `plan` says it.
-        Prepared::NoChanges(_) => {
+        Prepared::NoChanges(unchanged) => {
             if format != Format::Json && !ctx.quiet {
                 out(&format!("{}\n", render_plan::NO_CHANGES))?;
+                print_notes(ctx, &unchanged.notes);
             }
             return Ok(Outcome::Success);
         }

@@ -30,6 +30,10 @@ pub struct EngineOptions {
     /// plan read only the changed rows (the result is the same; this is for
     /// checking that, and for measuring).
     pub full_plan: bool,
+    /// Name the extensions and users a plan without pruning leaves alone, not
+    /// only count them (`-v`): a plan of the changed rows then reads the whole
+    /// directory.
+    pub list_unnamed: bool,
 }
 
 /// A failure of the pipeline. Each variant keeps the error it wraps, so that a
@@ -102,6 +106,8 @@ pub struct Unchanged {
     pub blob: String,
     pub commit: Option<String>,
     pub serial: i64,
+    /// What the answer leaves alone (an edit of the working tree not planned).
+    pub notes: Vec<crate::plan::Note>,
 }
 
 /// A plan, with the source it was made from and what an apply of it needs.
@@ -281,13 +287,27 @@ impl<'c> Engine<'c> {
             _ => return Ok(None),
         };
         let serial = target.serial()?;
-        Ok(
-            (blob == last.blob && serial == last.serial).then_some(Unchanged {
-                blob,
-                commit,
-                serial,
-            }),
-        )
+        if blob != last.blob || serial != last.serial {
+            return Ok(None);
+        }
+        let notes = commit
+            .as_deref()
+            .and_then(|c| self.working_tree_note(c))
+            .into_iter()
+            .collect();
+        Ok(Some(Unchanged {
+            blob,
+            commit,
+            serial,
+            notes,
+        }))
+    }
+
+    /// The note that the CSV in the working tree differs from the one committed
+    /// in `commit`, which is what was planned (`source::working_tree_differs`).
+    fn working_tree_note(&self, commit: &str) -> Option<crate::plan::Note> {
+        crate::source::working_tree_differs(&self.config.base_dir, &self.config.source_path, commit)
+            .then_some(crate::plan::Note::WorkingTreeDiffers)
     }
 
     /// Plans against an open (or absent) target: only the rows that changed since
@@ -323,6 +343,12 @@ impl<'c> Engine<'c> {
         } = planned;
         pipeline::add_blame(config, &loaded, &mut plan)?;
         events(Event::Phase("blame"));
+        if loaded.revision.kind == crate::source::SourceKind::Git
+            && let Some(commit) = &loaded.revision.commit
+        {
+            plan.notes.extend(self.working_tree_note(commit));
+            events(Event::Phase("compare the working tree with the commit"));
+        }
         Ok(Planned {
             loaded,
             plan,
@@ -381,6 +407,7 @@ impl Engine<'_> {
                 digests.index,
                 digests.new_devices,
                 keep_index,
+                self.options.list_unnamed,
             )?;
             match planned {
                 Some(planned) => {

@@ -228,7 +228,11 @@ pub fn make_plan(
     inventory: Vec<Device>,
 ) -> Plan {
     let opts = diff_options(config, options, validated, inventory);
-    let plan = plan::diff(&validated.desired, current, &opts);
+    let mut plan = plan::diff(&validated.desired, current, &opts);
+    if !opts.prune {
+        plan.notes
+            .extend(plan::diff::unnamed_note(&validated.desired, current));
+    }
     finish_plan(
         config,
         options,
@@ -488,6 +492,7 @@ pub fn plan_changed_rows(
     index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
     new_devices: Vec<Device>,
     keep_index: bool,
+    list_unnamed: bool,
 ) -> Result<Option<Planned>, BackendError> {
     let Some((index, usage)) = index else {
         return Ok(None);
@@ -495,6 +500,7 @@ pub fn plan_changed_rows(
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;
+    let indexed = index.len();
     // Pruned: the extensions no row names, with their owners (read now: the CSV
     // rows of an owner that the CSV names are planned with the changed ones).
     let gone = if prune {
@@ -572,16 +578,34 @@ pub fn plan_changed_rows(
         devices,
     };
     let mut current = target.load_subset(&keys)?;
-    if prune {
-        // Every user the target holds is in the CSV, new, or removed here: else
-        // some user without extensions is left for the whole directory to find.
+    // The users of the CSV that the target holds: all but the new ones, which
+    // are among the changed rows' users.
+    let named_users = || {
         let new_users = desired
             .users
             .iter()
             .filter(|u| current.user(&u.username).is_none())
             .count();
-        let named = validated.users.saturating_sub(new_users);
-        if target.counts()?.users != named + removed_users.len() {
+        validated.users.saturating_sub(new_users)
+    };
+    let unnamed = if prune {
+        None
+    } else if list_unnamed {
+        Some(unnamed_listed(validated, target.load()?))
+    } else {
+        // Every extension of the target is in the index; the rows that are not
+        // new name one each.
+        let named_extensions = stale.iter().filter(|s| **s != RowState::New).count();
+        Some(plan::Unnamed {
+            extensions: indexed.saturating_sub(named_extensions) as u64,
+            users: target.counts()?.users.saturating_sub(named_users()) as u64,
+            names: None,
+        })
+    };
+    if prune {
+        // Every user the target holds is in the CSV, new, or removed here: else
+        // some user without extensions is left for the whole directory to find.
+        if target.counts()?.users != named_users() + removed_users.len() {
             return Ok(None);
         }
         current.extensions.extend(gone.extensions.iter().cloned());
@@ -615,6 +639,7 @@ pub fn plan_changed_rows(
     let usage_after = index
         .is_some()
         .then(|| plan::checks::usage_after(&plan, &current, usage));
+    plan.notes.extend(unnamed.and_then(plan::Unnamed::note));
     let plan = finish_plan(config, options, validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
@@ -625,6 +650,35 @@ pub fn plan_changed_rows(
         digests,
         index: index.zip(usage_after),
     }))
+}
+
+/// The extensions and users of the whole directory `all` that no row of the
+/// CSV names, by name (`-v` lists them): the rows know their extension's
+/// number and their user's key.
+fn unnamed_listed(validated: &Validated<'_>, all: Directory) -> plan::Unnamed {
+    let mut named = crate::model::SortedCursor::new(&validated.index);
+    let extensions: Vec<Text> = all
+        .extensions
+        .into_iter()
+        .filter(|e| {
+            named
+                .find(|r| cmp_extension(&r.number, &e.number))
+                .is_none()
+        })
+        .map(|e| e.number)
+        .collect();
+    let named_users: UserSet = validated.index.iter().map(|r| r.user).collect();
+    let users: Vec<Text> = all
+        .users
+        .into_iter()
+        .filter(|u| !named_users.contains(&crate::validate::user_key(&u.username)))
+        .map(|u| u.username)
+        .collect();
+    plan::Unnamed {
+        extensions: extensions.len() as u64,
+        users: users.len() as u64,
+        names: Some(plan::UnnamedNames { extensions, users }),
+    }
 }
 
 /// The numbers of `index` that no row of `rows` names (both sorted by number).
@@ -853,6 +907,7 @@ mod tests {
             digests.index,
             digests.new_devices,
             true,
+            false,
         )
         .unwrap();
         assert!(changed.is_none(), "no plan of changed rows without digests");

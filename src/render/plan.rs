@@ -2,7 +2,7 @@
 //! request comment). Passwords are `(sensitive)`; secrets are not in a plan at all.
 
 use super::Style;
-use crate::plan::{Action, Change, Plan, PlannedAction, Summary};
+use crate::plan::{Action, Change, Note, Plan, PlannedAction, Summary, Unnamed};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -225,6 +225,68 @@ pub fn summary_line(s: &Summary) -> String {
     format!("Plan: {}.", summary_words(s, Tense::Planned))
 }
 
+/// A note (what a plan leaves alone) as JSON: `code` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoteDoc {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl NoteDoc {
+    pub fn of(note: &Note) -> NoteDoc {
+        match note {
+            Note::Unnamed(u) => NoteDoc {
+                code: "not-in-csv",
+                message: format!(
+                    "the target holds {} that the CSV does not name: kept (`--prune` would remove them; `-v` lists them)",
+                    users_and_extensions_held(u)
+                ),
+            },
+            Note::WorkingTreeDiffers => NoteDoc {
+                code: "working-tree-not-planned",
+                message: "the CSV in the working tree differs from the committed one, and the edit was not planned: commit it, or plan it with `--working-tree`".to_string(),
+            },
+        }
+    }
+
+    pub fn all(notes: &[Note]) -> Vec<NoteDoc> {
+        notes.iter().map(NoteDoc::of).collect()
+    }
+}
+
+/// `2 extensions and 1 user`, leaving out a count of 0.
+fn users_and_extensions_held(u: &Unnamed) -> String {
+    match (u.extensions, u.users) {
+        (e, 0) => count(e, "extension"),
+        (0, n) => count(n, "user"),
+        (e, n) => format!("{} and {}", count(e, "extension"), count(n, "user")),
+    }
+}
+
+/// Notes as text, for stderr: `note: …`, and with `verbose` the names of what
+/// is kept where the plan has them. Names come from the target: escaped.
+pub fn notes_text(notes: &[Note], verbose: bool, style: Style) -> String {
+    let mut out = String::new();
+    for note in notes {
+        let _ = writeln!(out, "{}: {}", style.bold("note"), NoteDoc::of(note).message);
+        if let (
+            true,
+            Note::Unnamed(Unnamed {
+                names: Some(names), ..
+            }),
+        ) = (verbose, note)
+        {
+            for (what, list) in [("extensions", &names.extensions), ("users", &names.users)] {
+                if !list.is_empty() {
+                    let list: Vec<_> = list.iter().map(|n| super::untrusted(n)).collect();
+                    let _ = writeln!(out, "  kept {what}: {}", list.join(", "));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// What every command says when there is nothing to do: `plan`, `apply` and
 /// `status` in one wording.
 pub const NO_CHANGES: &str = "No changes. The target matches the desired state.";
@@ -308,6 +370,8 @@ pub struct PlanDoc<'a> {
     pub actions: &'a [PlannedAction],
     pub errors: &'a [crate::diagnostic::Diagnostic],
     pub warnings: &'a [crate::diagnostic::Diagnostic],
+    /// What the plan leaves alone (SPEC section 4).
+    pub notes: Vec<NoteDoc>,
     /// Present when some errors or warnings were left out (more than
     /// `diagnostic::KEPT_PER_CODE` of a code): how many, by code.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,6 +390,7 @@ pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {
         actions: &view.plan.actions,
         errors: &view.plan.errors,
         warnings: &view.plan.warnings,
+        notes: NoteDoc::all(&view.plan.notes),
         omitted: Some(&view.plan.omitted).filter(|o| !o.is_empty()),
         options: None,
     }
@@ -344,6 +409,7 @@ impl PlanDoc<'_> {
         // The document without actions, to splice them into.
         let head = serde_json::to_vec_pretty(&PlanDoc {
             actions: &[],
+            notes: self.notes.clone(),
             ..*self
         })?;
         const EMPTY: &[u8] = b"\n  \"actions\": [],\n";
@@ -543,6 +609,9 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
             );
         }
         out.push('\n');
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "> **Note:** {}\n", NoteDoc::of(note).message);
     }
     if plan.actions.is_empty() {
         out.push_str(NO_CHANGES);

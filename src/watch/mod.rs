@@ -698,7 +698,7 @@ fn jittered(d: Duration, percent: u64) -> Duration {
 mod tests {
     use super::*;
     use crate::model::ExtensionKind;
-    use crate::plan::{Change, PlannedAction};
+    use crate::plan::{Action, Change, PlannedAction};
 
     fn planned(action: Action) -> PlannedAction {
         PlannedAction {
