@@ -290,10 +290,22 @@ impl<'c> Engine<'c> {
         if blob != last.blob || serial != last.serial {
             return Ok(None);
         }
-        let notes = commit
-            .as_deref()
-            .and_then(|c| self.working_tree_note(c))
+        // What that apply left alone is still there: nothing has written since.
+        let kept = last.kept.filter(|_| !options.prune).and_then(|k| {
+            crate::plan::Unnamed {
+                extensions: k.extensions,
+                users: k.users,
+                names: None,
+            }
+            .note()
+        });
+        // Naming them (`-v`) needs the rows.
+        if kept.is_some() && self.options.list_unnamed {
+            return Ok(None);
+        }
+        let notes = kept
             .into_iter()
+            .chain(commit.as_deref().and_then(|c| self.working_tree_note(c)))
             .collect();
         Ok(Some(Unchanged {
             blob,

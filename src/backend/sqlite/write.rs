@@ -63,6 +63,9 @@ pub(super) fn apply_in_transaction(
         set_meta(&tx, "last_serial", &serial)?;
         set_meta(&tx, "last_inventory", &request.inventory)?;
         set_meta(&tx, "last_pruned", &request.pruned)?;
+        let kept = request.kept.map(|k| (k.extensions as i64, k.users as i64));
+        set_meta(&tx, "last_kept_extensions", &kept.map(|k| k.0))?;
+        set_meta(&tx, "last_kept_users", &kept.map(|k| k.1))?;
         set_meta(&tx, "last_history_id", &history_id)?;
         Ok((history_id, serial))
     };
