@@ -24,3 +24,4 @@ mod secrets;
 mod sources;
 mod validate;
 mod watch;
+mod words;

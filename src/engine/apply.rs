@@ -165,6 +165,7 @@ impl Engine<'_> {
             && let Some(unchanged) =
                 self.unchanged_since_last_apply(request, &mut t, &inventory_file)?
         {
+            events(Event::Phase(super::NOTHING_CHANGED));
             return Ok(Prepared::NoChanges(unchanged));
         }
         let saved = plan_file.map(SavedPlan::read).transpose()?;

@@ -96,6 +96,10 @@ pub enum PlanPath {
     WholeDirectory,
 }
 
+/// The phase of the no-op shortcut (`-v` names it): the answer is "No changes",
+/// as after a plan that read the rows, and this is how to tell them apart.
+pub const NOTHING_CHANGED: &str = "nothing changed since the last apply (no row read)";
+
 /// Where events go.
 pub type Events<'e> = dyn FnMut(Event<'_>) + 'e;
 
@@ -206,6 +210,7 @@ impl<'c> Engine<'c> {
             && let Some(t) = target.as_mut()
             && let Some(unchanged) = self.unchanged_since_last_apply(request, t, &inventory)?
         {
+            events(Event::Phase(NOTHING_CHANGED));
             return Ok(PlanOutcome::NoChanges(unchanged));
         }
         let loaded = pipeline::load_source(config, &request.source, true)?;

@@ -730,7 +730,7 @@ mod tests {
             ));
         }
         expected.push_str(
-            "\nPlan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.\n",
+            "\nPlan: 0 users to create, 0 extensions to add, 2500 users to update, 0 devices to reassign, 0 to remove.\n",
         );
         assert_eq!(text, expected);
     }
@@ -764,7 +764,7 @@ mod tests {
         };
         let mut expected = String::from(
             "### pbxsync plan\n\nTarget `sqlite:state.db` (serial 7).\n\n\
-             **Plan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.**\n\n\
+             **Plan: 0 users to create, 0 extensions to add, 2500 extensions to update, 0 devices to reassign, 0 to remove.**\n\n\
              <details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n",
         );
         for i in 0..2500u32 {
