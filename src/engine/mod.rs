@@ -416,13 +416,13 @@ impl Engine<'_> {
             && pipeline::can_plan_changed_rows(options, Some(&validated.layout), full_plan)
         {
             let digests = digests?;
+            let serial = digests.serial;
             let planned = pipeline::plan_changed_rows(
                 config,
                 options,
                 &validated,
                 t,
-                digests.index,
-                digests.new_devices,
+                digests,
                 keep_index,
                 self.options.list_unnamed,
             )?;
@@ -435,7 +435,7 @@ impl Engine<'_> {
                     events(Event::Phase("read the target, diff and checks"));
                     let path = PlanPath::ChangedRows { rows };
                     events(Event::Planned(path));
-                    return Ok((validated, digests.serial, (planned, path)));
+                    return Ok((validated, serial, (planned, path)));
                 }
                 None => events(Event::Phase(
                     "look for what pruning removes (users without extensions: the whole directory is planned)",

@@ -477,8 +477,8 @@ pub fn plan_all(
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
 /// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
-/// target is read for the changed rows only. `new_devices`: the devices of the
-/// inventory file that the target lacks (`Target::missing_devices`).
+/// target is read for the changed rows only. `digests.new_devices`: the devices
+/// of the inventory file that the target lacks (`Target::missing_devices`).
 ///
 /// Pruning removes the extensions of the index that no row names, and their
 /// owners that the CSV does not name. `None` when the target holds users that
@@ -489,11 +489,13 @@ pub fn plan_changed_rows(
     options: &SyncOptions,
     validated: &Validated<'_>,
     target: &mut Box<dyn Backend>,
-    index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
-    new_devices: Vec<Device>,
+    digests: TargetDigests,
     keep_index: bool,
     list_unnamed: bool,
 ) -> Result<Option<Planned>, BackendError> {
+    let TargetDigests {
+        index, new_devices, ..
+    } = digests;
     let Some((index, usage)) = index else {
         return Ok(None);
     };
@@ -904,8 +906,7 @@ mod tests {
             &options,
             &validated,
             &mut without,
-            digests.index,
-            digests.new_devices,
+            digests,
             true,
             false,
         )

@@ -190,33 +190,23 @@ pub fn summary_words(s: &Summary, tense: Tense) -> String {
             verb("add", "added")
         ));
     }
-    parts.extend([
-        format!(
-            "{} {}",
-            count(s.create_user, "user"),
-            verb("create", "created")
-        ),
-        format!(
-            "{} {}",
-            count(s.add_extension, "extension"),
-            verb("add", "added")
-        ),
-        format!(
-            "{} {}",
+    for (what, planned, done) in [
+        (count(s.create_user, "user"), "create", "created"),
+        (count(s.add_extension, "extension"), "add", "added"),
+        (
             users_and_extensions(s.update_user, s.update_extension),
-            verb("update", "updated")
+            "update",
+            "updated",
         ),
-        format!(
-            "{} {}",
-            count(s.reassign_device, "device"),
-            verb("reassign", "reassigned")
-        ),
-        format!(
-            "{} {}",
+        (count(s.reassign_device, "device"), "reassign", "reassigned"),
+        (
             users_and_extensions(s.remove_user, s.remove_extension),
-            verb("remove", "removed")
+            "remove",
+            "removed",
         ),
-    ]);
+    ] {
+        parts.push(format!("{what} {}", verb(planned, done)));
+    }
     parts.join(", ")
 }
 
