@@ -62,6 +62,15 @@ fn a_deleted_row_is_noted_as_kept_not_silently_in_sync() {
         "{}",
         out.stderr
     );
+    // A pull-request comment says it too.
+    let out = t.ok(["plan", "--format", "markdown"]);
+    assert!(
+        out.stdout.contains(
+            "> **Note:** the target holds 2 extensions and 1 user that the CSV does not name"
+        ),
+        "{}",
+        out.stdout
+    );
     // Pruning removes them, and then there is nothing to note.
     let doc = t.plan_json(&["--prune"]);
     assert_eq!(codes_of(&doc), Vec::<String>::new());
