@@ -396,7 +396,7 @@ fn markdown_of_a_plan_with_errors_says_it_cannot_be_applied() {
     assert_eq!(out.code, 1);
     assert!(
         out.stdout
-            .contains("**1 error(s): this plan cannot be applied.**")
+            .contains("**1 error: this plan cannot be applied.**")
             && out.stdout.contains("`missing-required` line 2:"),
         "{}",
         out.stdout

@@ -165,7 +165,7 @@ pub fn count(n: u64, noun: &str) -> String {
 
 /// `2 users and 1 extension`, or the one of them there is (`0` for neither):
 /// an update or removal says what it acts on.
-fn users_and_extensions(users: u64, extensions: u64) -> String {
+pub fn users_and_extensions(users: u64, extensions: u64) -> String {
     match (users, extensions) {
         (0, 0) => "0".to_string(),
         (u, 0) => count(u, "user"),
@@ -573,8 +573,8 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
     if !plan.errors.is_empty() {
         let _ = writeln!(
             out,
-            "**{} error(s): this plan cannot be applied.**\n",
-            plan.error_count()
+            "**{}: this plan cannot be applied.**\n",
+            count(plan.error_count(), "error")
         );
         for e in &plan.errors {
             let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();

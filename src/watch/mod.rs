@@ -29,6 +29,7 @@ use crate::engine::{
 };
 use crate::plan::Plan;
 use crate::policy::SyncOptions;
+use crate::render::plan::{count, users_and_extensions};
 use crate::source::FileStamp;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -658,12 +659,15 @@ fn unsafe_reason(plan: &Plan) -> Option<String> {
     let mut why = Vec::new();
     if summary.reassign_device > 0 {
         why.push(format!(
-            "it reassigns {} device(s)",
-            summary.reassign_device
+            "it reassigns {}",
+            count(summary.reassign_device, "device")
         ));
     }
     if removals > 0 {
-        why.push(format!("it removes {removals} extension(s) or user(s)"));
+        why.push(format!(
+            "it removes {}",
+            users_and_extensions(summary.remove_user, summary.remove_extension)
+        ));
     }
     (!why.is_empty()).then(|| why.join(" and "))
 }
@@ -672,8 +676,8 @@ fn unsafe_reason(plan: &Plan) -> Option<String> {
 fn skip_reason(plan: &Plan) -> String {
     match plan.errors.first() {
         Some(d) => format!(
-            "the CSV has {} error(s), first {}: {}; fix it in a new commit",
-            plan.errors.len(),
+            "the CSV has {}, first {}: {}; fix it in a new commit",
+            count(plan.error_count(), "error"),
             d.code.as_str(),
             d.message
         ),
@@ -750,11 +754,11 @@ mod tests {
         assert_eq!(unsafe_reason(&plan(vec![update.clone()])), None);
         assert_eq!(
             unsafe_reason(&plan(vec![update.clone(), reassign.clone()])).as_deref(),
-            Some("it reassigns 1 device(s)")
+            Some("it reassigns 1 device")
         );
         assert_eq!(
             unsafe_reason(&plan(vec![reassign, remove])).as_deref(),
-            Some("it reassigns 1 device(s) and it removes 1 extension(s) or user(s)")
+            Some("it reassigns 1 device and it removes 1 user")
         );
         assert_eq!(
             crate::render::plan::differs(&plan(vec![update]), 20),
