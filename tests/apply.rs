@@ -46,7 +46,7 @@ fn apply_then_plan_again_shows_no_changes() {
     let out = t.apply(&[]);
     assert!(
         out.stdout
-            .contains("Apply complete: 2 users to create, 2 extensions to add"),
+            .contains("Applied: 2 users created, 2 extensions added"),
         "{}",
         out.stdout
     );
@@ -56,11 +56,11 @@ fn apply_then_plan_again_shows_no_changes() {
     assert_eq!(plan["actions"], json!([]));
     assert_eq!(plan["summary"]["total"], 0);
     // An apply of the same commit knows it without planning.
-    assert!(
-        t.apply(&[]).stdout.starts_with(
-            "No changes. The CSV and the target are as they were after the last apply."
-        ),
+    assert_eq!(
+        t.apply(&[]).stdout,
+        "No changes. The target matches the desired state.\n"
     );
+    assert!(t.took_shortcut(&["apply", "--auto-approve"]));
     // Also when the shortcut cannot be taken (a file, or the target moved on).
     assert_eq!(t.plan_json(&["--file", "users.csv"])["actions"], json!([]));
     t.devices(&[DEV_A]);
@@ -395,7 +395,7 @@ fn markdown_of_a_plan_with_errors_says_it_cannot_be_applied() {
     assert_eq!(out.code, 1);
     assert!(
         out.stdout
-            .contains("**1 error(s): this plan cannot be applied.**")
+            .contains("**1 error: this plan cannot be applied.**")
             && out.stdout.contains("`missing-required` line 2:"),
         "{}",
         out.stdout

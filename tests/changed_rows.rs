@@ -342,7 +342,14 @@ fn an_apply_of_the_whole_directory_keeps_its_index_too() {
     kept.push(".digests");
     std::fs::remove_file(&kept).unwrap();
     assert_eq!(
-        apply(&t, EngineOptions { full_plan: true }, true),
+        apply(
+            &t,
+            EngineOptions {
+                full_plan: true,
+                ..EngineOptions::default()
+            },
+            true
+        ),
         [PlanPath::WholeDirectory]
     );
     assert!(std::path::Path::new(&kept).is_file(), "no index kept");

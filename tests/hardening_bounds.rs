@@ -177,7 +177,7 @@ fn a_plan_counts_what_it_leaves_out_of_the_file_and_its_own_checks() {
     let out = t.run(["plan", "--format", "markdown"]);
     assert!(
         out.stdout
-            .contains("**1400 error(s): this plan cannot be applied.**"),
+            .contains("**1400 errors: this plan cannot be applied.**"),
         "{}",
         out.stdout
     );

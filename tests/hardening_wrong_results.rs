@@ -157,9 +157,9 @@ fn applied_with_a_pending_change() -> Test {
 
 /// The commands that only read the state file, and what each must print.
 const READERS: &[(&[&str], &str)] = &[
-    (&["status"], "1 to update"),
+    (&["status"], "update_extension 1001 (description)"),
     (&["export"], "1001,Jason,Flynn,jflynn,,,,,,virtual"),
-    (&["history"], "(applied)"),
+    (&["history"], "  applied"),
     (&["history", "1"], "apply #1"),
     (&["history", "1", "--format", "json"], "\"csv_redacted\""),
     (&["validate"], "valid, 2 rows"),

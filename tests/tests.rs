@@ -27,3 +27,4 @@ mod secrets;
 mod sources;
 mod validate;
 mod watch;
+mod words;

@@ -249,7 +249,7 @@ fn safe_keeps_a_reassignment_pending_and_apply_of_the_pending_plan_applies_it() 
     assert_eq!(applied_commits(&t), std::slice::from_ref(&first));
     // The pending plan is a saved plan: `apply FILE` applies it.
     let out = t.ok(["apply", ".pbxsync/pending.json"]);
-    assert!(out.stdout.contains("Apply complete"), "{}", out.stdout);
+    assert!(out.stdout.contains("Applied: "), "{}", out.stdout);
     assert_eq!(applied_commits(&t), [first, moved.clone()]);
     // The watcher sees it applied and clears the pending plan.
     w.wait_for("in_sync", Some(&moved));

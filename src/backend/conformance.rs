@@ -154,6 +154,7 @@ pub fn apply_at(
         password_hashes: &hashes,
         inventory: Some("inventory-digest"),
         pruned: false,
+        kept: None,
         record: Box::new(|| record(made, "applied")),
     };
     let mut events = Vec::new();
@@ -669,6 +670,7 @@ pub fn actions_that_cannot_be_applied(backend: &mut dyn Backend, _behind: Behind
             password_hashes: &Default::default(),
             inventory: None,
             pruned: false,
+            kept: None,
             record: Box::new(|| record(&made, "applied")),
         };
         match backend.apply(request, &mut |_| {}) {

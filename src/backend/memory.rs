@@ -196,6 +196,7 @@ impl DirectoryStore for MemoryBackend {
             history_id,
             inventory: request.inventory.map(str::to_owned),
             pruned: request.pruned,
+            kept: request.kept,
         });
         *store = next;
         Ok(ApplyReport {

@@ -114,6 +114,19 @@ pub struct AppliedRevision {
     /// Whether that apply pruned: the directory then holds nothing the CSV
     /// leaves out.
     pub pruned: bool,
+    /// How many extensions and users the target held after that apply that its
+    /// CSV does not name (pruning off); `None` when not known (a state file
+    /// written before this was kept). While nothing changed since, a plan says
+    /// so without reading a row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Kept>,
+}
+
+/// Extensions and users of the target that the applied CSV does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Kept {
+    pub extensions: u64,
+    pub users: u64,
 }
 
 /// One recorded apply.
@@ -171,6 +184,8 @@ pub struct ApplyRequest<'a> {
     pub inventory: Option<&'a str>,
     /// Whether the plan pruned (kept as `AppliedRevision::pruned`).
     pub pruned: bool,
+    /// What the plan left alone (kept as `AppliedRevision::kept`).
+    pub kept: Option<Kept>,
     /// Recorded in `history` in the same transaction (`id` is ignored). Called once
     /// the actions are written, so that the caller can make the record (redacting
     /// and compressing a large CSV) on another thread meanwhile.

@@ -4,6 +4,7 @@ use super::args::{DevicesCommand, Format, LicensesCommand};
 use super::{CliError, Context, Outcome, out};
 use crate::backend::Models;
 use crate::model::{Device, Text};
+use crate::render::plan::{NO_CHANGES, NoteDoc, Tense, count, differs, notes_text, summary_words};
 use crate::render::untrusted;
 use std::path::Path;
 
@@ -76,8 +77,11 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             "last_applied_on_ref": last_on_ref,
             "pending": pending.as_ref().ok().map(|p| p.summary()),
             "pending_errors": pending.as_ref().map(|p| p.error_count()).unwrap_or(0),
+            "pending_differs": pending.as_ref().ok().map(|p| differs(p, JSON_DIFFERS_SHOWN)),
             "drift": drift.as_ref().map(|p| p.summary()),
+            "drift_differs": drift.as_ref().map(|p| differs(p, JSON_DIFFERS_SHOWN)),
             "lock_holder": holder,
+            "notes": pending.as_ref().map(|p| NoteDoc::all(&p.notes)).unwrap_or_default(),
         }))?,
         _ => {
             let mut s = format!(
@@ -99,21 +103,27 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
             }
             match &pending {
                 Ok(p) if !p.errors.is_empty() => s.push_str(&format!(
-                    "pending:       the committed CSV has {} errors (run `pbxsync plan`)\n",
-                    p.error_count()
+                    "pending:       the committed CSV has {} (run `pbxsync plan`)\n",
+                    count(p.error_count(), "error")
                 )),
-                Ok(p) if p.has_changes() => s.push_str(&format!(
-                    "pending:       {}\n",
-                    crate::render::plan::summary_line(&p.summary())
-                )),
-                Ok(_) => s.push_str("pending:       none\n"),
+                Ok(p) if p.has_changes() => {
+                    s.push_str(&format!(
+                        "pending:       {}; see `pbxsync plan`\n",
+                        count(p.actions.len() as u64, "change")
+                    ));
+                    push_differs(&mut s, p);
+                }
+                Ok(_) => s.push_str(&format!("pending:       {NO_CHANGES}\n")),
                 Err(e) => s.push_str(&format!("pending:       unknown ({e})\n")),
             }
             match &drift {
-                Some(p) if p.has_changes() => s.push_str(&format!(
-                    "drift:         the target differs from the last applied CSV: {}\n",
-                    crate::render::plan::summary_line(&p.summary())
-                )),
+                Some(p) if p.has_changes() => {
+                    s.push_str(&format!(
+                        "drift:         {} from the last applied CSV (made outside pbxsync); `pbxsync adopt` keeps what the target holds\n",
+                        count(p.actions.len() as u64, "difference")
+                    ));
+                    push_differs(&mut s, p);
+                }
                 Some(_) => s.push_str("drift:         none\n"),
                 None => {}
             }
@@ -122,9 +132,32 @@ pub fn status(ctx: &Context, format: Format) -> Result<Outcome, CliError> {
                 None => s.push_str("lock:          free\n"),
             }
             out(&s)?;
+            if let Ok(p) = &pending
+                && !ctx.quiet
+            {
+                eprint!("{}", notes_text(&p.notes, ctx.verbose, ctx.stderr_style));
+            }
         }
     }
     Ok(Outcome::Success)
+}
+
+/// How many entries of what differs `status` lists as text, and as JSON.
+const DIFFERS_SHOWN: usize = 10;
+const JSON_DIFFERS_SHOWN: usize = 1000;
+
+/// Lists under a status line what `plan` would change, one short entry per
+/// action (escaped: names come from files and the target).
+fn push_differs(s: &mut String, plan: &crate::plan::Plan) {
+    for entry in differs(plan, DIFFERS_SHOWN) {
+        s.push_str(&format!("                 {}\n", untrusted(&entry)));
+    }
+    if plan.actions.len() > DIFFERS_SHOWN {
+        s.push_str(&format!(
+            "                 … and {} more\n",
+            plan.actions.len() - DIFFERS_SHOWN
+        ));
+    }
 }
 
 pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome, CliError> {
@@ -159,7 +192,7 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     untrusted(&r.source),
                     r.blob,
                     r.outcome,
-                    r.summary,
+                    recorded_summary(&r),
                     crate::render::untrusted_lines(&csv)
                 ))?,
             }
@@ -172,25 +205,65 @@ pub fn history(ctx: &Context, id: Option<i64>, format: Format) -> Result<Outcome
                     if all.is_empty() {
                         out("no applies recorded yet\n")?;
                     }
-                    let mut s = String::new();
-                    for r in &all {
-                        let total = r.summary.get("total").and_then(|t| t.as_u64()).unwrap_or(0);
-                        s.push_str(&format!(
-                            "#{:<4} {}  {:<10} {:>6} actions  {}  ({})\n",
-                            r.id,
-                            r.time,
-                            untrusted(&r.local_user),
-                            total,
-                            untrusted(&r.source),
-                            r.outcome
-                        ));
-                    }
-                    out(&s)?;
+                    out(&history_list(&all))?;
                 }
             }
         }
     }
     Ok(Outcome::Success)
+}
+
+/// The counts of a recorded apply as words: what it did, or, for a failed
+/// one, what it was to do.
+fn recorded_summary(r: &crate::backend::HistoryRecord) -> String {
+    let summary = summary_of(r);
+    if summary.total == 0 {
+        return "no actions".to_string();
+    }
+    let tense = if r.outcome == "applied" {
+        Tense::Done
+    } else {
+        Tense::Planned
+    };
+    summary_words(&summary, tense)
+}
+
+/// The counts a history record keeps (its summary as JSON).
+fn summary_of(r: &crate::backend::HistoryRecord) -> crate::plan::Summary {
+    serde_json::from_value(r.summary.clone()).unwrap_or_default()
+}
+
+/// The history as a table, newest first, under a header row. An apply that
+/// removed extensions or users says that it pruned (a `--prune` that found
+/// nothing to remove changed nothing worth pointing at).
+fn history_list(all: &[crate::backend::HistoryRecord]) -> String {
+    let mut s = if all.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{:<5} {:<20}  {:<10} {:>11}  {:<47}  {}\n",
+            "ID", "TIME (UTC)", "WHO", "ACTIONS", "SOURCE", "OUTCOME"
+        )
+    };
+    for r in all {
+        let summary = summary_of(r);
+        let pruned = if r.outcome == "applied" && summary.remove_extension + summary.remove_user > 0
+        {
+            ", pruned"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "#{:<4} {:<20}  {:<10} {:>11}  {:<47}  {}{pruned}\n",
+            r.id,
+            r.time,
+            untrusted(&r.local_user),
+            count(summary.total, "action"),
+            untrusted(&r.source),
+            untrusted(&r.outcome)
+        ));
+    }
+    s
 }
 
 fn device_id(id: &str) -> Result<Text, CliError> {

@@ -190,6 +190,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         },
         engine: crate::engine::EngineOptions {
             full_plan: std::env::var_os("PBXSYNC_FULL_PLAN").is_some(),
+            list_unnamed: cli.verbose,
         },
     };
     match cli.command {

@@ -93,6 +93,7 @@ fn show(
             }
             if planned.plan.errors.is_empty() {
                 super::out_streamed(|w| render_plan::write_text(&v, ctx.style, w))?;
+                print_notes(ctx, &planned.plan.notes);
             } else {
                 eprintln!(
                     "{}: {}; nothing can be applied",
@@ -105,8 +106,15 @@ fn show(
     }
 }
 
-const UNCHANGED_SINCE_LAST_APPLY: &str =
-    "No changes. The CSV and the target are as they were after the last apply.\n";
+/// What a plan leaves alone, on stderr (SPEC section 4); not with `--quiet`.
+fn print_notes(ctx: &Context, notes: &[crate::plan::Note]) {
+    if !ctx.quiet {
+        eprint!(
+            "{}",
+            render_plan::notes_text(notes, ctx.verbose, ctx.stderr_style)
+        );
+    }
+}
 
 fn request(config: &Config, flags: &PlanFlags) -> Request {
     Request {
@@ -136,13 +144,17 @@ pub fn plan_cmd(
                         "base": base(&config, unchanged.serial),
                         "summary": crate::plan::Summary::default(),
                         "actions": [], "errors": [], "warnings": [],
+                        "notes": render_plan::NoteDoc::all(&unchanged.notes),
                     });
                     out(&format!(
                         "{}\n",
                         serde_json::to_string_pretty(&doc).unwrap_or_default()
                     ))?;
                 }
-                _ => out(UNCHANGED_SINCE_LAST_APPLY)?,
+                _ => {
+                    out(&format!("{}\n", render_plan::NO_CHANGES))?;
+                    print_notes(ctx, &unchanged.notes);
+                }
             }
             return Ok(Outcome::Success);
         }
@@ -183,6 +195,11 @@ fn confirm() -> Result<bool, CliError> {
         .lock()
         .read_line(&mut answer)
         .map_err(|e| CliError::Message(format!("cannot read the answer: {e}")))?;
+    // A terminal echoes the answer's line break; an answer from a pipe is not
+    // echoed, and what comes next (progress) must start on a line of its own.
+    if !std::io::stdin().is_terminal() || !answer.ends_with('\n') {
+        let _ = writeln!(err);
+    }
     Ok(answer.trim() == "yes")
 }
 
@@ -229,7 +246,7 @@ impl ProgressDraw {
                 if let Some(b) = &self.bar {
                     b.set_length(total as u64);
                 } else if self.plain {
-                    eprintln!("applying {total} actions");
+                    eprintln!("applying {}", render_plan::count(total as u64, "action"));
                 }
             }
             Progress::Step { done, total, step } => {
@@ -272,7 +289,10 @@ impl<'d> Listener<'d> {
             Event::Phase(phase) => self.clock.lap(phase),
             Event::Hashing { passwords } => {
                 if let Some(draw) = self.draw {
-                    draw.message(&format!("hashing {passwords} passwords"));
+                    draw.message(&format!(
+                        "hashing {}",
+                        render_plan::count(passwords as u64, "password")
+                    ));
                 }
             }
             Event::Progress(p) => {
@@ -305,11 +325,12 @@ pub fn apply_cmd(
         listener.event(e)
     })? {
         // Nothing to apply, known without reading a row: as `plan` says it.
-        Prepared::NoChanges(_) => {
+        Prepared::NoChanges(unchanged) => {
             if format == Format::Json {
                 nothing_applied_json()?;
             } else if !ctx.quiet {
-                out(UNCHANGED_SINCE_LAST_APPLY)?;
+                out(&format!("{}\n", render_plan::NO_CHANGES))?;
+                print_notes(ctx, &unchanged.notes);
             }
             return Ok(Outcome::Success);
         }
@@ -354,8 +375,8 @@ pub fn apply_cmd(
                     .unwrap_or_default()
                 ))?,
                 _ if !ctx.quiet => out(&format!(
-                    "Apply complete: {} (history #{}, serial {}).\n",
-                    render_plan::summary_line(&summary).trim_start_matches("Plan: "),
+                    "Applied: {} (history #{}, serial {}).\n",
+                    render_plan::summary_words(&summary, render_plan::Tense::Done),
                     report.history_id,
                     report.serial
                 ))?,

@@ -67,12 +67,13 @@ fn text(log: &Log) -> String {
     }
     let mut parts = Vec::new();
     if let Some(summary) = &log.summary {
-        let s = crate::render::plan::summary_line(summary);
-        parts.push(
-            s.trim_start_matches("Plan: ")
-                .trim_end_matches('.')
-                .to_owned(),
-        );
+        use crate::render::plan::{Tense, summary_words};
+        // What an apply did, or what a plan would do.
+        let tense = match log.event {
+            Kind::Applied | Kind::Healed => Tense::Done,
+            _ => Tense::Planned,
+        };
+        parts.push(summary_words(summary, tense));
     }
     if let Some(reason) = &log.reason {
         parts.push(untrusted(reason).into_owned());

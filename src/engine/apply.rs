@@ -165,6 +165,7 @@ impl Engine<'_> {
             && let Some(unchanged) =
                 self.unchanged_since_last_apply(request, &mut t, &inventory_file)?
         {
+            events(Event::Phase(super::NOTHING_CHANGED));
             return Ok(Prepared::NoChanges(unchanged));
         }
         let saved = plan_file.map(SavedPlan::read).transpose()?;
@@ -325,6 +326,7 @@ impl Engine<'_> {
             let request = ApplyRequest {
                 inventory: inventory_digest.as_deref(),
                 pruned: options.prune || config.prune,
+                kept: kept(&planned.plan, options.prune || config.prune),
                 actions,
                 digests,
                 expected_serial: planned.serial,
@@ -369,6 +371,23 @@ impl Engine<'_> {
 
 /// Records a failed apply in history, with its reason and the redacted CSV. A
 /// failure to record it is not reported over the failure itself.
+/// What a plan leaves alone, to keep with its apply: nothing when it prunes;
+/// unknown when its note was not made.
+fn kept(plan: &crate::plan::Plan, pruned: bool) -> Option<crate::backend::Kept> {
+    if pruned {
+        return Some(crate::backend::Kept::default());
+    }
+    let counted = plan.notes.iter().find_map(|note| match note {
+        crate::plan::Note::Unnamed(u) => Some(crate::backend::Kept {
+            extensions: u.extensions,
+            users: u.users,
+        }),
+        crate::plan::Note::WorkingTreeDiffers => None,
+    });
+    // A plan that reads the target and names everything in it has no note.
+    Some(counted.unwrap_or_default())
+}
+
 fn record_failure(
     target: &mut dyn Backend,
     record: HistoryRecord,

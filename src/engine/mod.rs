@@ -30,6 +30,10 @@ pub struct EngineOptions {
     /// plan read only the changed rows (the result is the same; this is for
     /// checking that, and for measuring).
     pub full_plan: bool,
+    /// Name the extensions and users a plan without pruning leaves alone, not
+    /// only count them (`-v`): a plan of the changed rows then reads the whole
+    /// directory.
+    pub list_unnamed: bool,
 }
 
 /// A failure of the pipeline. Each variant keeps the error it wraps, so that a
@@ -92,6 +96,10 @@ pub enum PlanPath {
     WholeDirectory,
 }
 
+/// The phase of the no-op shortcut (`-v` names it): the answer is "No changes",
+/// as after a plan that read the rows, and this is how to tell them apart.
+pub const NOTHING_CHANGED: &str = "nothing changed since the last apply (no row read)";
+
 /// Where events go.
 pub type Events<'e> = dyn FnMut(Event<'_>) + 'e;
 
@@ -102,6 +110,8 @@ pub struct Unchanged {
     pub blob: String,
     pub commit: Option<String>,
     pub serial: i64,
+    /// What the answer leaves alone (an edit of the working tree not planned).
+    pub notes: Vec<crate::plan::Note>,
 }
 
 /// A plan, with the source it was made from and what an apply of it needs.
@@ -200,6 +210,7 @@ impl<'c> Engine<'c> {
             && let Some(t) = target.as_mut()
             && let Some(unchanged) = self.unchanged_since_last_apply(request, t, &inventory)?
         {
+            events(Event::Phase(NOTHING_CHANGED));
             return Ok(PlanOutcome::NoChanges(unchanged));
         }
         let loaded = pipeline::load_source(config, &request.source, true)?;
@@ -281,13 +292,39 @@ impl<'c> Engine<'c> {
             _ => return Ok(None),
         };
         let serial = target.serial()?;
-        Ok(
-            (blob == last.blob && serial == last.serial).then_some(Unchanged {
-                blob,
-                commit,
-                serial,
-            }),
-        )
+        if blob != last.blob || serial != last.serial {
+            return Ok(None);
+        }
+        // What that apply left alone is still there: nothing has written since.
+        let kept = last.kept.filter(|_| !options.prune).and_then(|k| {
+            crate::plan::Unnamed {
+                extensions: k.extensions,
+                users: k.users,
+                names: None,
+            }
+            .note()
+        });
+        // Naming them (`-v`) needs the rows.
+        if kept.is_some() && self.options.list_unnamed {
+            return Ok(None);
+        }
+        let notes = kept
+            .into_iter()
+            .chain(commit.as_deref().and_then(|c| self.working_tree_note(c)))
+            .collect();
+        Ok(Some(Unchanged {
+            blob,
+            commit,
+            serial,
+            notes,
+        }))
+    }
+
+    /// The note that the CSV in the working tree differs from the one committed
+    /// in `commit`, which is what was planned (`source::working_tree_differs`).
+    fn working_tree_note(&self, commit: &str) -> Option<crate::plan::Note> {
+        crate::source::working_tree_differs(&self.config.base_dir, &self.config.source_path, commit)
+            .then_some(crate::plan::Note::WorkingTreeDiffers)
     }
 
     /// Plans against an open (or absent) target: only the rows that changed since
@@ -325,6 +362,12 @@ impl<'c> Engine<'c> {
         } = planned;
         pipeline::add_blame(config, &loaded, &mut plan)?;
         events(Event::Phase("blame"));
+        if loaded.revision.kind == crate::source::SourceKind::Git
+            && let Some(commit) = &loaded.revision.commit
+        {
+            plan.notes.extend(self.working_tree_note(commit));
+            events(Event::Phase("compare the working tree with the commit"));
+        }
         Ok(Planned {
             loaded,
             plan,
@@ -412,15 +455,16 @@ impl Engine<'_> {
             && pipeline::can_plan_changed_rows(options, Some(&validated.layout), full_plan)
         {
             let digests = digests?;
+            let serial = digests.serial;
             let planned = pipeline::plan_changed_rows(
                 config,
                 options,
                 &validated,
                 t,
-                digests.index,
-                digests.new_devices,
+                digests,
                 keep_index,
                 &passwords,
+                self.options.list_unnamed,
             )?;
             match planned {
                 Some(planned) => {
@@ -431,7 +475,7 @@ impl Engine<'_> {
                     events(Event::Phase("read the target, diff and checks"));
                     let path = PlanPath::ChangedRows { rows };
                     events(Event::Planned(path));
-                    return Ok((validated, digests.serial, (planned, path)));
+                    return Ok((validated, serial, (planned, path)));
                 }
                 None => events(Event::Phase(
                     "look for what pruning removes (users without extensions: the whole directory is planned)",

@@ -235,6 +235,10 @@ pub fn make_plan(
     let opts = diff_options(config, options, validated, inventory, changed);
     let mut plan = plan::diff(&validated.desired, current, &opts);
     plan.warnings.extend(passwords.warning());
+    if !opts.prune {
+        plan.notes
+            .extend(plan::diff::unnamed_note(&validated.desired, current));
+    }
     finish_plan(
         config,
         options,
@@ -576,8 +580,8 @@ pub fn plan_all(
 /// Plans only the rows whose digest differs from the one the target stored when it
 /// last applied them (`validated` from `validate::index`, the digests from
 /// `Target::load_index`): an unchanged row costs an eight-byte comparison, and the
-/// target is read for the changed rows only. `new_devices`: the devices of the
-/// inventory file that the target lacks (`Target::missing_devices`).
+/// target is read for the changed rows only. `digests.new_devices`: the devices
+/// of the inventory file that the target lacks (`Target::missing_devices`).
 ///
 /// Pruning removes the extensions of the index that no row names, and their
 /// owners that the CSV does not name. `None` when the target holds users that
@@ -589,11 +593,14 @@ pub fn plan_changed_rows(
     options: &SyncOptions,
     validated: &Validated<'_>,
     target: &mut Box<dyn Backend>,
-    index: Option<(crate::backend::DigestIndex, crate::backend::Usage)>,
-    new_devices: Vec<Device>,
+    digests: TargetDigests,
     keep_index: bool,
     passwords: &PasswordBase,
+    list_unnamed: bool,
 ) -> Result<Option<Planned>, BackendError> {
+    let TargetDigests {
+        index, new_devices, ..
+    } = digests;
     let Some((index, usage)) = index else {
         return Ok(None);
     };
@@ -604,6 +611,7 @@ pub fn plan_changed_rows(
     // Rows whose digest differs, and every row of their users.
     let stale = stale(&validated.index, &index);
     let prune = options.prune || config.prune;
+    let indexed = index.len();
     // Pruned: the extensions no row names, with their owners (read now: the CSV
     // rows of an owner that the CSV names are planned with the changed ones).
     let gone = if prune {
@@ -682,16 +690,34 @@ pub fn plan_changed_rows(
         devices,
     };
     let mut current = target.load_subset(&keys)?;
-    if prune {
-        // Every user the target holds is in the CSV, new, or removed here: else
-        // some user without extensions is left for the whole directory to find.
+    // The users of the CSV that the target holds: all but the new ones, which
+    // are among the changed rows' users.
+    let named_users = || {
         let new_users = desired
             .users
             .iter()
             .filter(|u| current.user(&u.username).is_none())
             .count();
-        let named = validated.users.saturating_sub(new_users);
-        if target.counts()?.users != named + removed_users.len() {
+        validated.users.saturating_sub(new_users)
+    };
+    let unnamed = if prune {
+        None
+    } else if list_unnamed {
+        Some(unnamed_listed(validated, target.load()?))
+    } else {
+        // Every extension of the target is in the index; the rows that are not
+        // new name one each.
+        let named_extensions = stale.iter().filter(|s| **s != RowState::New).count();
+        Some(plan::Unnamed {
+            extensions: indexed.saturating_sub(named_extensions) as u64,
+            users: target.counts()?.users.saturating_sub(named_users()) as u64,
+            names: None,
+        })
+    };
+    if prune {
+        // Every user the target holds is in the CSV, new, or removed here: else
+        // some user without extensions is left for the whole directory to find.
+        if target.counts()?.users != named_users() + removed_users.len() {
             return Ok(None);
         }
         current.extensions.extend(gone.extensions.iter().cloned());
@@ -727,6 +753,7 @@ pub fn plan_changed_rows(
     let usage_after = index
         .is_some()
         .then(|| plan::checks::usage_after(&plan, &current, usage));
+    plan.notes.extend(unnamed.and_then(plan::Unnamed::note));
     let plan = finish_plan(config, options, validated, &current, usage, plan);
     // After the apply every row of these users matches: the changed rows, and the
     // others (whose stored digests an update of their user clears).
@@ -737,6 +764,35 @@ pub fn plan_changed_rows(
         digests,
         index: index.zip(usage_after),
     }))
+}
+
+/// The extensions and users of the whole directory `all` that no row of the
+/// CSV names, by name (`-v` lists them): the rows know their extension's
+/// number and their user's key.
+fn unnamed_listed(validated: &Validated<'_>, all: Directory) -> plan::Unnamed {
+    let mut named = crate::model::SortedCursor::new(&validated.index);
+    let extensions: Vec<Text> = all
+        .extensions
+        .into_iter()
+        .filter(|e| {
+            named
+                .find(|r| cmp_extension(&r.number, &e.number))
+                .is_none()
+        })
+        .map(|e| e.number)
+        .collect();
+    let named_users: UserSet = validated.index.iter().map(|r| r.user).collect();
+    let users: Vec<Text> = all
+        .users
+        .into_iter()
+        .filter(|u| !named_users.contains(&crate::validate::user_key(&u.username)))
+        .map(|u| u.username)
+        .collect();
+    plan::Unnamed {
+        extensions: extensions.len() as u64,
+        users: users.len() as u64,
+        names: Some(plan::UnnamedNames { extensions, users }),
+    }
 }
 
 /// The numbers of `index` that no row of `rows` names (both sorted by number).
@@ -966,10 +1022,10 @@ mod tests {
             &options,
             &validated,
             &mut without,
-            digests.index,
-            digests.new_devices,
+            digests,
             true,
             &PasswordBase::Unchanged,
+            false,
         )
         .unwrap();
         assert!(changed.is_none(), "no plan of changed rows without digests");

@@ -225,11 +225,11 @@ impl Engine<'_> {
             options: SyncOptions::default(),
         };
         let inventory = self.read_inventory();
-        if self
-            .unchanged_since_last_apply(&request, target, &inventory)?
-            .is_some()
-        {
-            return Ok(Plan::default());
+        if let Some(unchanged) = self.unchanged_since_last_apply(&request, target, &inventory)? {
+            return Ok(Plan {
+                notes: unchanged.notes,
+                ..Plan::default()
+            });
         }
         let loaded = pipeline::load_source(config, &request.source, true)?;
         let inventory = inventory.and_then(|file| self.inventory_devices(file.as_deref()))?;

@@ -157,7 +157,10 @@ fn the_whole_directory_plan_is_the_plan_of_the_changed_rows() {
         }
     };
     let (changed, changed_path) = actions(EngineOptions::default());
-    let (whole, whole_path) = actions(EngineOptions { full_plan: true });
+    let (whole, whole_path) = actions(EngineOptions {
+        full_plan: true,
+        ..EngineOptions::default()
+    });
     assert_eq!(changed.len(), 2);
     assert_eq!(changed, whole);
     // Only the first read the changed rows alone: the two that changed.

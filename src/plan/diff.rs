@@ -362,6 +362,44 @@ fn plan_users(
     (create_users, update_users, errors)
 }
 
+/// The extensions and users of `current` that `desired` does not name (both
+/// sorted): what pruning removes, and what a plan without it leaves alone.
+pub fn unnamed<'c>(
+    desired: &'c Desired,
+    current: &'c Directory,
+) -> (
+    impl Iterator<Item = &'c crate::model::Extension>,
+    impl Iterator<Item = &'c crate::model::User>,
+) {
+    let mut wanted = SortedCursor::new(&desired.extensions);
+    let extensions = current.extensions.iter().filter(move |ext| {
+        wanted
+            .find(|d| cmp_extension(&d.number, &ext.number))
+            .is_none()
+    });
+    let mut wanted = SortedCursor::new(&desired.users);
+    let users = current
+        .users
+        .iter()
+        .filter(move |user| wanted.find(|d| d.username.cmp(&user.username)).is_none());
+    (extensions, users)
+}
+
+/// What a plan of the whole directory without pruning leaves alone.
+pub fn unnamed_note(desired: &Desired, current: &Directory) -> Option<super::Note> {
+    let (extensions, users) = unnamed(desired, current);
+    let names = super::UnnamedNames {
+        extensions: extensions.map(|e| e.number.clone()).collect(),
+        users: users.map(|u| u.username.clone()).collect(),
+    };
+    super::Unnamed {
+        extensions: names.extensions.len() as u64,
+        users: names.users.len() as u64,
+        names: Some(names),
+    }
+    .note()
+}
+
 /// Computes the plan that turns `current` into `desired`.
 pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan {
     let new_devices: Vec<_> = opts
@@ -400,35 +438,23 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
     b.errors.append(user_errors);
 
     if opts.prune {
-        let mut wanted = SortedCursor::new(&desired.extensions);
-        for ext in &current.extensions {
-            if wanted
-                .find(|d| cmp_extension(&d.number, &ext.number))
-                .is_none()
-            {
-                remove_extensions.push(PlannedAction {
-                    action: Action::RemoveExtension {
-                        username: ext.username.clone(),
-                        extension: ext.number.clone(),
-                        device: ext.device.clone(),
-                    },
-                    line: None,
-                    blame: None,
-                });
-            }
-        }
-        let mut wanted = SortedCursor::new(&desired.users);
-        for user in &current.users {
-            if wanted.find(|d| d.username.cmp(&user.username)).is_none() {
-                remove_users.push(PlannedAction {
-                    action: Action::RemoveUser {
-                        username: user.username.clone(),
-                    },
-                    line: None,
-                    blame: None,
-                });
-            }
-        }
+        let (extensions, users) = unnamed(desired, current);
+        remove_extensions.extend(extensions.map(|ext| PlannedAction {
+            action: Action::RemoveExtension {
+                username: ext.username.clone(),
+                extension: ext.number.clone(),
+                device: ext.device.clone(),
+            },
+            line: None,
+            blame: None,
+        }));
+        remove_users.extend(users.map(|user| PlannedAction {
+            action: Action::RemoveUser {
+                username: user.username.clone(),
+            },
+            line: None,
+            blame: None,
+        }));
     }
 
     let ExtensionActions {
@@ -470,11 +496,14 @@ pub fn diff(desired: &Desired, current: &Directory, opts: &DiffOptions) -> Plan 
     }
     let (mut errors, omitted) = b.errors.finish();
     crate::diagnostic::sort(&mut errors);
+    // Notes need the whole picture, which a diff of some rows does not have:
+    // its caller adds them.
     Plan {
         actions,
         errors,
         warnings: Vec::new(),
         omitted,
+        notes: Vec::new(),
     }
 }
 

@@ -184,8 +184,10 @@ pub struct PlannedAction {
     pub blame: Option<Box<Blame>>,
 }
 
-/// Counts of actions by type (SPEC section 9, `summary`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// Counts of actions by type (SPEC section 9, `summary`). Read back from a
+/// history record, a missing count is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub create_device: u64,
     pub create_user: u64,
@@ -218,6 +220,42 @@ impl Summary {
     }
 }
 
+/// What a plan says besides its actions: what it leaves alone, so that
+/// silence is never taken for "in sync" (SPEC section 4). Not a diagnostic:
+/// nothing is wrong with the CSV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Pruning is off and the target holds extensions and users that the CSV
+    /// does not name: they are kept.
+    Unnamed(Unnamed),
+    /// Git mode: the CSV in the working tree differs from the committed one,
+    /// which is what was planned.
+    WorkingTreeDiffers,
+}
+
+/// The extensions and users of the target that the CSV does not name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unnamed {
+    pub extensions: u64,
+    pub users: u64,
+    /// Their numbers and usernames, when they were asked for (`-v`) or came
+    /// for free (a plan of the whole directory).
+    pub names: Option<UnnamedNames>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnnamedNames {
+    pub extensions: Vec<Text>,
+    pub users: Vec<Text>,
+}
+
+impl Unnamed {
+    /// The note, when there is anything unnamed.
+    pub fn note(self) -> Option<Note> {
+        (self.extensions + self.users > 0).then_some(Note::Unnamed(self))
+    }
+}
+
 /// The outcome of planning: the actions, and what stops them from being applied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
@@ -227,6 +265,8 @@ pub struct Plan {
     pub warnings: Vec<Diagnostic>,
     /// How many more errors and warnings there were.
     pub omitted: Omitted,
+    /// What the plan leaves alone.
+    pub notes: Vec<Note>,
 }
 
 impl Plan {

@@ -2,7 +2,7 @@
 //! request comment). Passwords are `(sensitive)`; secrets are not in a plan at all.
 
 use super::Style;
-use crate::plan::{Action, Change, Plan, PlannedAction, Summary};
+use crate::plan::{Action, Change, Note, Plan, PlannedAction, Summary, Unnamed};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -149,24 +149,157 @@ fn write_where_from(a: &PlannedAction, s: &mut String) {
     }
 }
 
+/// Whether a summary says what a plan would do or what an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tense {
+    /// `1 user to create`
+    Planned,
+    /// `1 user created`
+    Done,
+}
+
+/// `1 user`, `2 users`.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `2 users and 1 extension`, or the one of them there is (`0` for neither):
+/// an update or removal says what it acts on.
+pub fn users_and_extensions(users: u64, extensions: u64) -> String {
+    match (users, extensions) {
+        (0, 0) => "0".to_string(),
+        (u, 0) => count(u, "user"),
+        (0, e) => count(e, "extension"),
+        (u, e) => format!("{} and {}", count(u, "user"), count(e, "extension")),
+    }
+}
+
+/// The counts of a summary in words, without the `Plan:` of the summary line:
+/// `1 user to create, 2 extensions to add, …`, or after an apply `1 user
+/// created, 2 extensions added, …`.
+pub fn summary_words(s: &Summary, tense: Tense) -> String {
+    let verb = |planned: &str, done: &str| match tense {
+        Tense::Planned => format!("to {planned}"),
+        Tense::Done => done.to_string(),
+    };
+    let mut parts = Vec::with_capacity(6);
+    if s.create_device > 0 {
+        parts.push(format!(
+            "{} {} to the inventory",
+            count(s.create_device, "device"),
+            verb("add", "added")
+        ));
+    }
+    for (what, planned, done) in [
+        (count(s.create_user, "user"), "create", "created"),
+        (count(s.add_extension, "extension"), "add", "added"),
+        (
+            users_and_extensions(s.update_user, s.update_extension),
+            "update",
+            "updated",
+        ),
+        (count(s.reassign_device, "device"), "reassign", "reassigned"),
+        (
+            users_and_extensions(s.remove_user, s.remove_extension),
+            "remove",
+            "removed",
+        ),
+    ] {
+        parts.push(format!("{what} {}", verb(planned, done)));
+    }
+    parts.join(", ")
+}
+
 /// The summary line of SPEC section 4.
 pub fn summary_line(s: &Summary) -> String {
-    let mut line = format!(
-        "Plan: {} users to create, {} extensions to add, {} to update, {} devices to reassign, {} to remove.",
-        s.create_user,
-        s.add_extension,
-        s.update_user + s.update_extension,
-        s.reassign_device,
-        s.remove_extension + s.remove_user
-    );
-    if s.create_device > 0 {
-        let _ = write!(
-            line,
-            " ({} devices to add to the inventory.)",
-            s.create_device
-        );
+    format!("Plan: {}.", summary_words(s, Tense::Planned))
+}
+
+/// A note (what a plan leaves alone) as JSON: `code` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoteDoc {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl NoteDoc {
+    pub fn of(note: &Note) -> NoteDoc {
+        match note {
+            Note::Unnamed(u) => NoteDoc {
+                code: "not-in-csv",
+                message: format!(
+                    "the target holds {} that the CSV does not name: kept (`--prune` would remove them; `-v` lists them)",
+                    users_and_extensions_held(u)
+                ),
+            },
+            Note::WorkingTreeDiffers => NoteDoc {
+                code: "working-tree-not-planned",
+                message: "the CSV in the working tree differs from the committed one, and the edit was not planned: commit it, or plan it with `--working-tree`".to_string(),
+            },
+        }
     }
-    line
+
+    pub fn all(notes: &[Note]) -> Vec<NoteDoc> {
+        notes.iter().map(NoteDoc::of).collect()
+    }
+}
+
+/// `2 extensions and 1 user`, leaving out a count of 0.
+fn users_and_extensions_held(u: &Unnamed) -> String {
+    match (u.extensions, u.users) {
+        (e, 0) => count(e, "extension"),
+        (0, n) => count(n, "user"),
+        (e, n) => format!("{} and {}", count(e, "extension"), count(n, "user")),
+    }
+}
+
+/// Notes as text, for stderr: `note: …`, and with `verbose` the names of what
+/// is kept where the plan has them. Names come from the target: escaped.
+pub fn notes_text(notes: &[Note], verbose: bool, style: Style) -> String {
+    let mut out = String::new();
+    for note in notes {
+        let _ = writeln!(out, "{}: {}", style.bold("note"), NoteDoc::of(note).message);
+        if let (
+            true,
+            Note::Unnamed(Unnamed {
+                names: Some(names), ..
+            }),
+        ) = (verbose, note)
+        {
+            for (what, list) in [("extensions", &names.extensions), ("users", &names.users)] {
+                if !list.is_empty() {
+                    let list: Vec<_> = list.iter().map(|n| super::untrusted(n)).collect();
+                    let _ = writeln!(out, "  kept {what}: {}", list.join(", "));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What every command says when there is nothing to do: `plan`, `apply` and
+/// `status` in one wording.
+pub const NO_CHANGES: &str = "No changes. The target matches the desired state.";
+
+/// What a plan would change, one short entry per action, at most `limit`:
+/// `update_user ann (email)`. For a glance (a log line, `status`) where the
+/// whole plan would be too much.
+pub fn differs(plan: &Plan, limit: usize) -> Vec<String> {
+    plan.actions
+        .iter()
+        .take(limit)
+        .map(|a| {
+            let fields: Vec<&str> = changes(&a.action).iter().map(|c| c.field).collect();
+            match &a.action {
+                Action::UpdateUser { .. } | Action::UpdateExtension { .. }
+                    if !fields.is_empty() =>
+                {
+                    format!("{} ({})", a.action.label(), fields.join(", "))
+                }
+                _ => a.action.label(),
+            }
+        })
+        .collect()
 }
 
 /// Writes the plan as text (Terraform-style), with the actions rendered on every core a
@@ -178,7 +311,7 @@ pub fn write_text(
 ) -> std::io::Result<()> {
     let plan = view.plan;
     if plan.actions.is_empty() {
-        return w.write_all(b"No changes. The target matches the desired state.\n");
+        return writeln!(w, "{NO_CHANGES}");
     }
     w.write_all(b"pbxsync will perform the following actions:\n\n")?;
     let render = |chunk: &[PlannedAction]| {
@@ -227,6 +360,8 @@ pub struct PlanDoc<'a> {
     pub actions: &'a [PlannedAction],
     pub errors: &'a [crate::diagnostic::Diagnostic],
     pub warnings: &'a [crate::diagnostic::Diagnostic],
+    /// What the plan leaves alone (SPEC section 4).
+    pub notes: Vec<NoteDoc>,
     /// Present when some errors or warnings were left out (more than
     /// `diagnostic::KEPT_PER_CODE` of a code): how many, by code.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -245,6 +380,7 @@ pub fn json<'a>(view: &'a PlanView<'a>) -> PlanDoc<'a> {
         actions: &view.plan.actions,
         errors: &view.plan.errors,
         warnings: &view.plan.warnings,
+        notes: NoteDoc::all(&view.plan.notes),
         omitted: Some(&view.plan.omitted).filter(|o| !o.is_empty()),
         options: None,
     }
@@ -263,6 +399,7 @@ impl PlanDoc<'_> {
         // The document without actions, to splice them into.
         let head = serde_json::to_vec_pretty(&PlanDoc {
             actions: &[],
+            notes: self.notes.clone(),
             ..*self
         })?;
         const EMPTY: &[u8] = b"\n  \"actions\": [],\n";
@@ -436,8 +573,8 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
     if !plan.errors.is_empty() {
         let _ = writeln!(
             out,
-            "**{} error(s): this plan cannot be applied.**\n",
-            plan.error_count()
+            "**{}: this plan cannot be applied.**\n",
+            count(plan.error_count(), "error")
         );
         for e in &plan.errors {
             let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();
@@ -463,8 +600,12 @@ pub fn write_markdown(view: &PlanView<'_>, w: &mut impl std::io::Write) -> std::
         }
         out.push('\n');
     }
+    for note in &plan.notes {
+        let _ = writeln!(out, "> **Note:** {}\n", NoteDoc::of(note).message);
+    }
     if plan.actions.is_empty() {
-        out.push_str("No changes. The target matches the desired state.\n");
+        out.push_str(NO_CHANGES);
+        out.push('\n');
         return w.write_all(out.as_bytes());
     }
     let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary()));
@@ -579,7 +720,7 @@ mod tests {
             ));
         }
         expected.push_str(
-            "\nPlan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.\n",
+            "\nPlan: 0 users to create, 0 extensions to add, 2500 users to update, 0 devices to reassign, 0 to remove.\n",
         );
         assert_eq!(text, expected);
     }
@@ -613,7 +754,7 @@ mod tests {
         };
         let mut expected = String::from(
             "### pbxsync plan\n\nTarget `sqlite:state.db` (serial 7).\n\n\
-             **Plan: 0 users to create, 0 extensions to add, 2500 to update, 0 devices to reassign, 0 to remove.**\n\n\
+             **Plan: 0 users to create, 0 extensions to add, 2500 extensions to update, 0 devices to reassign, 0 to remove.**\n\n\
              <details><summary>Actions</summary>\n\n| | action | changes | line |\n|---|---|---|---|\n",
         );
         for i in 0..2500u32 {

@@ -244,6 +244,26 @@ pub fn on_ref(config_dir: &Path, commit: &str, rev: &str) -> Result<bool, Source
         .map_err(git_error(format!("walking the history of `{rev}`")))
 }
 
+/// Whether the CSV in the working tree differs from the one committed in
+/// `commit`, as `git status` tells it (an edit not committed, staged or not,
+/// or a deleted file): git's index vouches for an unchanged file from its
+/// stat info, so that costs no read of the file. Only asked when `commit` is
+/// the one checked out (HEAD): the working tree is not an edit of another
+/// commit. A question git cannot answer is answered `false`: this is a note
+/// beside a plan, never a reason for one to fail.
+pub fn working_tree_differs(config_dir: &Path, csv_path: &Path, commit: &str) -> bool {
+    let Ok(located) = locate(config_dir, csv_path, "HEAD") else {
+        return false;
+    };
+    if located.commit.to_string() != commit {
+        return false;
+    }
+    located
+        .repo
+        .status_file(Path::new(&located.path))
+        .is_ok_and(|status| !status.is_empty() && !status.contains(git2::Status::IGNORED))
+}
+
 /// Who last changed each of `lines` (1-based) of `loaded`, a CSV read by
 /// `read_git`: the newest commit whose version of the file has the line and
 /// whose parents' versions do not. Lines past the end are left out.

@@ -12,7 +12,10 @@ mod git;
 
 pub use crate::bytes::Bytes;
 
-pub use git::{RefFolders, blame, on_ref, peek, read_blob, read_committed, read_git, ref_folders};
+pub use git::{
+    RefFolders, blame, on_ref, peek, read_blob, read_committed, read_git, ref_folders,
+    working_tree_differs,
+};
 
 /// How the desired CSV was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,6 +9,9 @@ use crate::plan::{Plan, Summary};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
+/// How many entries of what differs a log line shows.
+const DIFFERS_SHOWN: usize = 20;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,7 +69,7 @@ pub struct Log {
     /// Why: what was decided and what to do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// What differs from the last apply (drift), at most 20 entries.
+    /// What differs from the last apply (drift), at most `DIFFERS_SHOWN` entries.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differs: Vec<String>,
     /// The errors of a skipped plan (the first 20).
@@ -147,7 +150,7 @@ impl Log {
 
     pub fn differs(self, plan: &Plan) -> Log {
         Log {
-            differs: super::differs(plan),
+            differs: crate::render::plan::differs(plan, DIFFERS_SHOWN),
             ..self
         }
     }

@@ -27,8 +27,9 @@ use crate::engine::{
     ApplyOutcome, Drift, Engine, EngineError, EngineOptions, PlanOutcome, Planned, Prepared,
     Refusal, Request, Revision, SourceChoice,
 };
-use crate::plan::{Action, Plan};
+use crate::plan::Plan;
 use crate::policy::SyncOptions;
+use crate::render::plan::{count, users_and_extensions};
 use crate::source::FileStamp;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -658,12 +659,15 @@ fn unsafe_reason(plan: &Plan) -> Option<String> {
     let mut why = Vec::new();
     if summary.reassign_device > 0 {
         why.push(format!(
-            "it reassigns {} device(s)",
-            summary.reassign_device
+            "it reassigns {}",
+            count(summary.reassign_device, "device")
         ));
     }
     if removals > 0 {
-        why.push(format!("it removes {removals} extension(s) or user(s)"));
+        why.push(format!(
+            "it removes {}",
+            users_and_extensions(summary.remove_user, summary.remove_extension)
+        ));
     }
     (!why.is_empty()).then(|| why.join(" and "))
 }
@@ -672,35 +676,13 @@ fn unsafe_reason(plan: &Plan) -> Option<String> {
 fn skip_reason(plan: &Plan) -> String {
     match plan.errors.first() {
         Some(d) => format!(
-            "the CSV has {} error(s), first {}: {}; fix it in a new commit",
-            plan.errors.len(),
+            "the CSV has {}, first {}: {}; fix it in a new commit",
+            count(plan.error_count(), "error"),
             d.code.as_str(),
             d.message
         ),
         None => "the plan has errors".into(),
     }
-}
-
-/// What differs, one entry per action that would write the target back (at
-/// most 20): `update_user alice (email)`.
-pub(crate) fn differs(plan: &Plan) -> Vec<String> {
-    plan.actions
-        .iter()
-        .take(20)
-        .map(|a| {
-            let fields = match &a.action {
-                Action::UpdateUser { changes, .. } | Action::UpdateExtension { changes, .. } => {
-                    changes.iter().map(|c| c.field).collect::<Vec<&str>>()
-                }
-                _ => Vec::new(),
-            };
-            if fields.is_empty() {
-                a.action.label()
-            } else {
-                format!("{} ({})", a.action.label(), fields.join(", "))
-            }
-        })
-        .collect()
 }
 
 /// `d` give or take up to `percent`% of it, so that watchers started together
@@ -720,7 +702,7 @@ fn jittered(d: Duration, percent: u64) -> Duration {
 mod tests {
     use super::*;
     use crate::model::ExtensionKind;
-    use crate::plan::{Change, PlannedAction};
+    use crate::plan::{Action, Change, PlannedAction};
 
     fn planned(action: Action) -> PlannedAction {
         PlannedAction {
@@ -772,12 +754,15 @@ mod tests {
         assert_eq!(unsafe_reason(&plan(vec![update.clone()])), None);
         assert_eq!(
             unsafe_reason(&plan(vec![update.clone(), reassign.clone()])).as_deref(),
-            Some("it reassigns 1 device(s)")
+            Some("it reassigns 1 device")
         );
         assert_eq!(
             unsafe_reason(&plan(vec![reassign, remove])).as_deref(),
-            Some("it reassigns 1 device(s) and it removes 1 extension(s) or user(s)")
+            Some("it reassigns 1 device and it removes 1 user")
         );
-        assert_eq!(differs(&plan(vec![update])), ["update_user ann (email)"]);
+        assert_eq!(
+            crate::render::plan::differs(&plan(vec![update]), 20),
+            ["update_user ann (email)"]
+        );
     }
 }

@@ -208,6 +208,31 @@ impl Test {
         self.ok(&all)
     }
 
+    /// Whether `pbxsync ARGS -v` answered by the no-op shortcut (nothing changed
+    /// since the last apply, no row read): the answer is the same "No changes"
+    /// as a plan that read the rows; `-v` names the phase. Asserts exit 0.
+    pub fn took_shortcut(&self, args: &[&str]) -> bool {
+        let mut all = args.to_vec();
+        all.push("-v");
+        self.ok(&all)
+            .stderr
+            .contains("nothing changed since the last apply (no row read)")
+    }
+
+    /// Whether `pbxsync ARGS` answers "No changes" with the blob of the committed
+    /// CSV gone from git: only the shortcut, which reads no row, can (for the
+    /// cases where `-v` would change the answer). The blob is put back.
+    pub fn answers_without_the_csv(&self, args: &[&str]) -> bool {
+        let blob = self.git(&["rev-parse", "HEAD:users.csv"]);
+        let blob = blob.trim();
+        let object = self.path(&format!(".git/objects/{}/{}", &blob[..2], &blob[2..]));
+        let kept = std::fs::read(&object).expect("a loose object");
+        std::fs::remove_file(&object).expect("remove the object");
+        let out = self.run(args);
+        std::fs::write(&object, kept).expect("put the object back");
+        out.code == 0 && out.stdout == "No changes. The target matches the desired state.\n"
+    }
+
     /// `pbxsync export`: the current state as CSV.
     pub fn export(&self) -> String {
         self.ok(["export"]).stdout

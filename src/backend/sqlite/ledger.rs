@@ -27,7 +27,9 @@ pub(super) fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<Ap
            (SELECT value FROM meta WHERE key = 'last_serial'), \
            (SELECT value FROM meta WHERE key = 'last_history_id'), \
            (SELECT value FROM meta WHERE key = 'last_inventory'), \
-           (SELECT value FROM meta WHERE key = 'last_pruned')",
+           (SELECT value FROM meta WHERE key = 'last_pruned'), \
+           (SELECT value FROM meta WHERE key = 'last_kept_extensions'), \
+           (SELECT value FROM meta WHERE key = 'last_kept_users')",
     )?;
     stmt.query_row([], |r| {
         let blob: Option<String> = r.get(1)?;
@@ -40,6 +42,13 @@ pub(super) fn read_last_applied(conn: &Connection) -> rusqlite::Result<Option<Ap
                 history_id: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                 inventory: r.get(4)?,
                 pruned: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+                kept: match (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<i64>>(7)?) {
+                    (Some(e), Some(u)) => Some(crate::backend::Kept {
+                        extensions: e.max(0) as u64,
+                        users: u.max(0) as u64,
+                    }),
+                    _ => None,
+                },
             }),
         })
     })

@@ -63,6 +63,9 @@ pub(super) fn apply_in_transaction(
         set_meta(&tx, "last_serial", &serial)?;
         set_meta(&tx, "last_inventory", &request.inventory)?;
         set_meta(&tx, "last_pruned", &request.pruned)?;
+        let kept = request.kept.map(|k| (k.extensions as i64, k.users as i64));
+        set_meta(&tx, "last_kept_extensions", &kept.map(|k| k.0))?;
+        set_meta(&tx, "last_kept_users", &kept.map(|k| k.1))?;
         set_meta(&tx, "last_history_id", &history_id)?;
         Ok((history_id, serial))
     };
@@ -157,6 +160,10 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
     fn run(mut self) -> Result<Vec<Text>, BackendError> {
         let actions = self.request.actions;
         for (phase, taking_part) in order::order(actions) {
+            // Progress names only the steps that do work.
+            if taking_part.is_empty() {
+                continue;
+            }
             match phase {
                 Phase::CreateDevicesAndUsers => {
                     self.phase("creating devices and users");
@@ -295,11 +302,9 @@ impl<'a, 'r, 'p> Applier<'a, 'r, 'p> {
             }
         }
 
-        (self.progress)(Progress::Step {
-            done: self.done,
-            total: actions.len(),
-            step: "recording row digests".into(),
-        });
+        if !self.request.digests.is_empty() {
+            self.phase("recording row digests");
+        }
         self.record_other_digests()
             .map_err(|e| sqlite_error("cannot record the row digests", e))?;
         Ok(self.cleared)

@@ -53,6 +53,7 @@ fn apply_with(
     let request = ApplyRequest {
         inventory: None,
         pruned: false,
+        kept: None,
         digests: &[],
         actions: &actions,
         expected_serial,

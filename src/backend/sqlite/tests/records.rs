@@ -46,6 +46,7 @@ fn an_outside_write_bumps_the_serial_and_makes_plans_stale() {
     let request = ApplyRequest {
         inventory: None,
         pruned: false,
+        kept: None,
         digests: &[],
         actions: &actions,
         expected_serial: planned_serial,

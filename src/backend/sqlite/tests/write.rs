@@ -292,6 +292,7 @@ fn a_failing_action_writes_nothing() {
     let request = ApplyRequest {
         inventory: None,
         pruned: false,
+        kept: None,
         digests: &[],
         actions: &actions,
         expected_serial: before.1,
@@ -332,6 +333,7 @@ fn progress_is_reported() {
     let request = ApplyRequest {
         inventory: None,
         pruned: false,
+        kept: None,
         digests: &[],
         actions: &actions,
         expected_serial: 0,
@@ -432,6 +434,7 @@ fn an_apply_keeps_the_triggers_for_the_writes_of_others() {
     let request = ApplyRequest {
         inventory: None,
         pruned: false,
+        kept: None,
         digests: &digests,
         actions: &actions,
         expected_serial: before,
@@ -475,6 +478,7 @@ fn writes_of_an_apply_make_the_digests_they_touch_stale() {
         let request = ApplyRequest {
             inventory: None,
             pruned: false,
+            kept: None,
             digests: &digests,
             actions: &[],
             expected_serial: serial,
@@ -509,6 +513,7 @@ fn writes_of_an_apply_make_the_digests_they_touch_stale() {
         let request = ApplyRequest {
             inventory: None,
             pruned: false,
+            kept: None,
             digests: &[],
             actions: &actions,
             expected_serial: serial,
