@@ -47,7 +47,7 @@ fn a_deleted_row_is_noted_as_kept_not_silently_in_sync() {
     );
     assert!(
         out.stderr.contains(
-            "note: the target holds 2 extensions and 1 user that the CSV does not name: kept (`--prune` would remove them; `-v` lists them)"
+            "note: the target holds 2 extensions and 1 user that the CSV does not name: kept (`--prune` would remove them; `plan -v` lists them)"
         ),
         "{}",
         out.stderr
@@ -95,7 +95,7 @@ fn the_note_is_the_same_whichever_rows_the_plan_reads() {
         notes(&whole),
         [(
             "not-in-csv".to_string(),
-            "the target holds 1 extension that the CSV does not name: kept (`--prune` would remove them; `-v` lists them)".to_string()
+            "the target holds 1 extension that the CSV does not name: kept (`--prune` would remove them; `plan -v` lists them)".to_string()
         )]
     );
     // The list is the same either way too.

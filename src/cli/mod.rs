@@ -190,7 +190,10 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         },
         engine: crate::engine::EngineOptions {
             full_plan: std::env::var_os("PBXSYNC_FULL_PLAN").is_some(),
-            list_unnamed: cli.verbose,
+            // `plan -v` names what the CSV leaves alone, reading the whole
+            // directory to do so; an apply (whose `-v` times its phases) and
+            // the rest count them only.
+            list_unnamed: cli.verbose && matches!(cli.command, Command::Plan { .. }),
         },
     };
     match cli.command {

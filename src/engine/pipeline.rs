@@ -767,7 +767,7 @@ pub fn plan_changed_rows(
 }
 
 /// The extensions and users of the whole directory `all` that no row of the
-/// CSV names, by name (`-v` lists them): the rows know their extension's
+/// CSV names, by name (`plan -v` lists them): the rows know their extension's
 /// number and their user's key.
 fn unnamed_listed(validated: &Validated<'_>, all: Directory) -> plan::Unnamed {
     let mut named = crate::model::SortedCursor::new(&validated.index);

@@ -228,7 +228,7 @@ impl NoteDoc {
             Note::Unnamed(u) => NoteDoc {
                 code: "not-in-csv",
                 message: format!(
-                    "the target holds {} that the CSV does not name: kept (`--prune` would remove them; `-v` lists them)",
+                    "the target holds {} that the CSV does not name: kept (`--prune` would remove them; `plan -v` lists them)",
                     users_and_extensions_held(u)
                 ),
             },
