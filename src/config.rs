@@ -102,10 +102,7 @@ impl TargetUrl {
     /// working directory; a URL without its credentials.
     pub fn shown(&self) -> String {
         match self {
-            TargetUrl::Sqlite(p) => {
-                let cwd = std::env::current_dir().unwrap_or_default();
-                format!("sqlite:{}", p.strip_prefix(&cwd).unwrap_or(p).display())
-            }
+            TargetUrl::Sqlite(p) => format!("sqlite:{}", crate::fsio::shown(p)),
             TargetUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
                 (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
                 _ => url.clone(),

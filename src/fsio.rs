@@ -1,8 +1,19 @@
-//! Files written whole: through a temporary file and a rename, so that a crash
-//! never leaves half a file (saved plans, a rewritten CSV, pending plans).
+//! Files at the edges: written whole, through a temporary file and a rename, so
+//! that a crash never leaves half a file (saved plans, a rewritten CSV, pending
+//! plans); and paths as people are shown them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// `path` as people are shown it: relative to the working directory when it is
+/// inside it.
+pub fn shown(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a file.
 /// A symlink is written through, as an editor or `>` would: the file it points to

@@ -326,11 +326,7 @@ pub fn print_diagnostics_of(
 
 /// How a path is shown: relative to the working directory when it is below it.
 pub fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    path.strip_prefix(&cwd)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    crate::fsio::shown(path)
 }
 
 fn validate_cmd(

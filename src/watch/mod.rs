@@ -122,7 +122,7 @@ pub fn run(
         let _events = if settings.once {
             None
         } else {
-            match trigger::follow(&engine, settings.working_tree, config, wake) {
+            match trigger::follow(&engine, settings.working_tree, wake) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     log(&Log::new(Kind::PollingOnly).reason(e.to_string()));
@@ -131,7 +131,7 @@ pub fn run(
             }
         };
         if !settings.once {
-            log(&Log::new(Kind::Started).reason(watcher.describe(config)));
+            log(&Log::new(Kind::Started).reason(watcher.describe()));
         }
         let ending = watcher.watch(&woken, stop, log);
         signals_handle.close();
@@ -199,7 +199,8 @@ impl<'e, 'c> Watcher<'e, 'c> {
         }
     }
 
-    fn describe(&self, config: &Config) -> String {
+    fn describe(&self) -> String {
+        let config = self.engine.config();
         let source = if self.settings.working_tree {
             format!("{} (working tree)", config.source_path.display())
         } else {
@@ -486,7 +487,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
             });
         match written {
             Ok(()) => {
-                let apply = format!("pbxsync apply {}", self.pending_shown());
+                let apply = format!("pbxsync apply {}", crate::fsio::shown(&self.pending_path));
                 log(&entry
                     .reason(format!("{why}; review and run `{apply}`"))
                     .since(started));
@@ -497,15 +498,6 @@ impl<'e, 'c> Watcher<'e, 'c> {
                 self.failed(revision, log, entry.kind(Kind::Failed).reason(why))
             }
         }
-    }
-
-    fn pending_shown(&self) -> String {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let path = &self.pending_path;
-        path.strip_prefix(&cwd)
-            .unwrap_or(path)
-            .display()
-            .to_string()
     }
 
     /// A pending plan that the target holds now (applied by a person, or

@@ -6,7 +6,6 @@
 //! writes.
 
 use super::Wake;
-use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use notify_debouncer_mini::notify::{self, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
@@ -50,9 +49,9 @@ impl Relevant {
 pub fn follow(
     engine: &Engine<'_>,
     working_tree: bool,
-    config: &Config,
     wake: Sender<Wake>,
 ) -> Result<Trigger, TriggerError> {
+    let config = engine.config();
     let folders = engine.ref_folders()?;
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let git_dir = canonical(&folders.git_dir);
