@@ -9,6 +9,7 @@ use serde::Serialize;
 mod conformance;
 pub mod memory;
 mod recorded;
+pub mod postgres;
 pub mod sqlite;
 
 pub use recorded::{Compression, RecordedCsv};

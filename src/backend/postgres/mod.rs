@@ -1,0 +1,3 @@
+//! PostgreSQL target: one directory shared by several controllers.
+
+pub mod connect;
