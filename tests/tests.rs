@@ -21,6 +21,7 @@ mod hostile;
 mod init;
 mod passwords;
 mod plan;
+mod postgres;
 mod properties;
 mod reader;
 mod secrets;

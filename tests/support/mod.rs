@@ -2,6 +2,8 @@
 //! `Test::new().csv("…").run(["validate"])`.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
