@@ -783,10 +783,75 @@ mod tests {
         actions_that_cannot_be_applied,
     );
 
+    /// A schema of its own on the server of `PBXSYNC_TEST_POSTGRES`, or `None`
+    /// (said loudly) without one.
+    fn postgres_in(test: &str) -> Option<Subject> {
+        use crate::backend::postgres::{PostgresTarget, testing};
+        let url = testing::server(test)?;
+        let scratch = testing::Scratch::new(&url, test);
+        let backend = PostgresTarget::open(&url, Some(&scratch.schema)).unwrap();
+        Some(Subject {
+            backend: Box::new(backend),
+            behind: Box::new(move |write| {
+                let mut other = scratch.client();
+                match write {
+                    Outside::SetMobile { username, mobile } => other.execute(
+                        "UPDATE users SET mobile = $2 WHERE username = $1",
+                        &[username, mobile],
+                    ),
+                    Outside::DeleteExtension(number) => {
+                        other.execute("DELETE FROM extensions WHERE number = $1", &[number])
+                    }
+                }
+                .unwrap();
+            }),
+            _dir: None,
+        })
+    }
+
     against!(memory);
     against!(sqlite);
 
+    /// The same cases against PostgreSQL (skipped, loudly, without a server).
+    mod postgres {
+        macro_rules! pg_cases {
+            ($($case:ident),* $(,)?) => {
+                $(
+                    #[test]
+                    fn $case() {
+                        if let Some(mut subject) = super::postgres_in(stringify!($case)) {
+                            super::super::$case(subject.backend.as_mut(), &mut subject.behind);
+                        }
+                    }
+                )*
+            };
+        }
+        pg_cases!(
+            creates,
+            updates,
+            reassignments,
+            prunes,
+            a_failed_apply_writes_nothing,
+            a_stale_plan_is_refused,
+            a_write_behind_the_back_bumps_the_serial,
+            history_keeps_records_in_order,
+            the_lock_has_one_holder,
+            inventory_and_licenses,
+            row_digests_when_kept,
+            actions_that_cannot_be_applied,
+        );
+    }
+
     use proptest::prelude::*;
+
+    /// Memory first (the reference), then SQLite, then PostgreSQL when there is
+    /// a server.
+    fn every_backend(test: &str) -> Vec<Subject> {
+        [memory(), sqlite()]
+            .into_iter()
+            .chain(postgres_in(test))
+            .collect()
+    }
 
     const NUMBERS: [&str; 8] = ["20", "99", "0100", "100", "1001", "1002", "1010", "2000"];
     const USERS: [&str; 4] = ["user0", "user1", "user2", "user3"];
@@ -865,7 +930,7 @@ mod tests {
         /// says (`apply_rows` checks that).
         #[test]
         fn backends_agree_on_random_sequences(steps in prop::collection::vec(step(), 1..5)) {
-            let mut subjects = [memory(), sqlite()];
+            let mut subjects = every_backend("backends_agree_on_random_sequences");
             for step in &steps {
                 let opts = Opts {
                     prune: step.prune,
@@ -882,9 +947,11 @@ mod tests {
                     }
                     apply_rows(subject.backend.as_mut(), &rows, &opts);
                 }
-                let [memory, sqlite] = &mut subjects;
-                prop_assert_eq!(memory.backend.load().unwrap(), sqlite.backend.load().unwrap());
-                prop_assert_eq!(memory.backend.history().unwrap(), sqlite.backend.history().unwrap());
+                let (memory, others) = subjects.split_first_mut().unwrap();
+                for other in others {
+                    prop_assert_eq!(memory.backend.load().unwrap(), other.backend.load().unwrap());
+                    prop_assert_eq!(memory.backend.history().unwrap(), other.backend.history().unwrap());
+                }
             }
         }
 
@@ -899,7 +966,7 @@ mod tests {
             second in step(),
             writes in prop::collection::vec(0..USERS.len() + NUMBERS.len(), 1..4),
         ) {
-            let mut subjects = [memory(), sqlite()];
+            let mut subjects = every_backend("backends_agree_on_plans_overtaken_by_other_writes");
             let mut outcomes = Vec::new();
             for subject in &mut subjects {
                 let backend = subject.backend.as_mut();
@@ -928,7 +995,9 @@ mod tests {
                 };
                 outcomes.push((outcome, backend.load().unwrap()));
             }
-            prop_assert_eq!(&outcomes[0], &outcomes[1]);
+            for outcome in &outcomes[1..] {
+                prop_assert_eq!(&outcomes[0], outcome);
+            }
         }
     }
 }

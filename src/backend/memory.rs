@@ -388,6 +388,26 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
     Ok(next)
 }
 
+/// The directory after the request's actions on `before`, or the first action
+/// that cannot be carried out, decided as this backend decides it: a backend
+/// that writes set by set checks a plan this way first, on the part of its
+/// directory that the plan touches (`postgres::write`), so that it fails on the
+/// same action as every other backend.
+pub(crate) fn checked(before: Directory, request: &ApplyRequest<'_>) -> Result<Directory, BackendError> {
+    let store = Store {
+        users: before.users.into_iter().map(|u| (u.username.clone(), u)).collect(),
+        extensions: before
+            .extensions
+            .into_iter()
+            .map(|e| (Number(e.number.clone()), e))
+            .collect(),
+        devices: before.devices.into_iter().map(|d| (d.id, d.model)).collect(),
+        licenses: before.licenses,
+        ..Store::default()
+    };
+    applied(&store, request).map(|next| next.directory())
+}
+
 /// Keeps the password hash of `username` when `changes` set the password.
 fn set_password(
     next: &mut Store,

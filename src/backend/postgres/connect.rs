@@ -27,18 +27,36 @@ impl std::fmt::Display for Address {
 /// A parsed `postgres://` URL, ready to open connections.
 pub struct Connector {
     address: Address,
-    // helper fills in: postgres::Config, the TLS choice, ...
+    config: postgres::Config,
+    schema: Option<String>,
 }
 
 impl Connector {
     /// Parses a `postgres://` or `postgresql://` URL. Errors never show the password.
-    pub fn parse(_url: &str) -> Result<Connector, BackendError> {
-        todo!("connect helper")
+    pub fn parse(url: &str) -> Result<Connector, BackendError> {
+        // Temporary: replaced by the connect helper's version.
+        let config: postgres::Config = url.parse().map_err(|e: postgres::Error| BackendError::Store {
+            context: "invalid PostgreSQL URL".into(),
+            reason: e.to_string(),
+        })?;
+        let schema = config.get_options().and_then(|o| o.split("search_path=").nth(1)).map(|s| s.split([',', ' ']).next().unwrap_or("").to_owned());
+        let address = Address {
+            host: format!("{:?}", config.get_hosts().first()),
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            dbname: config.get_dbname().unwrap_or("").to_owned(),
+            user: config.get_user().unwrap_or("").to_owned(),
+        };
+        Ok(Connector { address, config, schema })
     }
 
     /// Opens a connection with `application_name` (unless the URL sets one).
-    pub fn connect(&self, _application_name: &str) -> Result<postgres::Client, BackendError> {
-        todo!("connect helper")
+    pub fn connect(&self, application_name: &str) -> Result<postgres::Client, BackendError> {
+        let mut config = self.config.clone();
+        config.application_name(application_name);
+        config.connect(postgres::NoTls).map_err(|e| BackendError::Store {
+            context: format!("cannot connect to {}", self.address),
+            reason: e.to_string(),
+        })
     }
 
     pub fn address(&self) -> &Address {
@@ -47,6 +65,6 @@ impl Connector {
 
     /// The schema the URL's `options=-csearch_path=…` names (its first one), if any.
     pub fn schema(&self) -> Option<&str> {
-        todo!("connect helper")
+        self.schema.as_deref()
     }
 }
