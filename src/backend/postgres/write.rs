@@ -45,10 +45,11 @@ pub(super) fn apply(
     progress(Progress::Started {
         total: request.actions.len(),
     });
+    let total = request.actions.len();
     let step = |progress: &mut dyn FnMut(Progress), step: &str| {
         progress(Progress::Step {
-            done: 0,
-            total: request.actions.len(),
+            done: done_before(request.actions, step),
+            total,
             step: step.to_owned(),
         })
     };
@@ -89,6 +90,28 @@ pub(super) fn apply(
         serial,
         cleared,
     })
+}
+
+/// How many actions are written before step `step` begins: the steps of
+/// `Changes::write` take the actions type by type.
+fn done_before(actions: &[crate::plan::PlannedAction], step: &str) -> usize {
+    let order = |a: &Action| match a {
+        Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::UpdateUser { .. } => 1,
+        Action::RemoveExtension { .. } => 2,
+        Action::AddExtension { .. }
+        | Action::UpdateExtension { .. }
+        | Action::ReassignDevice { .. } => 3,
+        Action::RemoveUser { .. } => 5,
+    };
+    let before = match step {
+        "creating devices and writing users" => 1,
+        "removing extensions and releasing devices" => 2,
+        "adding and updating extensions" => 3,
+        "recording row digests" => 4,
+        "removing users" => 5,
+        _ => 0,
+    };
+    actions.iter().filter(|a| order(&a.action) < before).count()
 }
 
 /// The part of the directory the actions touch, with what deciding them needs:
