@@ -758,7 +758,17 @@ fn client_certificate(
         .map_err(|e| format!("cannot use sslcert `{}`: {e}", cert.display()))?;
     builder
         .set_private_key_file(&key, SslFiletype::PEM)
-        .map_err(|e| format!("cannot use sslkey `{}`: {e}", key.display()))?;
+        .map_err(|e| {
+            if e.to_string().contains("mismatch") {
+                format!(
+                    "sslkey `{}` does not belong to sslcert `{}`",
+                    key.display(),
+                    cert.display()
+                )
+            } else {
+                format!("cannot use sslkey `{}`: {e}", key.display())
+            }
+        })?;
     builder.check_private_key().map_err(|e| {
         format!(
             "sslkey `{}` does not belong to sslcert `{}`: {e}",

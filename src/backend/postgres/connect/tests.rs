@@ -225,8 +225,8 @@ fn the_password_file_is_read_with_libpqs_rules() {
     let c = Connector::parse_with("postgres://u@h:5433/d", &env).unwrap();
     assert_eq!(password_of(&c).as_deref(), Some("second"));
     // The URL's `passfile` wins over PGPASSFILE.
-    let e = Connector::parse_with("postgres://u@h/d?passfile=/nonexistent", &env).unwrap();
-    assert_eq!(password_of(&e), None);
+    let c = Connector::parse_with("postgres://u@h/d?passfile=/nonexistent", &env).unwrap();
+    assert_eq!(password_of(&c), None);
 }
 
 #[test]
@@ -374,26 +374,33 @@ fn snakeoil() -> Option<&'static str> {
     Path::new(path).exists().then_some(path)
 }
 
-/// A root certificate of our own, so these tests need no file of the machine.
-fn root_cert_file(dir: &Path) -> PathBuf {
+/// A self-signed certificate and its key of our own, named `NAME.crt` and
+/// `NAME.key`, so that these tests need no file of the machine.
+fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509Name};
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509Name::builder().unwrap();
-    name.append_entry_by_text("CN", "test root").unwrap();
-    let name = name.build();
+    let mut subject = X509Name::builder().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
     let mut b = X509::builder().unwrap();
     b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
     b.set_pubkey(&key).unwrap();
     b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
     b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
         .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
-    let path = dir.join("root.crt");
-    std::fs::write(&path, b.build().to_pem().unwrap()).unwrap();
-    path
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert_path, key_path)
+}
+
+fn root_cert_file(dir: &Path) -> PathBuf {
+    self_signed(dir, "root").0
 }
 
 #[test]
@@ -469,15 +476,19 @@ fn client_certificates_are_loaded_or_refused_clearly() {
     assert!(e.contains("cannot use sslcert `/none.crt`"), "{e}");
     let e = parse_err("postgres://u@h/d?sslkey=/none.key", &env());
     assert!(e.contains("sslkey is given without sslcert"), "{e}");
-    if let (Some(cert), true) = (
-        snakeoil(),
-        Path::new("/etc/ssl/private/ssl-cert-snakeoil.key").exists(),
-    ) {
-        let url = format!(
-            "postgres://u@h/d?sslcert={cert}&sslkey=/etc/ssl/private/ssl-cert-snakeoil.key"
-        );
-        parse(&url);
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "client");
+    let (_, other_key) = self_signed(dir.path(), "other");
+    let (cert, key, other_key) = (cert.display(), key.display(), other_key.display());
+    let c = parse(&format!(
+        "postgres://u@h/d?sslmode=require&sslcert={cert}&sslkey={key}"
+    ));
+    assert_eq!(c.verify(), Verify::Nothing);
+    let e = parse_err(
+        &format!("postgres://u@h/d?sslcert={cert}&sslkey={other_key}"),
+        &env(),
+    );
+    assert!(e.contains("does not belong to sslcert"), "{e}");
 }
 
 #[test]
@@ -557,6 +568,24 @@ fn sslmode_require_encrypts_and_disable_does_not() {
     assert!(encrypted(&mut client));
     let mut client = connect(&with_params(&url, "sslmode=disable")).unwrap();
     assert!(!encrypted(&mut client));
+}
+
+/// The test server asks for no client certificate; offering one must not
+/// get in the way.
+#[test]
+fn a_client_certificate_can_be_offered() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "client");
+    let url = with_params(
+        &url,
+        &format!(
+            "sslmode=require&sslcert={}&sslkey={}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert!(encrypted(&mut connect(&url).unwrap()));
 }
 
 #[test]
