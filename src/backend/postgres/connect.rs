@@ -287,6 +287,13 @@ impl Connector {
         }
         let top = e.to_string();
         let chain = error_chain(e);
+        // tokio-postgres calls a password asked for and not had a configuration error.
+        if chain.contains("password missing") {
+            return self.refused(format!(
+                "the server asks for a password; {}",
+                self.password_hint()
+            ));
+        }
         if top == "authentication error" {
             return self.refused(format!("{chain}; {}", self.password_hint()));
         }
@@ -361,7 +368,7 @@ fn masked(url: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if masked_key(key) != "…" => pair.to_string(),
+            Some((key, _)) if !secret_like(key) => pair.to_string(),
             Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
             _ => "***".into(),
         })
@@ -565,13 +572,19 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// A parameter name for an error: a stray `password…` fragment is not shown.
-fn masked_key(key: &str) -> String {
+/// Whether a parameter name may hold a password (`password`, or a pasted
+/// fragment): such a name is never shown.
+fn secret_like(key: &str) -> bool {
     let key = percent_decode_str(key).decode_utf8_lossy();
-    if key.len() > 40 || key.to_ascii_lowercase().contains("pass") {
+    key.len() > 40 || key.to_ascii_lowercase().contains("pass")
+}
+
+/// A parameter name for an error.
+fn masked_key(key: &str) -> String {
+    if secret_like(key) {
         "…".into()
     } else {
-        key.into_owned()
+        percent_decode_str(key).decode_utf8_lossy().into_owned()
     }
 }
 

@@ -499,6 +499,86 @@ fn unix_sockets_never_use_tls() {
     assert_eq!(c.verify(), Verify::Nothing);
 }
 
+// ---- a stand-in server that asks for a password ----
+
+/// Serves one connection on a free local port: asks for a cleartext password
+/// and, if one comes, refuses it as PostgreSQL refuses a wrong one.
+fn password_refusing_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        let _ = stream.read_exact(&mut startup);
+        // AuthenticationCleartextPassword.
+        let _ = stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+        let mut head = [0u8; 5];
+        if stream.read_exact(&mut head).is_err() {
+            return;
+        }
+        let mut fields = Vec::new();
+        for (code, value) in [
+            (b'S', "FATAL"),
+            (b'C', "28P01"),
+            (b'M', "password authentication failed for user \"u\""),
+        ] {
+            fields.push(code);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut message = vec![b'E'];
+        message.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        message.extend_from_slice(&fields);
+        let _ = stream.write_all(&message);
+    });
+    port
+}
+
+#[test]
+fn a_refused_password_says_where_it_came_from() {
+    let port = password_refusing_server();
+    let env = Env {
+        pgpassword: Some("wrongpw".into()),
+        ..env()
+    };
+    let url = format!("postgres://u@127.0.0.1:{port}/d?sslmode=disable");
+    let e = Connector::parse_with(&url, &env)
+        .unwrap()
+        .connect("t")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "PostgreSQL at 127.0.0.1:{port} refused user u for database d: password \
+             authentication failed for user \"u\"; the password came from PGPASSWORD"
+        )
+    );
+}
+
+#[test]
+fn a_missing_password_says_where_it_was_looked_for() {
+    let port = password_refusing_server();
+    let url = format!("postgres://u@127.0.0.1:{port}/d?sslmode=disable");
+    let e = connect_err(&url).to_string();
+    assert!(
+        e.starts_with(&format!(
+            "PostgreSQL at 127.0.0.1:{port} refused user u for database d: "
+        )) && e.contains("the server asks for a password; no password")
+            && e.contains("no password was found in the URL, PGPASSWORD or ~/.pgpass"),
+        "{e}"
+    );
+}
+
 // ---- a real server ----
 
 /// The test server's URL, or `None` after saying loudly that the test is skipped.
