@@ -346,6 +346,10 @@ fn the_schema_is_the_first_of_search_path() {
         assert_eq!(schema_from_options(options).as_deref(), want, "{options}");
     }
     assert_eq!(parse("postgres://u@h/d").schema(), None);
+    assert_eq!(
+        parse("postgres://u@h/d?options=-c search_path=raw").schema(),
+        Some("raw")
+    );
     // The server splits `options` on spaces; `\ ` keeps one.
     let c = parse("postgres://u@h/d?options=-c%20search_path%3D%22My%5C%20Schema%22");
     assert_eq!(c.schema(), Some("My Schema"));
