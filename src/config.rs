@@ -99,7 +99,10 @@ pub enum TargetUrl {
     Sqlite(PathBuf),
     /// A `postgres://` URL, and the schema of the config key `schema` (else the
     /// URL's search_path, else `pbxsync`).
-    Postgres { url: String, schema: Option<String> },
+    Postgres {
+        url: String,
+        schema: Option<String>,
+    },
 }
 
 impl TargetUrl {
@@ -109,12 +112,34 @@ impl TargetUrl {
         match self {
             TargetUrl::Sqlite(p) => format!("sqlite:{}", crate::fsio::shown(p)),
             TargetUrl::Postgres { url, .. } => {
-                // Credentials and the query (which may hold a password) are left out.
-                let url = url.split_once('?').map_or(url.as_str(), |(u, _)| u);
-                match (url.find("://"), url.rfind('@')) {
-                    (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-                    _ => url.to_owned(),
-                }
+                let (base, query) = match url.split_once('?') {
+                    Some((base, query)) => (base, Some(query)),
+                    None => (url.as_str(), None),
+                };
+                let base = match (base.find("://"), base.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => {
+                        format!("{}***{}", &base[..s + 3], &base[at..])
+                    }
+                    _ => base.to_owned(),
+                };
+                // A `password=` parameter, or a piece of the query that is no
+                // `key=value` at all (perhaps a pasted password), is hidden too.
+                let Some(query) = query else { return base };
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                            "password=***".to_owned()
+                        }
+                        Some((key, _))
+                            if key.len() <= 40 && !key.to_ascii_lowercase().contains("pass") =>
+                        {
+                            pair.to_owned()
+                        }
+                        _ => "***".to_owned(),
+                    })
+                    .collect();
+                format!("{base}?{}", pairs.join("&"))
             }
         }
     }
@@ -271,7 +296,9 @@ impl Config {
         let mut target = TargetUrl::parse(target, base)
             .map_err(|m| invalid(format!("{}`target`: {m}", at("target"))))?;
         if let Some(name) = raw.schema {
-            target = target.with_schema(&name).map_err(|m| invalid(format!("{}{m}", at("schema"))))?;
+            target = target
+                .with_schema(&name)
+                .map_err(|m| invalid(format!("{}{m}", at("schema"))))?;
         }
         Ok(Config {
             file: Some(path.to_path_buf()),

@@ -8,8 +8,8 @@ use serde::Serialize;
 #[cfg(test)]
 mod conformance;
 pub mod memory;
-mod recorded;
 pub mod postgres;
+mod recorded;
 pub mod sqlite;
 
 pub use recorded::{Compression, RecordedCsv};

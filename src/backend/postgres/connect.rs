@@ -357,23 +357,13 @@ impl Connector {
     }
 }
 
-/// The URL with its credentials hidden, as `TargetUrl::shown` shows it, and
-/// with any `password=` parameter (or a piece of the query that is no
-/// `key=value` at all, perhaps a pasted password) hidden too.
+/// The URL with its credentials hidden (`TargetUrl::shown`).
 fn masked(url: &str) -> String {
-    let shown = crate::config::TargetUrl::Postgres(url.to_string()).shown();
-    let Some((head, query)) = shown.split_once('?') else {
-        return shown;
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if !secret_like(key) => pair.to_string(),
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
-            _ => "***".into(),
-        })
-        .collect();
-    format!("{head}?{}", pairs.join("&"))
+    crate::config::TargetUrl::Postgres {
+        url: url.to_owned(),
+        schema: None,
+    }
+    .shown()
 }
 
 /// A path under the home folder as `~/…`, as people write it.
