@@ -671,6 +671,36 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_target_takes_a_schema_and_is_shown_without_secrets() {
+        let c = parse("source: {path: u.csv}\ntarget: postgres://pbx@db/pbx\nschema: office\n")
+            .unwrap();
+        assert_eq!(c.target.schema(), Some("office"));
+        let e = parse("source: {path: u.csv}\nschema: office\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("`schema` is for a `postgres://` target"),
+            "{e}"
+        );
+        let e = parse("source: {path: u.csv}\ntarget: postgres://pbx@db/pbx\nschema: ''\n")
+            .unwrap_err();
+        assert!(e.contains("must name a schema"), "{e}");
+        let shown = |url: &str| {
+            TargetUrl::Postgres {
+                url: url.into(),
+                schema: None,
+            }
+            .shown()
+        };
+        assert_eq!(
+            shown("postgres://pbx:hunter22@db:5432/pbx"),
+            "postgres://***@db:5432/pbx"
+        );
+        assert_eq!(
+            shown("postgres://db/pbx?sslmode=require&password=hunter22&hunter23"),
+            "postgres://db/pbx?sslmode=require&password=***&***"
+        );
+    }
+
+    #[test]
     fn password_hash_parameters_are_bounded_and_the_message_names_the_key() {
         let with = |h: &str| {
             parse(&format!(

@@ -198,8 +198,8 @@ pub(super) fn inspect(
     if tables.is_empty() {
         return Ok(Found::Empty { exists: true });
     }
-    let not_ours = |reason: String| BackendError::NotAStateFile {
-        path: shown.to_owned(),
+    let not_ours = |reason: String| BackendError::ForeignSchema {
+        schema: shown.to_owned(),
         reason,
     };
     if !tables.iter().any(|t| t == "meta") {
