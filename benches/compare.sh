@@ -10,6 +10,14 @@
 # runs (seconds), peak memory from /usr/bin/time. The csv crate reading users.csv
 # (the floor shared/bench/README.md gives: 0.24 s at 1M on the reference machine)
 # shows how fast this machine runs Rust in the same run.
+#
+# PostgreSQL (a second line per size; PBXSYNC_BENCH_POSTGRES=0 skips it): the same
+# plans and applies against a database on the server PBXSYNC_BENCH_POSTGRES_URL names
+# (default postgres://postgres@127.0.0.1:5432, a role that may create databases).
+# Each size's database pbxsync_bench_seed_ROWS is seeded once from the same state and
+# kept; every timed apply runs on pbxsync_bench_run, a fresh copy of it (CREATE
+# DATABASE ... TEMPLATE, then a checkpoint, outside the timing). Peak memory is
+# pbxsync's own, not the server's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${PBXSYNC_SHARED_BENCH:-$here/../shared/bench}
@@ -23,6 +31,31 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Every timed command starts with no writes of an earlier one pending: the kernel
 # writing back a database copied or applied just before slows whatever runs next.
 wall() { sync; /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
+# From an apply's `-v` log with "TOTAL <seconds>" appended: hashing, writing, and
+# what the apply does after planning, hashing excluded (the whole run less the phases
+# before hashing and less hashing).
+log_hash() { awk -F': ' '/^hash / {print $2 / 1000}' <<<"$1" | tr -d ' ms'; }
+log_write() { awk -F': ' '/^write to the target/ {print $2 / 1000}' <<<"$1" | tr -d ' ms'; }
+log_after() {
+  awk -F': ' '/^TOTAL / {split($0, t, " "); total = t[2]}
+              /^hash / {hashing = 1}
+              / ms$/ {ms = $NF; sub(/ ms$/, "", ms); if (hashing) {if (!done) {h = ms; done = 1}} else {planning += ms}}
+              END {printf "%.3f\n", total - (planning + h) / 1000}' <<<"$1"
+}
+postgres=${PBXSYNC_BENCH_POSTGRES:-1}
+pg_url=${PBXSYNC_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
+pg_url=${pg_url%/}
+pg_admin() { PGOPTIONS="-c client_min_messages=warning" psql "$pg_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+pg_config() { # DATABASE FILE
+  printf 'source:\n  path: users.csv\ntarget: %s/%s\npolicy:\n  password_hash: { m_cost_kib: 8, t_cost: 1, p_cost: 1 }\n' "$pg_url" "$1" > "$2"
+}
+pg_seed() { # ROWS: seed pbxsync_bench_seed_ROWS from state.csv, in the size's folder
+  pg_admin -c "CREATE DATABASE pbxsync_bench_seed_$1" &&
+    pg_config "pbxsync_bench_seed_$1" pg.yaml &&
+    "$bin" --config pg.yaml devices import devices.csv >/dev/null &&
+    "$bin" --config pg.yaml apply --file state.csv --auto-approve --quiet --allow-large-change &&
+    psql "$pg_url/pbxsync_bench_seed_$1" -qAtX -v ON_ERROR_STOP=1 -c 'VACUUM ANALYZE'
+}
 
 for rows in "${sizes[@]}"; do
   work=${PBXSYNC_BENCH_DIR:-/tmp/pbxsync-bench}/$rows
@@ -84,14 +117,9 @@ for rows in "${sizes[@]}"; do
     sed 's/seed.db/run.db/' pbxsync.yaml > run.yaml; sync
     log=$( { /usr/bin/time -f "TOTAL %e" "$bin" --config run.yaml -v apply --file users.csv --auto-approve --quiet --allow-large-change >/dev/null; } 2>&1 )
     applies+=("$(awk '$1 == "TOTAL" {print $2}' <<<"$log")")
-    hashing+=("$(awk -F': ' '/^hash / {print $2 / 1000}' <<<"$log" | tr -d ' ms')")
-    writing+=("$(awk -F': ' '/^write to the target/ {print $2 / 1000}' <<<"$log" | tr -d ' ms')")
-    # What the apply does after planning, hashing excluded: the whole run less the
-    # phases before hashing and less hashing.
-    after+=("$(awk -F': ' '/^TOTAL / {split($0, t, " "); total = t[2]}
-                 /^hash / {hashing = 1}
-                 / ms$/ {ms = $NF; sub(/ ms$/, "", ms); if (hashing) {if (!done) {h = ms; done = 1}} else {planning += ms}}
-                 END {printf "%.3f\n", total - (planning + h) / 1000}' <<<"$log")")
+    hashing+=("$(log_hash "$log")")
+    writing+=("$(log_write "$log")")
+    after+=("$(log_after "$log")")
   done
   apply=$(printf '%s\n' "${applies[@]}" | median)
   hash=$(printf '%s\n' "${hashing[@]}" | median)
@@ -101,4 +129,32 @@ for rows in "${sizes[@]}"; do
   printf 'rows=%-8s validate %5ss (baseline parse+validate %6ss, %sx) | plan %5ss, %4s MB (from git %5ss; with an inventory file %5ss; pruning %5ss; whole directory %5ss; status %ss) | apply %5ss (hashing %ss, writing %ss, all after planning but hashing %ss) | baseline total %6ss, pbxsync plan+apply %sx | csv-crate floor %ss\n' \
     "$rows" "$validate" "$base_pv" "$(ratio "$base_pv" "$validate")" "$plan" "$((plan_mem / 1024))" "$plan_git" "$plan_inventory" "$plan_prune" "$plan_full" "$status" \
     "$apply" "$hash" "$write" "$after" "$base_total" "$(ratio "$base_total" "$(echo "$plan + $apply" | bc -l)")" "$floor"
+
+  [ "$postgres" != 0 ] || continue
+  # PostgreSQL: the seed database once per size (kept; seeded again only when it is
+  # missing, and dropped when seeding fails), then the same plans and applies.
+  seed_db=pbxsync_bench_seed_$rows
+  if [ "$(pg_admin -c "SELECT count(*) FROM pg_database WHERE datname = '$seed_db'")" != 1 ]; then
+    pg_seed "$rows" || { pg_admin -c "DROP DATABASE IF EXISTS $seed_db"; exit 1; }
+  fi
+  pg_config "$seed_db" pg.yaml
+  pg_config pbxsync_bench_run pg-run.yaml
+  pg_plan=$(for _ in 1 2 3; do wall "$bin" --config pg.yaml plan --file users.csv --format json | cut -d' ' -f1; done | median)
+  pg_plan_mem=$(wall "$bin" --config pg.yaml plan --file users.csv --format json | cut -d' ' -f2)
+  pg_plan_git=$(for _ in 1 2 3; do wall "$bin" --config pg.yaml plan --format json | cut -d' ' -f1; done | median)
+  applies=(); hashing=(); writing=(); after=()
+  for _ in 1 2 3; do
+    pg_admin -c "DROP DATABASE IF EXISTS pbxsync_bench_run" -c "CREATE DATABASE pbxsync_bench_run TEMPLATE $seed_db" -c CHECKPOINT
+    sync
+    log=$( { /usr/bin/time -f "TOTAL %e" "$bin" --config pg-run.yaml -v apply --file users.csv --auto-approve --quiet --allow-large-change >/dev/null; } 2>&1 )
+    applies+=("$(awk '$1 == "TOTAL" {print $2}' <<<"$log")")
+    hashing+=("$(log_hash "$log")")
+    writing+=("$(log_write "$log")")
+    after+=("$(log_after "$log")")
+  done
+  pg_admin -c "DROP DATABASE IF EXISTS pbxsync_bench_run"
+  printf 'postgres rows=%-8s plan %5ss, %4s MB (from git %5ss) | apply %5ss (hashing %ss, writing %ss, all after planning but hashing %ss)\n' \
+    "$rows" "$pg_plan" "$((pg_plan_mem / 1024))" "$pg_plan_git" \
+    "$(printf '%s\n' "${applies[@]}" | median)" "$(printf '%s\n' "${hashing[@]}" | median)" \
+    "$(printf '%s\n' "${writing[@]}" | median)" "$(printf '%s\n' "${after[@]}" | median)"
 done

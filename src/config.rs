@@ -76,6 +76,9 @@ struct RawConfig {
     inventory: Option<PathBuf>,
     #[serde(default)]
     target: Option<String>,
+    /// The schema of a PostgreSQL target.
+    #[serde(default)]
+    schema: Option<String>,
     #[serde(default)]
     encoding: Encoding,
     #[serde(default)]
@@ -94,7 +97,12 @@ struct RawConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    /// A `postgres://` URL, and the schema of the config key `schema` (else the
+    /// URL's search_path, else `pbxsync`).
+    Postgres {
+        url: String,
+        schema: Option<String>,
+    },
 }
 
 impl TargetUrl {
@@ -103,16 +111,64 @@ impl TargetUrl {
     pub fn shown(&self) -> String {
         match self {
             TargetUrl::Sqlite(p) => format!("sqlite:{}", crate::fsio::shown(p)),
-            TargetUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-                _ => url.clone(),
-            },
+            TargetUrl::Postgres { url, .. } => {
+                let (base, query) = match url.split_once('?') {
+                    Some((base, query)) => (base, Some(query)),
+                    None => (url.as_str(), None),
+                };
+                let base = match (base.find("://"), base.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => {
+                        format!("{}***{}", &base[..s + 3], &base[at..])
+                    }
+                    _ => base.to_owned(),
+                };
+                // A `password=` parameter, or a piece of the query that is no
+                // `key=value` at all (perhaps a pasted password), is hidden too.
+                let Some(query) = query else { return base };
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                            "password=***".to_owned()
+                        }
+                        Some((key, _))
+                            if key.len() <= 40 && !key.to_ascii_lowercase().contains("pass") =>
+                        {
+                            pair.to_owned()
+                        }
+                        _ => "***".to_owned(),
+                    })
+                    .collect();
+                format!("{base}?{}", pairs.join("&"))
+            }
         }
     }
 
-    /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…` (which is read,
-    /// so that its error can say PostgreSQL is not available yet, rather than
-    /// that the URL is unknown).
+    /// The target with the config key `schema`, which only a PostgreSQL target has.
+    pub fn with_schema(self, name: &str) -> Result<TargetUrl, String> {
+        match self {
+            TargetUrl::Postgres { url, .. } if !name.is_empty() => Ok(TargetUrl::Postgres {
+                url,
+                schema: Some(name.to_owned()),
+            }),
+            TargetUrl::Postgres { .. } => Err("`schema` must name a schema, e.g. `schema: pbxsync`".into()),
+            TargetUrl::Sqlite(_) => Err(
+                "`schema` is for a `postgres://` target; a SQLite state file has no schemas (remove the key)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The schema the config names, if any.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            TargetUrl::Postgres { schema, .. } => schema.as_deref(),
+            TargetUrl::Sqlite(_) => None,
+        }
+    }
+
+    /// Parses `sqlite:PATH` (relative to `base`) or `postgres://…` (whose
+    /// parameters are read when connecting).
     pub fn parse(url: &str, base: &Path) -> Result<TargetUrl, String> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -121,10 +177,14 @@ impl TargetUrl {
             }
             Ok(TargetUrl::Sqlite(base.join(rest)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(TargetUrl::Postgres(url.to_string()))
+            Ok(TargetUrl::Postgres {
+                url: url.to_string(),
+                schema: None,
+            })
         } else {
             Err(format!(
-                "unknown target `{url}`: a target is `sqlite:PATH`, e.g. `sqlite:.pbxsync/state.db`"
+                "unknown target `{url}`: a target is `sqlite:PATH` (e.g. `sqlite:.pbxsync/state.db`) \
+                 or `postgres://USER@HOST:PORT/DATABASE`"
             ))
         }
     }
@@ -233,8 +293,13 @@ impl Config {
             )));
         }
         let target = raw.target.as_deref().unwrap_or(DEFAULT_TARGET);
-        let target = TargetUrl::parse(target, base)
+        let mut target = TargetUrl::parse(target, base)
             .map_err(|m| invalid(format!("{}`target`: {m}", at("target"))))?;
+        if let Some(name) = raw.schema {
+            target = target
+                .with_schema(&name)
+                .map_err(|m| invalid(format!("{}{m}", at("schema"))))?;
+        }
         Ok(Config {
             file: Some(path.to_path_buf()),
             base_dir: base.to_path_buf(),
@@ -547,7 +612,10 @@ mod tests {
         assert_eq!(c.inventory.as_deref(), Some(Path::new("/repo/devices.csv")));
         assert_eq!(
             c.target,
-            TargetUrl::Postgres("postgres://pbx@db:5432/pbx".into())
+            TargetUrl::Postgres {
+                url: "postgres://pbx@db:5432/pbx".into(),
+                schema: None
+            }
         );
         assert_eq!(c.encoding, Encoding::Windows1252);
         assert_eq!(c.delimiter, Delimiter::Char(b';'));
@@ -600,6 +668,36 @@ mod tests {
         assert!(e.contains("0 to 100"), "{e}");
         let e = parse("source: {path: u.csv}\ntarget: mysql://x\n").unwrap_err();
         assert!(e.contains("sqlite:PATH"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_target_takes_a_schema_and_is_shown_without_secrets() {
+        let c = parse("source: {path: u.csv}\ntarget: postgres://pbx@db/pbx\nschema: office\n")
+            .unwrap();
+        assert_eq!(c.target.schema(), Some("office"));
+        let e = parse("source: {path: u.csv}\nschema: office\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("`schema` is for a `postgres://` target"),
+            "{e}"
+        );
+        let e = parse("source: {path: u.csv}\ntarget: postgres://pbx@db/pbx\nschema: ''\n")
+            .unwrap_err();
+        assert!(e.contains("must name a schema"), "{e}");
+        let shown = |url: &str| {
+            TargetUrl::Postgres {
+                url: url.into(),
+                schema: None,
+            }
+            .shown()
+        };
+        assert_eq!(
+            shown("postgres://pbx:hunter22@db:5432/pbx"),
+            "postgres://***@db:5432/pbx"
+        );
+        assert_eq!(
+            shown("postgres://db/pbx?sslmode=require&password=hunter22&hunter23"),
+            "postgres://db/pbx?sslmode=require&password=***&***"
+        );
     }
 
     #[test]

@@ -270,18 +270,22 @@ fn a_mac_with_separators_and_an_o_for_a_zero_gets_the_hint() {
 }
 
 #[test]
-fn a_postgres_target_says_postgresql_is_not_available_yet() {
+fn an_unreachable_postgres_target_is_named_without_its_password() {
     let t = applied();
-    let not_yet = "error: PostgreSQL is not available yet";
-    let out = t.run(["--target", "postgres://pbx:hunter22@db:5432/pbx", "plan"]);
+    // Port 1 on the loopback: nothing listens there, the refusal is immediate.
+    let unreachable = "error: cannot connect to PostgreSQL at 127.0.0.1:1 (database pbx)";
+    let out = t.run([
+        "--target",
+        "postgres://pbx:hunter22@127.0.0.1:1/pbx",
+        "plan",
+    ]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.starts_with(not_yet), "{}", out.stderr);
-    assert!(out.stderr.contains("`sqlite:PATH`"), "{}", out.stderr);
+    assert!(out.stderr.starts_with(unreachable), "{}", out.stderr);
     assert!(!out.stderr.contains("hunter22"), "{}", out.stderr);
     // From the config, for every command that opens the target.
     t.write(
         "pbxsync.yaml",
-        "source: {path: users.csv}\ntarget: postgresql://pbx@db/pbx\n",
+        "source: {path: users.csv}\ntarget: postgresql://pbx:hunter22@127.0.0.1:1/pbx\n",
     );
     for args in [
         &["status"][..],
@@ -290,20 +294,34 @@ fn a_postgres_target_says_postgresql_is_not_available_yet() {
     ] {
         let out = t.run(args);
         assert_eq!(out.code, 1, "{args:?}");
-        assert!(out.stderr.starts_with(not_yet), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(unreachable),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("hunter22"), "{}", out.stderr);
     }
-    // An unknown scheme is not offered PostgreSQL as a choice.
+    // `schema` belongs to a PostgreSQL target.
+    t.write(
+        "pbxsync.yaml",
+        "source: {path: users.csv}\ntarget: sqlite:state.db\nschema: pbx\n",
+    );
+    let out = t.run(["plan"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("`schema` is for a `postgres://` target"),
+        "{}",
+        out.stderr
+    );
+    // An unknown scheme is told both kinds of target.
     let out = t.run(["--target", "mysql://db/pbx", "plan"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains(
-            "unknown target `mysql://db/pbx`: a target is `sqlite:PATH`, e.g. `sqlite:.pbxsync/state.db`"
+            "unknown target `mysql://db/pbx`: a target is `sqlite:PATH` (e.g. `sqlite:.pbxsync/state.db`) \
+             or `postgres://USER@HOST:PORT/DATABASE`"
         ),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        !out.stderr.to_lowercase().contains("postgres"),
         "{}",
         out.stderr
     );

@@ -580,6 +580,39 @@ pub fn row_digests_when_kept(backend: &mut dyn Backend, behind: Behind<'_>) {
     assert_eq!(index[1].1, Some(made.digests[1].1));
 }
 
+/// An apply right after the reads of a plan of changed rows (the digest
+/// index, then the rows the plan needs) writes the same; once someone else
+/// writes in between, what was read is not trusted.
+pub fn applies_after_the_reads_of_a_plan(backend: &mut dyn Backend, behind: Behind<'_>) {
+    apply_rows(backend, SEED, &Opts::default());
+    let keys = Keys {
+        users: vec![t("bob")],
+        extensions: vec![t("1002")],
+        devices: vec![t(D2)],
+    };
+    let rows = SEED.replace(",Sales,", ",Sales floor,");
+    let made = make(backend, &rows, &Opts::default());
+    backend.load_index().unwrap();
+    backend.load_subset(&keys).unwrap();
+    apply_at(backend, &made, made.serial).unwrap();
+    assert_eq!(backend.load().unwrap(), made.expected);
+
+    let rows = SEED.replace(",Sales,", ",Sales desk,");
+    let made = make(backend, &rows, &Opts::default());
+    backend.load_index().unwrap();
+    backend.load_subset(&keys).unwrap();
+    behind(&Outside::DeleteExtension("1002"));
+    let serial = backend.serial().unwrap();
+    let before = backend.load().unwrap();
+    match apply_at(backend, &made, serial) {
+        Err(BackendError::ActionFailed { action, .. }) => {
+            assert_eq!(action, "update_extension 1002")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(backend.load().unwrap(), before);
+}
+
 /// Plans no diff makes, each with one action that cannot be carried out: the
 /// apply fails naming it, and writes nothing.
 pub fn actions_that_cannot_be_applied(backend: &mut dyn Backend, _behind: Behind<'_>) {
@@ -780,6 +813,7 @@ mod tests {
         the_lock_has_one_holder,
         inventory_and_licenses,
         row_digests_when_kept,
+        applies_after_the_reads_of_a_plan,
         actions_that_cannot_be_applied,
     );
 
@@ -838,6 +872,7 @@ mod tests {
             the_lock_has_one_holder,
             inventory_and_licenses,
             row_digests_when_kept,
+            applies_after_the_reads_of_a_plan,
             actions_that_cannot_be_applied,
         );
     }

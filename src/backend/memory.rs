@@ -65,6 +65,17 @@ impl Store {
         }
     }
 
+    /// A store with this one's licenses and records, and no directory.
+    fn clone_records(&self) -> Store {
+        Store {
+            licenses: self.licenses,
+            serial: self.serial,
+            last_applied: self.last_applied.clone(),
+            history: self.history.clone(),
+            ..Store::default()
+        }
+    }
+
     fn record(&mut self, record: &HistoryRecord) -> i64 {
         let id = self.history.len() as i64 + 1;
         self.history.push(HistoryRecord {
@@ -184,7 +195,22 @@ impl DirectoryStore for MemoryBackend {
         progress(Progress::Started {
             total: request.actions.len(),
         });
-        let mut next = applied(&store, &request)?;
+        let (after, passwords) = applied(&store, &store.directory(), &request)?;
+        let mut next = Store {
+            users: after
+                .users
+                .into_iter()
+                .map(|u| (u.username.clone(), u))
+                .collect(),
+            extensions: after
+                .extensions
+                .into_iter()
+                .map(|e| (Number(e.number.clone()), e))
+                .collect(),
+            devices: after.devices.into_iter().map(|d| (d.id, d.model)).collect(),
+            passwords,
+            ..store.clone_records()
+        };
         progress(Progress::Committing);
         let record = (request.record)();
         next.serial = store.serial + 1;
@@ -213,14 +239,20 @@ impl DirectoryStore for MemoryBackend {
 /// order of a plan's actions work); the directory after is `simulate`'s, and
 /// what must hold of it (users and devices that exist, one extension per
 /// device) is checked last, naming the action that broke it.
-fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendError> {
+/// `before` is `store`'s directory. Returns the directory after, and the
+/// password hashes after.
+fn applied(
+    store: &Store,
+    before: &Directory,
+    request: &ApplyRequest<'_>,
+) -> Result<(Directory, BTreeMap<Text, String>), BackendError> {
     let actions = request.actions;
     let fail = |index: usize, reason: String| BackendError::ActionFailed {
         index,
         action: actions[index].action.label(),
         reason,
     };
-    let mut next = store.clone();
+    let mut passwords = store.passwords.clone();
     let mut created_devices = BTreeSet::new();
     let mut created_users = BTreeSet::new();
     let mut added = BTreeSet::new();
@@ -263,12 +295,12 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
                 if store.users.contains_key(username) || !seen_users.insert(username.clone()) {
                     Err(format!("user {username} already exists"))
                 } else {
-                    set_password(&mut next, request, username, changes)
+                    set_password(&mut passwords, request, username, changes)
                 }
             }
             Action::UpdateUser { username, changes } => {
                 if user_exists(username) {
-                    set_password(&mut next, request, username, changes)
+                    set_password(&mut passwords, request, username, changes)
                 } else {
                     Err(format!("user {username} does not exist"))
                 }
@@ -330,7 +362,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
             }
             Action::RemoveUser { username } => {
                 if store.users.contains_key(username) || created_users.contains(username) {
-                    next.passwords.remove(username);
+                    passwords.remove(username);
                     Ok(())
                 } else {
                     Err(format!("user {username} does not exist"))
@@ -340,7 +372,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
         check.map_err(|reason| fail(i, reason))?;
     }
 
-    let after = simulate::apply(&store.directory(), actions);
+    let after = simulate::apply(before, actions);
     // What must hold of the directory after, each broken by a known action.
     let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &after.extensions {
@@ -374,18 +406,7 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
             ));
         }
     }
-    next.users = after
-        .users
-        .into_iter()
-        .map(|u| (u.username.clone(), u))
-        .collect();
-    next.extensions = after
-        .extensions
-        .into_iter()
-        .map(|e| (Number(e.number.clone()), e))
-        .collect();
-    next.devices = after.devices.into_iter().map(|d| (d.id, d.model)).collect();
-    Ok(next)
+    Ok((after, passwords))
 }
 
 /// The directory after the request's actions on `before`, or the first action
@@ -393,24 +414,35 @@ fn applied(store: &Store, request: &ApplyRequest<'_>) -> Result<Store, BackendEr
 /// that writes set by set checks a plan this way first, on the part of its
 /// directory that the plan touches (`postgres::write`), so that it fails on the
 /// same action as every other backend.
-pub(crate) fn checked(before: Directory, request: &ApplyRequest<'_>) -> Result<Directory, BackendError> {
+pub(crate) fn checked(
+    before: &Directory,
+    request: &ApplyRequest<'_>,
+) -> Result<Directory, BackendError> {
     let store = Store {
-        users: before.users.into_iter().map(|u| (u.username.clone(), u)).collect(),
+        users: before
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.clone()))
+            .collect(),
         extensions: before
             .extensions
-            .into_iter()
-            .map(|e| (Number(e.number.clone()), e))
+            .iter()
+            .map(|e| (Number(e.number.clone()), e.clone()))
             .collect(),
-        devices: before.devices.into_iter().map(|d| (d.id, d.model)).collect(),
+        devices: before
+            .devices
+            .iter()
+            .map(|d| (d.id.clone(), d.model.clone()))
+            .collect(),
         licenses: before.licenses,
         ..Store::default()
     };
-    applied(&store, request).map(|next| next.directory())
+    applied(&store, before, request).map(|(after, _)| after)
 }
 
 /// Keeps the password hash of `username` when `changes` set the password.
 fn set_password(
-    next: &mut Store,
+    passwords: &mut BTreeMap<Text, String>,
     request: &ApplyRequest<'_>,
     username: &Text,
     changes: &[Change],
@@ -422,7 +454,7 @@ fn set_password(
         .password_hashes
         .get(username)
         .ok_or_else(|| format!("no password hash was computed for user {username}"))?;
-    next.passwords.insert(username.clone(), hash.clone());
+    passwords.insert(username.clone(), hash.clone());
     Ok(())
 }
 

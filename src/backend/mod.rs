@@ -8,8 +8,8 @@ use serde::Serialize;
 #[cfg(test)]
 mod conformance;
 pub mod memory;
-mod recorded;
 pub mod postgres;
+mod recorded;
 pub mod sqlite;
 
 pub use recorded::{Compression, RecordedCsv};
@@ -22,9 +22,10 @@ pub enum BackendError {
     /// The target changed since the plan was made.
     #[error("the target changed since this plan was made (serial {planned}, now {current})")]
     Stale { planned: i64, current: i64 },
-    /// The state file was written by a newer pbxsync.
+    /// The store was written by a newer pbxsync. `path` names the store:
+    /// "the state file …" or "schema … of database …".
     #[error(
-        "the state file {path} has schema version {found}, newer than this pbxsync knows ({known}); upgrade pbxsync"
+        "{path} has schema version {found}, newer than this pbxsync knows ({known}); upgrade pbxsync"
     )]
     NewerSchema {
         path: String,
@@ -34,6 +35,9 @@ pub enum BackendError {
     /// The file is not a pbxsync state file (corrupt, or another program's database).
     #[error("{path} is not a pbxsync state file: {reason}")]
     NotAStateFile { path: String, reason: String },
+    /// A PostgreSQL schema holds another program's tables; nothing was written.
+    #[error("{schema} is not pbxsync's: {reason}; nothing was written")]
+    ForeignSchema { schema: String, reason: String },
     /// The store cannot be read as it was written: damaged on disk, or written
     /// by something that broke its rules. Nothing was written.
     #[error(

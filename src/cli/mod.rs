@@ -152,9 +152,16 @@ impl Context {
         };
         let mut config = Config::load(&path)?;
         if let Some(t) = &self.cli_target {
-            config.target =
+            let target =
                 crate::config::TargetUrl::parse(t, &std::env::current_dir().unwrap_or_default())
                     .map_err(|m| CliError::Message(format!("--target: {m}")))?;
+            // The config's `schema` goes with another PostgreSQL URL.
+            config.target = match (config.target.schema(), &target) {
+                (Some(schema), crate::config::TargetUrl::Postgres { .. }) => {
+                    target.with_schema(schema).map_err(CliError::Message)?
+                }
+                _ => target,
+            };
         }
         Ok(config)
     }

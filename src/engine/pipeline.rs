@@ -3,6 +3,7 @@
 //! order and the CLI decides what to print.
 
 use crate::backend::ReportsDamage;
+use crate::backend::postgres::PostgresTarget;
 use crate::backend::sqlite::{self, SqliteTarget};
 use crate::backend::{AppliedRevision, Backend, BackendError, DigestIndex};
 use crate::config::{Config, TargetUrl};
@@ -52,10 +53,6 @@ pub fn policy(config: &Config, options: &SyncOptions) -> Policy {
     }
 }
 
-/// What a `postgres://` target gets until the PostgreSQL backend lands.
-const POSTGRES_NOT_YET: &str = "PostgreSQL is not available yet: this version of pbxsync keeps the directory in a SQLite file only; \
-     use a `sqlite:PATH` target (`target: sqlite:.pbxsync/state.db` in pbxsync.yaml, or `--target sqlite:PATH`)";
-
 /// Opens the target. With `write` false, a SQLite file that does not exist yet
 /// reads as `None` (an empty directory) and is not created.
 pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backend>>, BackendError> {
@@ -79,7 +76,14 @@ pub fn open_target(url: &TargetUrl, write: bool) -> Result<Option<Box<dyn Backen
                     as Box<dyn Backend>
             }))
         }
-        TargetUrl::Postgres(_) => Err(BackendError::Unsupported(POSTGRES_NOT_YET.into())),
+        TargetUrl::Postgres { url, schema } => {
+            let opened = if write {
+                PostgresTarget::open(url, schema.as_deref()).map(Some)
+            } else {
+                PostgresTarget::open_read_only(url, schema.as_deref())
+            };
+            Ok(opened?.map(|t| Box::new(t) as Box<dyn Backend>))
+        }
     }
 }
 

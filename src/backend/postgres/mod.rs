@@ -40,6 +40,12 @@ pub struct PostgresTarget {
     shown: String,
     /// The key of the apply lock (`lock`), from the schema's name.
     lock_key: i64,
+    /// What the last `load_subset` read, at its serial: an apply at that
+    /// serial starts from it instead of reading it again.
+    last_read: Option<write::LastRead>,
+    /// Every extension number at a serial, sorted (`cmp_extension`), as the
+    /// last `load_index` read them.
+    numbers: Option<(i64, Vec<crate::model::Text>)>,
 }
 
 /// An identifier quoted for SQL.
@@ -138,6 +144,8 @@ impl PostgresTarget {
         Ok(PostgresTarget {
             client,
             lock_key: lock::apply_key(&schema),
+            last_read: None,
+            numbers: None,
             connector,
             schema,
             shown,
@@ -179,11 +187,16 @@ impl DirectoryStore for PostgresTarget {
 
     fn load_subset(&mut self, keys: &Keys) -> Result<Directory, BackendError> {
         let shown = self.shown.clone();
-        let mut tx = read::snapshot(&mut self.client)
-            .map_err(|e| e.context(format!("cannot read {shown}")))?;
-        let dir = read::subset(&mut tx, keys, &[])
-            .and_then(|dir| tx.commit().map(|()| dir))
-            .map_err(|e| e.context(format!("cannot read {shown}")))?;
+        let mut read = || -> Result<write::LastRead, postgres::Error> {
+            let mut tx = read::snapshot(&mut self.client)?;
+            let serial = ledger::read_serial(&mut tx)?;
+            let subset = read::subset(&mut tx, keys, &[])?;
+            tx.commit()?;
+            Ok(write::LastRead::new(serial, keys, subset))
+        };
+        let last = read().map_err(|e| e.context(format!("cannot read {shown}")))?;
+        let dir = last.directory().clone();
+        self.last_read = Some(last);
         Ok(dir)
     }
 
@@ -193,17 +206,22 @@ impl DirectoryStore for PostgresTarget {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ApplyReport, BackendError> {
         let shown = self.shown.clone();
-        write::apply(&mut self.client, &shown, request, progress)
+        let read = write::Read {
+            last: self.last_read.take(),
+            numbers: self.numbers.take(),
+        };
+        write::apply(&mut self.client, &shown, request, read, progress)
     }
 }
 
 impl RowDigests for PostgresTarget {
-    fn load_index(
-        &mut self,
-    ) -> Result<Option<(crate::backend::DigestIndex, Usage)>, BackendError> {
+    fn load_index(&mut self) -> Result<Option<(crate::backend::DigestIndex, Usage)>, BackendError> {
         let shown = self.shown.clone();
-        read::index(&mut self.client)
-            .map(Some)
-            .map_err(|e| e.context(format!("cannot read {shown}")))
+        let (index, usage, serial) =
+            read::index(&mut self.client).map_err(|e| e.context(format!("cannot read {shown}")))?;
+        // The numbers, for an apply at this serial: a number not among them
+        // need not be looked up (a plan's new extensions).
+        self.numbers = Some((serial, index.iter().map(|(n, _)| n.clone()).collect()));
+        Ok(Some((index, usage)))
     }
 }

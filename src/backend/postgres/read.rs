@@ -1,9 +1,9 @@
 //! Reads of the directory, streamed row by row, each from one snapshot.
 
-use crate::FastSet;
 use crate::backend::{DigestIndex, Keys};
-use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, Usage, User};
 use crate::model::cmp_extension;
+use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, Usage, User};
+use crate::{FastMap, FastSet};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
@@ -23,10 +23,17 @@ pub(super) fn snapshot(client: &mut Client) -> Result<Transaction<'_>, postgres:
 pub(super) fn load(client: &mut Client) -> Result<Directory, postgres::Error> {
     let mut tx = snapshot(client)?;
     let mut dir = Directory {
-        users: rows(&mut tx, &format!("SELECT {USER_COLUMNS} FROM users"), &[], user)?,
+        users: rows(
+            &mut tx,
+            &format!("SELECT {USER_COLUMNS} FROM users"),
+            &[],
+            user,
+        )?,
         extensions: rows(
             &mut tx,
-            &format!("SELECT {EXTENSION_COLUMNS} FROM extensions e JOIN users u ON u.id = e.user_id"),
+            &format!(
+                "SELECT {EXTENSION_COLUMNS} FROM extensions e JOIN users u ON u.id = e.user_id"
+            ),
             &[],
             extension,
         )?,
@@ -68,44 +75,125 @@ pub(super) fn missing_devices(
         .collect())
 }
 
+/// A part of the directory, with the ids of its users (an apply writes by id).
+#[derive(Default)]
+pub(super) struct Subset {
+    pub dir: Directory,
+    pub ids: FastMap<Text, i64>,
+}
+
+impl Subset {
+    /// Adds what `other` read; every list stays sorted, each entry once.
+    pub fn merge(&mut self, other: Subset) {
+        self.dir.users.extend(other.dir.users);
+        self.dir.extensions.extend(other.dir.extensions);
+        self.dir.devices.extend(other.dir.devices);
+        self.dir.sort();
+        self.dir.users.dedup_by(|a, b| a.username == b.username);
+        self.dir.extensions.dedup_by(|a, b| a.number == b.number);
+        self.dir.devices.dedup_by(|a, b| a.id == b.id);
+        self.ids.extend(other.ids);
+    }
+}
+
 /// The part of the directory `keys` names, as `DirectoryStore::load_subset`
 /// says, and besides every extension of the users in `all_of`.
 pub(super) fn subset(
     tx: &mut impl GenericClient,
     keys: &Keys,
     all_of: &[&str],
-) -> Result<Directory, postgres::Error> {
-    let (numbers, devices, users) = (strs(&keys.extensions), strs(&keys.devices), strs(&keys.users));
-    let mut extensions = rows(
+) -> Result<Subset, postgres::Error> {
+    let (numbers, devices, users) = (
+        strs(&keys.extensions),
+        strs(&keys.devices),
+        strs(&keys.users),
+    );
+    let mut ids = FastMap::default();
+    // One query a kind of key, each able to use its index (an OR of the three
+    // would scan the table); an extension found twice is kept once.
+    let mut extensions: Vec<Extension> = Vec::new();
+    for column in ["e.number", "e.device", "u.username"] {
+        let keys = match column {
+            "e.number" => numbers.clone(),
+            // A device held by an extension just read needs no lookup: it has
+            // one holder. Most of a plan's devices stay where they are.
+            "e.device" => {
+                let held: FastSet<&str> = extensions
+                    .iter()
+                    .filter_map(|e| e.device.as_deref())
+                    .collect();
+                devices
+                    .iter()
+                    .copied()
+                    .filter(|d| !held.contains(d))
+                    .collect()
+            }
+            _ => all_of.to_vec(),
+        };
+        if keys.is_empty() {
+            continue;
+        }
+        let joined =
+            format!("JOIN extensions e ON {column} = k.key JOIN users u ON u.id = e.user_id");
+        for (e, id) in rows(
+            tx,
+            &format!(
+                "SELECT {EXTENSION_COLUMNS}, u.id FROM unnest($1::text[]) AS k (key) {}",
+                match column {
+                    "u.username" =>
+                        "JOIN users u ON u.username = k.key \
+                                     JOIN extensions e ON e.user_id = u.id",
+                    _ => &joined,
+                }
+            ),
+            &[&keys],
+            |row| Ok((extension(row)?, row.try_get::<_, i64>(5)?)),
+        )? {
+            ids.insert(e.username.clone(), id);
+            extensions.push(e);
+        }
+    }
+    extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+    extensions.dedup_by(|a, b| a.number == b.number);
+    let users = rows(
         tx,
         &format!(
-            "SELECT {EXTENSION_COLUMNS} FROM extensions e JOIN users u ON u.id = e.user_id \
-             WHERE e.number = ANY($1) OR e.device = ANY($2) OR u.username = ANY($3)"
+            "SELECT {USER_COLUMNS}, id FROM unnest($1::text[]) AS k (key) \
+             JOIN users ON username = k.key"
         ),
-        &[&numbers, &devices, &all_of],
-        extension,
-    )?;
-    extensions.sort_by(|a, b| cmp_extension(&a.number, &b.number));
+        &[&users],
+        |row| Ok((user(row)?, row.try_get::<_, i64>(6)?)),
+    )?
+    .into_iter()
+    .map(|(u, id)| {
+        ids.insert(u.username.clone(), id);
+        u
+    })
+    .collect();
     let mut dir = Directory {
-        users: rows(
-            tx,
-            &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ANY($1)"),
-            &[&users],
-            user,
-        )?,
+        users,
         extensions,
-        devices: rows(tx, "SELECT id, model FROM devices WHERE id = ANY($1)", &[&devices], device)?,
+        devices: rows(
+            tx,
+            "SELECT id, model FROM unnest($1::text[]) AS k (key) JOIN devices ON id = k.key",
+            &[&devices],
+            device,
+        )?,
         licenses: licenses(tx)?,
     };
     dir.sort();
-    Ok(dir)
+    dir.users.dedup_by(|a, b| a.username == b.username);
+    Ok(Subset { dir, ids })
 }
 
-/// Every extension with its row digest, sorted by number, and the usage.
-pub(super) fn index(client: &mut Client) -> Result<(DigestIndex, Usage), postgres::Error> {
+/// Every extension with its row digest, sorted by number, and the usage, with
+/// the serial they were read at.
+pub(super) fn index(client: &mut Client) -> Result<(DigestIndex, Usage, i64), postgres::Error> {
+    let mut tx = snapshot(client)?;
+    let serial = super::ledger::read_serial(&mut tx)?;
     let mut usage = Usage::default();
     let mut index: DigestIndex = Vec::new();
-    let mut it = client.query_raw(
+    let mut it = tx.query_raw(
         "SELECT number, row_digest, kind FROM extensions",
         std::iter::empty::<&str>(),
     )?;
@@ -121,8 +209,10 @@ pub(super) fn index(client: &mut Client) -> Result<(DigestIndex, Usage), postgre
         }
         index.push((Text::from(number), digest.map(|d| d as u64)));
     }
+    drop(it);
+    tx.commit()?;
     index.sort_unstable_by(|a, b| cmp_extension(&a.0, &b.0));
-    Ok((index, usage))
+    Ok((index, usage, serial))
 }
 
 fn strs(list: &[Text]) -> Vec<&str> {
@@ -134,7 +224,7 @@ fn rows<T>(
     client: &mut impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    make: fn(&Row) -> Result<T, postgres::Error>,
+    make: impl Fn(&Row) -> Result<T, postgres::Error>,
 ) -> Result<Vec<T>, postgres::Error> {
     let mut out = Vec::new();
     let mut it = client.query_raw(sql, params.iter().copied())?;

@@ -54,7 +54,7 @@ CREATE TABLE {s}.users (
     email text NOT NULL DEFAULT '',
     im text NOT NULL DEFAULT '',
     mobile text NOT NULL DEFAULT ''
-);
+) WITH (fillfactor = 85);
 
 CREATE TABLE {s}.passwords (
     user_id bigint PRIMARY KEY REFERENCES {s}.users (id) ON DELETE CASCADE,
@@ -66,6 +66,9 @@ CREATE TABLE {s}.devices (
     model text NOT NULL DEFAULT ''
 );
 
+-- Users and extensions leave room in their pages (fillfactor) so that an
+-- update that changes no indexed column is a HOT update: written beside the
+-- old row, without new index entries.
 -- A SIP secret is made at creation: by pbxsync (16 random bytes in hex), or by
 -- the default for a row someone else inserts (gen_random_uuid draws from the
 -- server's strong random source).
@@ -77,7 +80,7 @@ CREATE TABLE {s}.extensions (
     description text NOT NULL DEFAULT '',
     sip_secret text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', ''),
     row_digest bigint
-);
+) WITH (fillfactor = 85);
 CREATE INDEX extensions_user_id ON {s}.extensions (user_id);
 
 -- One row; NULL is unlimited.
@@ -195,8 +198,8 @@ pub(super) fn inspect(
     if tables.is_empty() {
         return Ok(Found::Empty { exists: true });
     }
-    let not_ours = |reason: String| BackendError::NotAStateFile {
-        path: shown.to_owned(),
+    let not_ours = |reason: String| BackendError::ForeignSchema {
+        schema: shown.to_owned(),
         reason,
     };
     if !tables.iter().any(|t| t == "meta") {

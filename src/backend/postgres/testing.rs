@@ -40,7 +40,10 @@ impl Scratch {
     pub(crate) fn client(&self) -> postgres::Client {
         let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
         client
-            .batch_execute(&format!("SET search_path TO {}", super::quoted(&self.schema)))
+            .batch_execute(&format!(
+                "SET search_path TO {}",
+                super::quoted(&self.schema)
+            ))
             .unwrap();
         client
     }

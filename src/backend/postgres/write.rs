@@ -4,8 +4,9 @@
 //! statement a kind of change moves them into the directory. The round trips
 //! are a few dozen, whatever the size of the plan.
 
+use super::PgError;
 use super::ledger::{insert_history, read_serial};
-use super::{PgError, read};
+use super::read::{self, Subset};
 use crate::backend::{ApplyReport, ApplyRequest, BackendError, Keys, Progress, memory};
 use crate::model::{Device, Directory, Extension, Text, User};
 use crate::plan::Action;
@@ -18,6 +19,7 @@ pub(super) fn apply(
     client: &mut Client,
     shown: &str,
     request: ApplyRequest<'_>,
+    read: Read,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ApplyReport, BackendError> {
     let context = || format!("cannot apply to {shown}");
@@ -45,20 +47,20 @@ pub(super) fn apply(
     progress(Progress::Started {
         total: request.actions.len(),
     });
+    let total = request.actions.len();
     let step = |progress: &mut dyn FnMut(Progress), step: &str| {
         progress(Progress::Step {
-            done: 0,
-            total: request.actions.len(),
+            done: done_before(request.actions, step),
+            total,
             step: step.to_owned(),
         })
     };
     step(progress, "checking the plan");
-    let before = touched(&mut tx, request.actions).map_err(|e| e.context(context()))?;
-    let after = memory::checked(before.clone(), &request)?;
-    let changes = Changes::between(&before, &after, &request)?;
-    let cleared = changes
-        .write(&mut tx, &mut |s| step(progress, s))
-        .map_err(|e| e.context(context()))?;
+    let before =
+        touched(&mut tx, request.actions, read.at(current)).map_err(|e| e.context(context()))?;
+    let after = memory::checked(&before.dir, &request)?;
+    let mut changes = Changes::between(&before.dir, &after, &request, before.ids)?;
+    let cleared = changes.write(&mut tx, &context(), &mut |s| step(progress, s))?;
     progress(Progress::Committing);
     let record = (request.record)();
     let finish = |tx: &mut Transaction<'_>| -> Result<(i64, i64), postgres::Error> {
@@ -91,14 +93,152 @@ pub(super) fn apply(
     })
 }
 
+/// How many actions are written before step `step` begins: the steps of
+/// `Changes::write` take the actions type by type.
+fn done_before(actions: &[crate::plan::PlannedAction], step: &str) -> usize {
+    let order = |a: &Action| match a {
+        Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::UpdateUser { .. } => 1,
+        Action::RemoveExtension { .. } => 2,
+        Action::AddExtension { .. }
+        | Action::UpdateExtension { .. }
+        | Action::ReassignDevice { .. } => 3,
+        Action::RemoveUser { .. } => 5,
+    };
+    let before = match step {
+        "creating devices and writing users" => 1,
+        "removing extensions and releasing devices" => 2,
+        "adding and updating extensions" => 3,
+        "recording row digests" => 4,
+        "removing users" => 5,
+        _ => 0,
+    };
+    actions.iter().filter(|a| order(&a.action) < before).count()
+}
+
+/// What the plan read that an apply may start from.
+pub(super) struct Read {
+    pub last: Option<LastRead>,
+    pub numbers: Option<(i64, Vec<Text>)>,
+}
+
+impl Read {
+    /// What still holds at `serial`: nothing was written since it was read.
+    fn at(self, serial: i64) -> Read {
+        Read {
+            last: self.last.filter(|r| r.serial == serial),
+            numbers: self.numbers.filter(|(s, _)| *s == serial),
+        }
+    }
+}
+
+/// What a plan read of the directory (`load_subset`), the keys it asked for,
+/// and the serial it read at.
+pub(super) struct LastRead {
+    serial: i64,
+    users: FastSet<Text>,
+    extensions: FastSet<Text>,
+    devices: FastSet<Text>,
+    subset: Subset,
+}
+
+impl LastRead {
+    pub(super) fn new(serial: i64, keys: &Keys, subset: Subset) -> LastRead {
+        LastRead {
+            serial,
+            users: keys.users.iter().cloned().collect(),
+            extensions: keys.extensions.iter().cloned().collect(),
+            devices: keys.devices.iter().cloned().collect(),
+            subset,
+        }
+    }
+
+    pub(super) fn directory(&self) -> &Directory {
+        &self.subset.dir
+    }
+
+    /// The keys of `keys` it did not read.
+    fn missing(&self, keys: &Keys) -> Keys {
+        let not_in = |list: &[Text], read: &FastSet<Text>| -> Vec<Text> {
+            list.iter()
+                .filter(|k| !read.contains(*k))
+                .cloned()
+                .collect()
+        };
+        Keys {
+            users: not_in(&keys.users, &self.users),
+            extensions: not_in(&keys.extensions, &self.extensions),
+            devices: not_in(&keys.devices, &self.devices),
+        }
+    }
+}
+
 /// The part of the directory the actions touch, with what deciding them needs:
 /// the users, extensions and devices they name, the extensions holding those
 /// devices, every extension of a user they remove, and the users and devices
-/// of all those extensions.
+/// of all those extensions. What the plan read (`last_read`) is not read again.
 fn touched(
     tx: &mut Transaction<'_>,
     actions: &[crate::plan::PlannedAction],
-) -> Result<Directory, postgres::Error> {
+    read: Read,
+) -> Result<Subset, postgres::Error> {
+    let (mut keys, removed_users) = keys_of(actions);
+    // Numbers the directory does not hold need no lookup.
+    if let Some((_, numbers)) = &read.numbers {
+        keys.extensions.retain(|n| {
+            numbers
+                .binary_search_by(|m| crate::model::cmp_extension(m, n))
+                .is_ok()
+        });
+    }
+    let last_read = read.last;
+    let removed: Vec<&str> = removed_users.iter().map(Text::as_str).collect();
+    let mut read = match last_read {
+        Some(last) => {
+            let missing = last.missing(&keys);
+
+            let mut read = last.subset;
+            if !(missing.users.is_empty()
+                && missing.extensions.is_empty()
+                && missing.devices.is_empty()
+                && removed.is_empty())
+            {
+                read.merge(read::subset(tx, &missing, &removed)?);
+            }
+            read
+        }
+        None => read::subset(tx, &keys, &removed)?,
+    };
+    // The owners of the extensions read, and the devices they hold.
+    let users: FastSet<&str> = read.dir.users.iter().map(|u| u.username.as_str()).collect();
+    let devices: FastSet<&str> = read.dir.devices.iter().map(|d| d.id.as_str()).collect();
+    let more = Keys {
+        users: read
+            .dir
+            .extensions
+            .iter()
+            .filter(|e| !users.contains(e.username.as_str()))
+            .map(|e| e.username.clone())
+            .collect(),
+        extensions: Vec::new(),
+        devices: read
+            .dir
+            .extensions
+            .iter()
+            .filter_map(|e| e.device.as_ref())
+            .filter(|d| !devices.contains(d.as_str()))
+            .cloned()
+            .collect(),
+    };
+    drop((users, devices));
+    if !more.users.is_empty() || !more.devices.is_empty() {
+        let extra = read::subset(tx, &more, &[])?;
+        read.merge(extra);
+    }
+    Ok(read)
+}
+
+/// The keys the actions name, and the users they remove.
+fn keys_of(actions: &[crate::plan::PlannedAction]) -> (Keys, Vec<Text>) {
     let mut keys = Keys::default();
     let mut removed_users = Vec::new();
     for planned in actions {
@@ -109,7 +249,7 @@ fn touched(
             }
             Action::RemoveUser { username } => {
                 keys.users.push(username.clone());
-                removed_users.push(username.as_str());
+                removed_users.push(username.clone());
             }
             Action::AddExtension {
                 username,
@@ -150,36 +290,7 @@ fn touched(
         list.sort_unstable();
         list.dedup();
     }
-    let mut dir = read::subset(tx, &keys, &removed_users)?;
-    // The owners of the extensions read, and the devices they hold.
-    let users: FastSet<&str> = dir.users.iter().map(|u| u.username.as_str()).collect();
-    let devices: FastSet<&str> = dir.devices.iter().map(|d| d.id.as_str()).collect();
-    let more = Keys {
-        users: dir
-            .extensions
-            .iter()
-            .filter(|e| !users.contains(e.username.as_str()))
-            .map(|e| e.username.clone())
-            .collect(),
-        extensions: Vec::new(),
-        devices: dir
-            .extensions
-            .iter()
-            .filter_map(|e| e.device.as_ref())
-            .filter(|d| !devices.contains(d.as_str()))
-            .cloned()
-            .collect(),
-    };
-    drop((users, devices));
-    if !more.users.is_empty() || !more.devices.is_empty() {
-        let extra = read::subset(tx, &more, &[])?;
-        dir.users.extend(extra.users);
-        dir.devices.extend(extra.devices);
-        dir.sort();
-        dir.users.dedup_by(|a, b| a.username == b.username);
-        dir.devices.dedup_by(|a, b| a.id == b.id);
-    }
-    Ok(dir)
+    (keys, removed_users)
 }
 
 /// What an apply writes: the difference between the touched part of the
@@ -202,6 +313,8 @@ struct Changes<'a> {
     digests: FastMap<&'a str, i64>,
     /// A SIP secret for each added extension.
     secrets: Vec<String>,
+    /// User ids by username: as read, and of the users the apply creates.
+    ids: FastMap<Text, i64>,
 }
 
 impl<'a> Changes<'a> {
@@ -209,6 +322,7 @@ impl<'a> Changes<'a> {
         before: &'a Directory,
         after: &'a Directory,
         request: &'a ApplyRequest<'a>,
+        ids: FastMap<Text, i64>,
     ) -> Result<Changes<'a>, BackendError> {
         let old_devices: FastSet<&str> = before.devices.iter().map(|d| d.id.as_str()).collect();
         let old_users: FastMap<&str, &User> = before
@@ -255,6 +369,7 @@ impl<'a> Changes<'a> {
                 .map(|(n, d)| (n.as_str(), *d as i64))
                 .collect(),
             secrets: Vec::new(),
+            ids,
         };
         for user in &after.users {
             match old_users.get(user.username.as_str()) {
@@ -277,10 +392,14 @@ impl<'a> Changes<'a> {
         }
         for planned in request.actions {
             match &planned.action {
-                Action::CreateUser { username, changes: c }
-                | Action::UpdateUser { username, changes: c }
-                    if c.iter().any(|c| c.field == "password") =>
-                {
+                Action::CreateUser {
+                    username,
+                    changes: c,
+                }
+                | Action::UpdateUser {
+                    username,
+                    changes: c,
+                } if c.iter().any(|c| c.field == "password") => {
                     // `memory::checked` made sure there is one.
                     if let Some(hash) = request.password_hashes.get(username) {
                         changes.passwords.push((username.as_str(), hash.as_str()));
@@ -299,49 +418,113 @@ impl<'a> Changes<'a> {
     /// Writes the changes in the order of `plan::order`'s phases; returns the
     /// extensions outside them whose digests it forgot.
     fn write(
-        &self,
+        &mut self,
         tx: &mut Transaction<'_>,
+        context: &str,
         step: &mut dyn FnMut(&str),
-    ) -> Result<Vec<Text>, postgres::Error> {
-        let text2 = [Type::TEXT, Type::TEXT];
-        if !(self.new_devices.is_empty() && self.new_users.is_empty() && self.changed_users.is_empty()) {
+    ) -> Result<Vec<Text>, BackendError> {
+        let sql = |e: postgres::Error| e.context(context);
+        if !(self.new_devices.is_empty()
+            && self.new_users.is_empty()
+            && self.changed_users.is_empty())
+        {
             step("creating devices and writing users");
         }
         if !self.new_devices.is_empty() {
-            copy(tx, "t_devices", "id text, model text", &text2, |w| {
-                self.new_devices
-                    .iter()
-                    .try_for_each(|d| w.write(&[&d.id.as_str(), &d.model.as_str()]))
-            })?;
-            tx.execute("INSERT INTO devices (id, model) SELECT id, model FROM t_devices", &[])?;
+            copy(
+                tx,
+                "t_devices",
+                "id text, model text",
+                &[Type::TEXT, Type::TEXT],
+                |w| {
+                    self.new_devices
+                        .iter()
+                        .try_for_each(|d| w.write(&[&d.id.as_str(), &d.model.as_str()]))
+                },
+            )
+            .map_err(sql)?;
+            tx.execute(
+                "INSERT INTO devices (id, model) SELECT id, model FROM t_devices",
+                &[],
+            )
+            .map_err(sql)?;
         }
         if !self.new_users.is_empty() {
-            copy_users(tx, "t_new_users", &self.new_users)?;
-            tx.execute(
-                "INSERT INTO users (username, first_name, last_name, email, im, mobile) \
-                 SELECT username, first_name, last_name, email, im, mobile FROM t_new_users",
-                &[],
-            )?;
+            copy(tx, "t_new_users", USER_ROW, &[Type::TEXT; 6], |w| {
+                self.new_users.iter().try_for_each(|u| {
+                    w.write(&[
+                        &u.username.as_str(),
+                        &u.fields[0].as_str(),
+                        &u.fields[1].as_str(),
+                        &u.fields[2].as_str(),
+                        &u.fields[3].as_str(),
+                        &u.fields[4].as_str(),
+                    ])
+                })
+            })
+            .map_err(sql)?;
+            let created = tx
+                .query(
+                    "INSERT INTO users (username, first_name, last_name, email, im, mobile) \
+                     SELECT username, first_name, last_name, email, im, mobile FROM t_new_users \
+                     RETURNING username, id",
+                    &[],
+                )
+                .map_err(sql)?;
+            for row in created {
+                self.ids
+                    .insert(Text::from(row.get::<_, &str>(0)), row.get(1));
+            }
         }
         if !self.changed_users.is_empty() {
-            copy_users(tx, "t_changed_users", &self.changed_users)?;
+            let ids = self.ids_of(
+                self.changed_users.iter().map(|u| u.username.as_str()),
+                context,
+            )?;
+            let mut types = vec![Type::TEXT; 6];
+            types[0] = Type::INT8;
+            copy(tx, "t_changed_users", USER_BY_ID, &types, |w| {
+                self.changed_users.iter().zip(&ids).try_for_each(|(u, id)| {
+                    w.write(&[
+                        id,
+                        &u.fields[0].as_str(),
+                        &u.fields[1].as_str(),
+                        &u.fields[2].as_str(),
+                        &u.fields[3].as_str(),
+                        &u.fields[4].as_str(),
+                    ])
+                })
+            })
+            .map_err(sql)?;
             tx.execute(
                 "UPDATE users u SET first_name = t.first_name, last_name = t.last_name, \
                  email = t.email, im = t.im, mobile = t.mobile \
-                 FROM t_changed_users t WHERE u.username = t.username",
+                 FROM t_changed_users t WHERE u.id = t.id",
                 &[],
-            )?;
+            )
+            .map_err(sql)?;
         }
         if !self.passwords.is_empty() {
-            copy(tx, "t_passwords", "username text, hash text", &text2, |w| {
-                self.passwords.iter().try_for_each(|(u, h)| w.write(&[u, h]))
-            })?;
+            let ids = self.ids_of(self.passwords.iter().map(|(u, _)| *u), context)?;
+            copy(
+                tx,
+                "t_passwords",
+                "user_id bigint, hash text",
+                &[Type::INT8, Type::TEXT],
+                |w| {
+                    self.passwords
+                        .iter()
+                        .zip(&ids)
+                        .try_for_each(|((_, hash), id)| w.write(&[id, hash]))
+                },
+            )
+            .map_err(sql)?;
             tx.execute(
-                "INSERT INTO passwords (user_id, hash) \
-                 SELECT u.id, t.hash FROM t_passwords t JOIN users u ON u.username = t.username \
+                "INSERT INTO passwords (user_id, hash) SELECT user_id, hash FROM t_passwords \
                  ON CONFLICT (user_id) DO UPDATE SET hash = EXCLUDED.hash",
                 &[],
-            )?;
+            )
+            .map_err(sql)?;
         }
         if !(self.removed_extensions.is_empty() && self.released.is_empty()) {
             step("removing extensions and releasing devices");
@@ -350,94 +533,158 @@ impl<'a> Changes<'a> {
             tx.execute(
                 "DELETE FROM extensions WHERE number = ANY($1)",
                 &[&self.removed_extensions],
-            )?;
+            )
+            .map_err(sql)?;
         }
         if !self.released.is_empty() {
             tx.execute(
                 "UPDATE extensions SET device = NULL WHERE number = ANY($1)",
                 &[&self.released],
-            )?;
+            )
+            .map_err(sql)?;
         }
         if !(self.changed_extensions.is_empty() && self.added_extensions.is_empty()) {
             step("adding and updating extensions");
         }
         if !self.changed_extensions.is_empty() {
-            self.copy_extensions(tx, "t_changed_extensions", &self.changed_extensions, &[])?;
-            tx.execute(
-                "UPDATE extensions e SET user_id = u.id, kind = t.kind, device = t.device, \
-                 description = t.description, row_digest = t.row_digest \
-                 FROM t_changed_extensions t JOIN users u ON u.username = t.username \
-                 WHERE e.number = t.number",
+            self.copy_extensions(
+                tx,
+                "t_changed_extensions",
+                &self.changed_extensions,
                 &[],
+                context,
             )?;
+            tx.execute(
+                "UPDATE extensions e SET user_id = t.user_id, kind = t.kind, device = t.device, \
+                 description = t.description, row_digest = t.row_digest \
+                 FROM t_changed_extensions t WHERE e.number = t.number",
+                &[],
+            )
+            .map_err(sql)?;
         }
         if !self.added_extensions.is_empty() {
-            self.copy_extensions(tx, "t_added_extensions", &self.added_extensions, &self.secrets)?;
+            self.copy_extensions(
+                tx,
+                "t_added_extensions",
+                &self.added_extensions,
+                &self.secrets,
+                context,
+            )?;
             tx.execute(
                 "INSERT INTO extensions (number, user_id, kind, device, description, sip_secret, row_digest) \
-                 SELECT t.number, u.id, t.kind, t.device, t.description, t.sip_secret, t.row_digest \
-                 FROM t_added_extensions t JOIN users u ON u.username = t.username",
+                 SELECT number, user_id, kind, device, description, sip_secret, row_digest \
+                 FROM t_added_extensions",
                 &[],
-            )?;
+            )
+            .map_err(sql)?;
         }
-        if !(self.digests.is_empty() && self.updated_users.is_empty()) {
+        // The digests of rows whose extension did not change (rows of users
+        // that did, or rows someone else wrote to since the last apply).
+        let written: FastSet<&str> = self
+            .changed_extensions
+            .iter()
+            .chain(&self.added_extensions)
+            .map(|e| e.number.as_str())
+            .collect();
+        let (numbers, digests): (Vec<&str>, Vec<i64>) = self
+            .digests
+            .iter()
+            .filter(|(n, _)| !written.contains(*n))
+            .map(|(n, d)| (*n, *d))
+            .unzip();
+        if !numbers.is_empty() || !self.updated_users.is_empty() {
             step("recording row digests");
-            copy(
-                tx,
-                "t_digests",
-                "number text PRIMARY KEY, row_digest bigint",
-                &[Type::TEXT, Type::INT8],
-                |w| self.digests.iter().try_for_each(|(n, d)| w.write(&[n, d])),
-            )?;
+        }
+        if !numbers.is_empty() {
             tx.execute(
-                "UPDATE extensions e SET row_digest = d.row_digest FROM t_digests d \
+                "UPDATE extensions e SET row_digest = d.row_digest \
+                 FROM unnest($1::text[], $2::bigint[]) AS d (number, row_digest) \
                  WHERE e.number = d.number AND e.row_digest IS DISTINCT FROM d.row_digest",
-                &[],
-            )?;
+                &[&numbers, &digests],
+            )
+            .map_err(sql)?;
         }
         let mut cleared = Vec::new();
         if !self.updated_users.is_empty() {
-            for row in tx.query(
-                "UPDATE extensions e SET row_digest = NULL FROM users u \
-                 WHERE u.id = e.user_id AND u.username = ANY($1) AND e.row_digest IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM t_digests d WHERE d.number = e.number) \
-                 RETURNING e.number",
-                &[&self.updated_users],
-            )? {
+            copy(tx, "t_digests", "number text", &[Type::TEXT], |w| {
+                self.digests.keys().try_for_each(|n| w.write(&[n]))
+            })
+            .map_err(sql)?;
+            let ids = self.ids_of(self.updated_users.iter().copied(), context)?;
+            for row in tx
+                .query(
+                    "UPDATE extensions e SET row_digest = NULL \
+                     WHERE e.user_id = ANY($1) AND e.row_digest IS NOT NULL \
+                     AND NOT EXISTS (SELECT 1 FROM t_digests d WHERE d.number = e.number) \
+                     RETURNING e.number",
+                    &[&ids],
+                )
+                .map_err(sql)?
+            {
                 cleared.push(Text::from(row.get::<_, &str>(0)));
             }
         }
         if !self.removed_users.is_empty() {
             step("removing users");
-            tx.execute("DELETE FROM users WHERE username = ANY($1)", &[&self.removed_users])?;
+            let ids = self.ids_of(self.removed_users.iter().copied(), context)?;
+            tx.execute("DELETE FROM users WHERE id = ANY($1)", &[&ids])
+                .map_err(sql)?;
         }
         Ok(cleared)
     }
 
-    /// Copies extensions into temporary table `table`, with their digests and
-    /// (for new ones) `secrets`.
+    /// The ids of `users`, in order. Every user the plan touches was read or
+    /// created, so a missing one means the directory changed under the apply.
+    fn ids_of<'u>(
+        &self,
+        users: impl Iterator<Item = &'u str>,
+        context: &str,
+    ) -> Result<Vec<i64>, BackendError> {
+        users
+            .map(|u| {
+                self.ids.get(u).copied().ok_or_else(|| BackendError::Store {
+                    context: context.to_owned(),
+                    reason: format!(
+                        "user {u} was not found while writing; nothing was written, try again"
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Copies extensions into temporary table `table`, with their users' ids,
+    /// digests and (for new ones) `secrets`.
     fn copy_extensions(
         &self,
         tx: &mut Transaction<'_>,
         table: &str,
         extensions: &[&Extension],
         secrets: &[String],
-    ) -> Result<(), postgres::Error> {
-        let mut types = vec![Type::TEXT; 7];
-        types[5] = Type::INT8;
+        context: &str,
+    ) -> Result<(), BackendError> {
+        let ids = self.ids_of(extensions.iter().map(|e| e.username.as_str()), context)?;
+        let types = [
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+        ];
         copy(
             tx,
             table,
-            "number text, username text, kind text, device text, description text, \
+            "number text, user_id bigint, kind text, device text, description text, \
              row_digest bigint, sip_secret text",
             &types,
             |w| {
-                for (i, e) in extensions.iter().enumerate() {
+                for (i, (e, id)) in extensions.iter().zip(&ids).enumerate() {
                     let digest = self.digests.get(e.number.as_str()).copied();
                     let secret = secrets.get(i).map(String::as_str);
                     w.write(&[
                         &e.number.as_str(),
-                        &e.username.as_str(),
+                        id,
                         &e.kind.as_str(),
                         &e.device.as_deref(),
                         &e.description.as_str(),
@@ -448,29 +695,14 @@ impl<'a> Changes<'a> {
                 Ok(())
             },
         )
+        .map_err(|e| e.context(context))
     }
 }
 
-fn copy_users(tx: &mut Transaction<'_>, table: &str, users: &[&User]) -> Result<(), postgres::Error> {
-    copy(
-        tx,
-        table,
-        "username text, first_name text, last_name text, email text, im text, mobile text",
-        &[Type::TEXT; 6],
-        |w| {
-            users.iter().try_for_each(|u| {
-                w.write(&[
-                    &u.username.as_str(),
-                    &u.fields[0].as_str(),
-                    &u.fields[1].as_str(),
-                    &u.fields[2].as_str(),
-                    &u.fields[3].as_str(),
-                    &u.fields[4].as_str(),
-                ])
-            })
-        },
-    )
-}
+const USER_ROW: &str =
+    "username text, first_name text, last_name text, email text, im text, mobile text";
+const USER_BY_ID: &str =
+    "id bigint, first_name text, last_name text, email text, im text, mobile text";
 
 /// A SIP secret for each new extension: 16 random bytes in hex.
 fn secrets(n: usize) -> Result<Vec<String>, BackendError> {
@@ -494,7 +726,9 @@ fn copy(
     types: &[Type],
     fill: impl FnOnce(&mut BinaryCopyInWriter<'_>) -> Result<(), postgres::Error>,
 ) -> Result<(), postgres::Error> {
-    tx.batch_execute(&format!("CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP"))?;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP"
+    ))?;
     let sink = tx.copy_in(&format!("COPY {table} FROM STDIN BINARY"))?;
     let mut writer = BinaryCopyInWriter::new(sink, types);
     fill(&mut writer)?;

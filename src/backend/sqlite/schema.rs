@@ -322,7 +322,7 @@ impl SqliteTarget {
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(BackendError::NewerSchema {
-                path,
+                path: format!("the state file {path}"),
                 found: version,
                 known,
             });
