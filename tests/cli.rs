@@ -315,6 +315,7 @@ fn an_unreachable_postgres_target_is_named_without_its_password() {
         out.stderr
     );
     // An unknown scheme is told both kinds of target.
+    t.write("pbxsync.yaml", "source: {path: users.csv}\n");
     let out = t.run(["--target", "mysql://db/pbx", "plan"]);
     assert_eq!(out.code, 1);
     assert!(

@@ -24,9 +24,15 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub(crate) fn new(url: &str, test: &str) -> Scratch {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        // PostgreSQL cuts names at 63 bytes: the test's name is cut first, so
+        // the pid and counter that make the name unique stay.
+        let mut name: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        name.truncate(40);
         let schema = format!(
-            "t_{}_{}_{}",
-            test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            "t_{name}_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
