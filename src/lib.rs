@@ -20,6 +20,7 @@ pub mod fsio;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod publish;
 pub mod render;
 pub mod source;
 pub mod time;

@@ -208,6 +208,22 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// An extension that a device holds, as the phone system sees it: what the
+/// device's provisioning file and the SIP registrar need. `pbxsync secret` and
+/// the provisioning files are the only places its secret goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phone {
+    pub extension: Text,
+    /// The user's first and last name, as one.
+    pub display_name: Text,
+    /// The device's id (a MAC in the canonical form: 12 upper-case hex digits).
+    pub device: Text,
+    /// The device's model in the inventory ("" when it has none).
+    pub model: Text,
+    /// The extension's SIP secret, which is also its password at the registrar.
+    pub sip_secret: Secret,
+}
+
 /// A user as the CSV wants it (merged over all rows of the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredUser {
