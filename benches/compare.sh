@@ -139,6 +139,8 @@ for rows in "${sizes[@]}"; do
   fi
   pg_config "$seed_db" pg.yaml
   pg_config pbxsync_bench_run pg-run.yaml
+  # As for SQLite: a seed database of an older pbxsync is upgraded here, once.
+  "$bin" --config pg.yaml status >/dev/null
   pg_plan=$(for _ in 1 2 3; do wall "$bin" --config pg.yaml plan --file users.csv --format json | cut -d' ' -f1; done | median)
   pg_plan_mem=$(wall "$bin" --config pg.yaml plan --file users.csv --format json | cut -d' ' -f2)
   pg_plan_git=$(for _ in 1 2 3; do wall "$bin" --config pg.yaml plan --format json | cut -d' ' -f1; done | median)
