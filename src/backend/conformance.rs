@@ -613,6 +613,76 @@ pub fn applies_after_the_reads_of_a_plan(backend: &mut dyn Backend, behind: Behi
     assert_eq!(backend.load().unwrap(), before);
 }
 
+/// Every extension that holds a device is a phone, with its device's model and
+/// a SIP secret made when the extension was added and kept while it exists;
+/// the registrar's domain is kept, and is no change of the directory.
+pub fn phones_and_the_registrar(backend: &mut dyn Backend, _behind: Behind<'_>) {
+    apply_rows(backend, SEED, &Opts::default());
+    let phones = backend.phones().unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = phones
+        .iter()
+        .map(|p| {
+            (
+                p.extension.as_str(),
+                p.display_name.as_str(),
+                p.device.as_str(),
+                p.model.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("1001", "Alice Archer", D1, "VVX 450"),
+            ("1002", "Bob Baker", D2, "VVX 450")
+        ]
+    );
+    let mut secret = |number: &str| {
+        backend
+            .sip_secret(number)
+            .unwrap()
+            .map(|s| s.expose().to_owned())
+    };
+    for phone in &phones {
+        let s = phone.sip_secret.expose();
+        assert_eq!(secret(&phone.extension).as_deref(), Some(s));
+        assert!(
+            s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{s}"
+        );
+    }
+    let (s1001, s1002, s1004) = (secret("1001"), secret("1002"), secret("1004"));
+    assert!(s1004.is_some(), "a virtual extension has a secret too");
+    assert_ne!(s1001, s1002);
+    assert_eq!(secret("9999"), None);
+    // Kept through an update of the extension.
+    apply_rows(
+        backend,
+        &SEED.replace(",Sales,", ",Sales floor,"),
+        &Opts::default(),
+    );
+    assert_eq!(
+        backend
+            .sip_secret("1002")
+            .unwrap()
+            .map(|s| s.expose().to_owned()),
+        s1002
+    );
+
+    let serial = backend.serial().unwrap();
+    assert_eq!(backend.registrar_domain().unwrap(), None);
+    backend
+        .set_registrar_domain(Some("pbx.example.com"))
+        .unwrap();
+    assert_eq!(
+        backend.registrar_domain().unwrap().as_deref(),
+        Some("pbx.example.com")
+    );
+    backend.set_registrar_domain(None).unwrap();
+    assert_eq!(backend.registrar_domain().unwrap(), None);
+    assert_eq!(backend.serial().unwrap(), serial);
+}
+
 /// Plans no diff makes, each with one action that cannot be carried out: the
 /// apply fails naming it, and writes nothing.
 pub fn actions_that_cannot_be_applied(backend: &mut dyn Backend, _behind: Behind<'_>) {
@@ -814,6 +884,7 @@ mod tests {
         inventory_and_licenses,
         row_digests_when_kept,
         applies_after_the_reads_of_a_plan,
+        phones_and_the_registrar,
         actions_that_cannot_be_applied,
     );
 
@@ -873,6 +944,7 @@ mod tests {
             inventory_and_licenses,
             row_digests_when_kept,
             applies_after_the_reads_of_a_plan,
+            phones_and_the_registrar,
             actions_that_cannot_be_applied,
         );
     }

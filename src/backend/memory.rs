@@ -9,9 +9,12 @@
 
 use crate::backend::{
     AppliedRevision, ApplyLock, ApplyReport, ApplyRequest, BackendError, Counts, DirectoryStore,
-    HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Models, Progress, RowDigests,
+    HistoryRecord, Inventory, Keys, Ledger, LockGuard, LockHolder, Models, PhoneSystem, Progress,
+    RowDigests,
 };
-use crate::model::{Device, Directory, Extension, ExtensionKind, Licenses, Text, User};
+use crate::model::{
+    Device, Directory, Extension, ExtensionKind, Licenses, Phone, Secret, Text, User,
+};
 use crate::plan::{Action, Change, PlannedAction, check_kind, simulate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +45,10 @@ pub struct Store {
     pub licenses: Licenses,
     /// argon2id PHC strings by username.
     pub passwords: BTreeMap<Text, String>,
+    /// SIP secrets by extension number, made when the extension is added.
+    pub secrets: BTreeMap<Text, String>,
+    /// The domain the registrar's relation is published with.
+    pub registrar_domain: Option<String>,
     serial: i64,
     last_applied: Option<AppliedRevision>,
     /// Oldest first; `id` is the position plus one.
@@ -69,6 +76,7 @@ impl Store {
     fn clone_records(&self) -> Store {
         Store {
             licenses: self.licenses,
+            registrar_domain: self.registrar_domain.clone(),
             serial: self.serial,
             last_applied: self.last_applied.clone(),
             history: self.history.clone(),
@@ -195,7 +203,12 @@ impl DirectoryStore for MemoryBackend {
         progress(Progress::Started {
             total: request.actions.len(),
         });
-        let (after, passwords) = applied(&store, &store.directory(), &request)?;
+        let (after, passwords) = applied(
+            &store,
+            &store.directory(),
+            request.actions,
+            request.password_hashes,
+        )?;
         let mut next = Store {
             users: after
                 .users
@@ -211,6 +224,14 @@ impl DirectoryStore for MemoryBackend {
             passwords,
             ..store.clone_records()
         };
+        // A SIP secret is made when an extension is added and goes with it.
+        for number in next.extensions.keys() {
+            let secret = match store.secrets.get(&number.0) {
+                Some(secret) => secret.clone(),
+                None => new_secret()?,
+            };
+            next.secrets.insert(number.0.clone(), secret);
+        }
         progress(Progress::Committing);
         let record = (request.record)();
         next.serial = store.serial + 1;
@@ -244,9 +265,9 @@ impl DirectoryStore for MemoryBackend {
 fn applied(
     store: &Store,
     before: &Directory,
-    request: &ApplyRequest<'_>,
+    actions: &[PlannedAction],
+    hashes: &crate::FastMap<Text, String>,
 ) -> Result<(Directory, BTreeMap<Text, String>), BackendError> {
-    let actions = request.actions;
     let fail = |index: usize, reason: String| BackendError::ActionFailed {
         index,
         action: actions[index].action.label(),
@@ -295,12 +316,12 @@ fn applied(
                 if store.users.contains_key(username) || !seen_users.insert(username.clone()) {
                     Err(format!("user {username} already exists"))
                 } else {
-                    set_password(&mut passwords, request, username, changes)
+                    set_password(&mut passwords, hashes, username, changes)
                 }
             }
             Action::UpdateUser { username, changes } => {
                 if user_exists(username) {
-                    set_password(&mut passwords, request, username, changes)
+                    set_password(&mut passwords, hashes, username, changes)
                 } else {
                     Err(format!("user {username} does not exist"))
                 }
@@ -416,7 +437,8 @@ fn applied(
 /// same action as every other backend.
 pub(crate) fn checked(
     before: &Directory,
-    request: &ApplyRequest<'_>,
+    actions: &[PlannedAction],
+    hashes: &crate::FastMap<Text, String>,
 ) -> Result<Directory, BackendError> {
     let store = Store {
         users: before
@@ -437,21 +459,20 @@ pub(crate) fn checked(
         licenses: before.licenses,
         ..Store::default()
     };
-    applied(&store, before, request).map(|(after, _)| after)
+    applied(&store, before, actions, hashes).map(|(after, _)| after)
 }
 
 /// Keeps the password hash of `username` when `changes` set the password.
 fn set_password(
     passwords: &mut BTreeMap<Text, String>,
-    request: &ApplyRequest<'_>,
+    hashes: &crate::FastMap<Text, String>,
     username: &Text,
     changes: &[Change],
 ) -> Result<(), String> {
     if !changes.iter().any(|c| c.field == "password") {
         return Ok(());
     }
-    let hash = request
-        .password_hashes
+    let hash = hashes
         .get(username)
         .ok_or_else(|| format!("no password hash was computed for user {username}"))?;
     passwords.insert(username.clone(), hash.clone());
@@ -534,6 +555,53 @@ impl ApplyLock for MemoryBackend {
 
     fn lock_holder(&mut self) -> Result<Option<LockHolder>, BackendError> {
         Ok(self.lock.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// 16 random bytes in hex, as the other backends make SIP secrets.
+fn new_secret() -> Result<String, BackendError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| BackendError::Store {
+        context: "cannot generate a SIP secret".to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl PhoneSystem for MemoryBackend {
+    fn phones(&mut self) -> Result<Vec<Phone>, BackendError> {
+        let store = self.store();
+        Ok(store
+            .extensions
+            .values()
+            .filter_map(|e| {
+                let device = e.device.clone()?;
+                let user = store.users.get(&e.username);
+                let name = user.map_or(String::new(), |u| {
+                    format!("{} {}", u.fields[0], u.fields[1]).trim().to_owned()
+                });
+                Some(Phone {
+                    extension: e.number.clone(),
+                    display_name: Text::from(name),
+                    model: store.devices.get(&device).cloned().unwrap_or_default(),
+                    device,
+                    sip_secret: Secret::new(store.secrets.get(&e.number).map_or("", |s| s)),
+                })
+            })
+            .collect())
+    }
+
+    fn sip_secret(&mut self, extension: &str) -> Result<Option<Secret>, BackendError> {
+        Ok(self.store().secrets.get(extension).map(|s| Secret::new(s)))
+    }
+
+    fn registrar_domain(&mut self) -> Result<Option<String>, BackendError> {
+        Ok(self.store().registrar_domain.clone())
+    }
+
+    fn set_registrar_domain(&mut self, domain: Option<&str>) -> Result<(), BackendError> {
+        self.store().registrar_domain = domain.map(str::to_owned);
+        Ok(())
     }
 }
 

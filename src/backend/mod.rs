@@ -1,7 +1,7 @@
 //! Where the current state lives. The `Backend` traits speak `Directory` and
 //! `Action`, never CSV; SQLite is the embedded default, PostgreSQL follows.
 
-use crate::model::{Device, Directory, Licenses, Text};
+use crate::model::{Device, Directory, Licenses, Phone, Secret, Text};
 use crate::plan::PlannedAction;
 use serde::Serialize;
 
@@ -277,6 +277,11 @@ pub trait Ledger {
     fn last_applied(&mut self) -> Result<Option<AppliedRevision>, BackendError>;
     /// Records a failed apply (outside the failed transaction).
     fn record_failure(&mut self, record: &HistoryRecord) -> Result<i64, BackendError>;
+    /// Records something done that is not an apply (a SIP secret read), as a
+    /// failure is recorded: a history entry, no change of serial.
+    fn record_event(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
+        self.record_failure(record)
+    }
     /// Newest first, without the recorded CSVs (`csv` is empty).
     fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError>;
     fn history_entry(&mut self, id: i64) -> Result<Option<HistoryRecord>, BackendError>;
@@ -336,11 +341,34 @@ pub trait Inventory {
     fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError>;
 }
 
+/// What the phone system reads from the target: the extensions that hold a
+/// device, with their SIP secrets (for the provisioning files), and the domain
+/// of the SIP registrar's relation (a view in the target's database, which
+/// changes with every apply's commit; see `publish`).
+pub trait PhoneSystem {
+    /// Every extension that holds a device, sorted by extension.
+    fn phones(&mut self) -> Result<Vec<Phone>, BackendError>;
+    /// The SIP secret of one extension; `None` when there is no such extension.
+    fn sip_secret(&mut self, extension: &str) -> Result<Option<Secret>, BackendError>;
+    /// The domain the registrar's relation is published with; `None` when it
+    /// is not published (the relation is empty).
+    fn registrar_domain(&mut self) -> Result<Option<String>, BackendError>;
+    /// Publishes the registrar's relation with `domain`, or empties it. Not a
+    /// change of the directory: the serial stays.
+    fn set_registrar_domain(&mut self, domain: Option<&str>) -> Result<(), BackendError>;
+}
+
 /// A store of the current state: every part of the contract, so that callers
 /// hold one `Box<dyn Backend>`.
-pub trait Backend: DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory {}
+pub trait Backend:
+    DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory + PhoneSystem
+{
+}
 
-impl<T: DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory + ?Sized> Backend for T {}
+impl<T: DirectoryStore + Ledger + ApplyLock + RowDigests + Inventory + PhoneSystem + ?Sized> Backend
+    for T
+{
+}
 
 /// A target whose errors that mean its store is damaged become
 /// `BackendError::Damaged`, naming the store and what to do: whichever read
@@ -416,6 +444,10 @@ impl<T: Ledger> Ledger for ReportsDamage<T> {
         let r = self.inner.record_failure(record);
         self.checked(r)
     }
+    fn record_event(&mut self, record: &HistoryRecord) -> Result<i64, BackendError> {
+        let r = self.inner.record_event(record);
+        self.checked(r)
+    }
     fn history(&mut self) -> Result<Vec<HistoryRecord>, BackendError> {
         let r = self.inner.history();
         self.checked(r)
@@ -449,6 +481,25 @@ impl<T: RowDigests> RowDigests for ReportsDamage<T> {
         usage: Usage,
     ) -> Result<(), BackendError> {
         let r = self.inner.keep_index(serial, index, usage);
+        self.checked(r)
+    }
+}
+
+impl<T: PhoneSystem> PhoneSystem for ReportsDamage<T> {
+    fn phones(&mut self) -> Result<Vec<Phone>, BackendError> {
+        let r = self.inner.phones();
+        self.checked(r)
+    }
+    fn sip_secret(&mut self, extension: &str) -> Result<Option<Secret>, BackendError> {
+        let r = self.inner.sip_secret(extension);
+        self.checked(r)
+    }
+    fn registrar_domain(&mut self) -> Result<Option<String>, BackendError> {
+        let r = self.inner.registrar_domain();
+        self.checked(r)
+    }
+    fn set_registrar_domain(&mut self, domain: Option<&str>) -> Result<(), BackendError> {
+        let r = self.inner.set_registrar_domain(domain);
         self.checked(r)
     }
 }

@@ -983,6 +983,24 @@ mod tests {
         }
     }
 
+    impl crate::backend::PhoneSystem for WithoutDigests {
+        fn phones(&mut self) -> Result<Vec<crate::model::Phone>, BackendError> {
+            self.0.phones()
+        }
+        fn sip_secret(
+            &mut self,
+            extension: &str,
+        ) -> Result<Option<crate::model::Secret>, BackendError> {
+            self.0.sip_secret(extension)
+        }
+        fn registrar_domain(&mut self) -> Result<Option<String>, BackendError> {
+            self.0.registrar_domain()
+        }
+        fn set_registrar_domain(&mut self, domain: Option<&str>) -> Result<(), BackendError> {
+            self.0.set_registrar_domain(domain)
+        }
+    }
+
     impl crate::backend::Inventory for WithoutDigests {
         fn add_devices(
             &mut self,

@@ -14,6 +14,7 @@ pub mod connect;
 mod inventory;
 mod ledger;
 mod lock;
+mod phones;
 mod read;
 mod schema;
 #[cfg(test)]

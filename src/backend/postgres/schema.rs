@@ -23,8 +23,9 @@ pub(super) fn known_version() -> i64 {
 /// an apply changes an extension or its user: an apply sets
 /// `pbxsync.applying` for its transaction and writes the digests itself.
 pub(super) fn migrations(s: &str) -> Vec<String> {
-    vec![format!(
-        r#"
+    vec![
+        format!(
+            r#"
 CREATE TABLE {s}.meta (
     key text PRIMARY KEY,
     value text NOT NULL
@@ -157,7 +158,37 @@ CREATE TRIGGER users_digest_stale AFTER UPDATE ON {s}.users
           AND current_setting('pbxsync.applying', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION {s}.forget_user_digests();
 "#
-    )]
+        ),
+        format!(
+            r#"
+-- What a SIP registrar reads from this schema (Kamailio's auth_db with
+-- db_postgres, its `subscriber` table at version 7): a view over the
+-- extensions that hold a device, so it changes with every apply's commit and
+-- costs the apply nothing. The domain is `publish.kamailio.domain` of the
+-- config, kept in `publish` (NULL: nothing is published, the view is empty).
+CREATE TABLE {s}.publish (
+    id integer PRIMARY KEY CHECK (id = 1),
+    kamailio_domain text
+);
+INSERT INTO {s}.publish (id) VALUES (1);
+CREATE TABLE {s}.version (
+    id serial PRIMARY KEY,
+    table_name varchar(32) NOT NULL UNIQUE,
+    table_version integer NOT NULL DEFAULT 0
+);
+INSERT INTO {s}.version (table_name, table_version) VALUES ('subscriber', 7);
+CREATE VIEW {s}.subscriber AS
+SELECT CASE WHEN e.number ~ '^[0-9]{{1,9}}$' THEN e.number::integer ELSE 0 END AS id,
+       e.number::varchar(64) AS username,
+       p.kamailio_domain::varchar(64) AS domain,
+       e.sip_secret::varchar(64) AS password,
+       md5(e.number || ':' || p.kamailio_domain || ':' || e.sip_secret)::varchar(128) AS ha1,
+       md5(e.number || '@' || p.kamailio_domain || ':' || p.kamailio_domain || ':' || e.sip_secret)::varchar(128) AS ha1b
+FROM {s}.extensions e JOIN {s}.publish p ON p.id = 1
+WHERE p.kamailio_domain IS NOT NULL AND e.kind = 'device' AND e.device IS NOT NULL;
+"#
+        ),
+    ]
 }
 
 /// What a schema holds, as far as opening it cares.

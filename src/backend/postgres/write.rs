@@ -9,7 +9,7 @@ use super::ledger::{insert_history, read_serial};
 use super::read::{self, Subset};
 use crate::backend::{ApplyReport, ApplyRequest, BackendError, Keys, Progress, memory};
 use crate::model::{Device, Directory, Extension, Text, User};
-use crate::plan::Action;
+use crate::plan::{Action, simulate};
 use crate::{FastMap, FastSet};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
@@ -56,11 +56,24 @@ pub(super) fn apply(
         })
     };
     step(progress, "checking the plan");
-    let before =
+    let mut before =
         touched(&mut tx, request.actions, read.at(current)).map_err(|e| e.context(context()))?;
-    let after = memory::checked(&before.dir, &request)?;
-    let mut changes = Changes::between(&before.dir, &after, &request, before.ids)?;
-    let cleared = changes.write(&mut tx, &context(), &mut |s| step(progress, s))?;
+    // The plan is checked (`memory::checked`, on the other core) while the
+    // writes run from the directory it leads to; the commit waits for the
+    // check, and a plan that fails it is rolled back naming the action, even
+    // when a write failed first.
+    let after = simulate::apply(&before.dir, request.actions);
+    let (actions, hashes) = (request.actions, request.password_hashes);
+    let ids = std::mem::take(&mut before.ids);
+    let cleared = std::thread::scope(|scope| {
+        let check = scope.spawn(|| memory::checked(&before.dir, actions, hashes).map(drop));
+        let written = Changes::between(&before.dir, &after, &request, ids)
+            .and_then(|mut changes| changes.write(&mut tx, &context(), &mut |s| step(progress, s)));
+        let checked = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        checked.and(written)
+    })?;
     progress(Progress::Committing);
     let record = (request.record)();
     let finish = |tx: &mut Transaction<'_>| -> Result<(i64, i64), postgres::Error> {

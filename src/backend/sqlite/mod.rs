@@ -15,6 +15,7 @@ mod file;
 mod inventory;
 mod ledger;
 mod lock;
+mod phones;
 mod read;
 mod schema;
 pub mod snapshot;

@@ -194,6 +194,34 @@ INSERT INTO meta (key, value) VALUES ('file_id', lower(hex(randomblob(16))));
 -- this batch. New files are made with them.
 SELECT 1;
 "#,
+    r#"
+-- What a SIP registrar reads from this file (Kamailio's auth_db with db_sqlite,
+-- its `subscriber` table at version 7): a view over the extensions that hold a
+-- device, so it changes with every apply's commit and costs the apply nothing.
+-- The domain is `publish.kamailio.domain` of the config, kept in `publish`
+-- (NULL: nothing is published, the view is empty). The SIP secret is the
+-- password (`calculate_ha1 yes`): SQLite has no MD5 to fill `ha1`.
+CREATE TABLE publish (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    kamailio_domain TEXT
+);
+INSERT INTO publish (id) VALUES (1);
+CREATE TABLE version (
+    id INTEGER PRIMARY KEY NOT NULL,
+    table_name VARCHAR(32) NOT NULL UNIQUE,
+    table_version INTEGER DEFAULT 0 NOT NULL
+);
+INSERT INTO version (table_name, table_version) VALUES ('subscriber', 7);
+CREATE VIEW subscriber AS
+SELECT CAST(e.number AS INTEGER) AS id,
+       e.number AS username,
+       p.kamailio_domain AS domain,
+       lower(hex(e.sip_secret)) AS password,
+       '' AS ha1,
+       '' AS ha1b
+FROM extensions e JOIN publish p ON p.id = 1
+WHERE p.kamailio_domain IS NOT NULL AND e.kind = 'device' AND e.device IS NOT NULL;
+"#,
 ];
 
 /// The migrations after which a file that holds users is compacted (`VACUUM`):
