@@ -91,6 +91,8 @@ struct RawConfig {
     safety: Safety,
     #[serde(default)]
     watch: Watch,
+    #[serde(default)]
+    publish: RawPublish,
 }
 
 /// Where the current state lives.
@@ -208,6 +210,65 @@ pub struct Config {
     pub prune: bool,
     pub safety: Safety,
     pub watch: Watch,
+    pub publish: Publish,
+}
+
+/// `publish`: what the phone system reads, made from the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publish {
+    /// The SIP registrar's relation (Kamailio's `subscriber`), with its domain.
+    pub kamailio: Option<Kamailio>,
+    /// The desk phones' provisioning files.
+    pub provision: Option<Provision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kamailio {
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provision {
+    /// The folder of the files (absolute).
+    pub dir: PathBuf,
+    /// The SIP server the phones register with: `host` or `host:port`.
+    pub server: String,
+    /// User templates by exact model name (absolute paths).
+    pub templates: std::collections::BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    #[serde(default)]
+    kamailio: Option<RawKamailio>,
+    #[serde(default)]
+    provision: Option<RawProvision>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKamailio {
+    domain: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvision {
+    dir: PathBuf,
+    server: String,
+    #[serde(default)]
+    templates: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// A host name or address as a SIP domain or server may be: letters, digits,
+/// `.`, `-`, `_` (and `:`/`[]` for IPv6), nothing a file or a registrar would
+/// read as something else.
+fn host_like(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
 }
 
 impl Config {
@@ -226,6 +287,7 @@ impl Config {
             prune: false,
             safety: Safety::default(),
             watch: Watch::default(),
+            publish: Publish::default(),
         }
     }
 
@@ -293,6 +355,45 @@ impl Config {
             )));
         }
         let target = raw.target.as_deref().unwrap_or(DEFAULT_TARGET);
+        let publish = Publish {
+            kamailio: match raw.publish.kamailio {
+                Some(k) if host_like(&k.domain) => Some(Kamailio { domain: k.domain }),
+                Some(k) => {
+                    return Err(invalid(format!(
+                        "{}`publish.kamailio.domain` must be a host name, e.g. `pbx.example.com` (got {:?})",
+                        at("domain"),
+                        k.domain
+                    )));
+                }
+                None => None,
+            },
+            provision: match raw.publish.provision {
+                Some(p) => {
+                    let (host, port) = match p.server.rsplit_once(':') {
+                        Some((h, port)) if !h.contains(':') || h.ends_with(']') => (h, Some(port)),
+                        _ => (p.server.as_str(), None),
+                    };
+                    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|n| n > 0));
+                    if !host_like(host) || !port_ok {
+                        return Err(invalid(format!(
+                            "{}`publish.provision.server` must be `host` or `host:port`, e.g. `pbx.example.com:5060` (got {:?})",
+                            at("server"),
+                            p.server
+                        )));
+                    }
+                    Some(Provision {
+                        dir: base.join(p.dir),
+                        server: p.server,
+                        templates: p
+                            .templates
+                            .into_iter()
+                            .map(|(model, path)| (model, base.join(path)))
+                            .collect(),
+                    })
+                }
+                None => None,
+            },
+        };
         let mut target = TargetUrl::parse(target, base)
             .map_err(|m| invalid(format!("{}`target`: {m}", at("target"))))?;
         if let Some(name) = raw.schema {
@@ -313,6 +414,7 @@ impl Config {
             prune: raw.prune,
             safety: raw.safety,
             watch: raw.watch,
+            publish,
         })
     }
 

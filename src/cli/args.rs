@@ -163,6 +163,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Write the desk phones' provisioning files and publish the registrar's
+    /// domain from the target as it is (an apply does this too): repairs files
+    /// that an apply could not write.
+    Provision {
+        /// Say what was written as text, or as JSON.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print one extension's SIP credentials, for a soft phone. The read is
+    /// recorded in the history (who, when, which extension).
+    Secret {
+        /// The extension number.
+        extension: String,
+        /// Print the credentials as text, or as JSON.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Print the argon2id hash (PHC string) of a password, for a Password cell:
     /// read without echo on a terminal, else one line of standard input.
     HashPassword,

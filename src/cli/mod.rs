@@ -5,6 +5,7 @@ mod adopt;
 mod args;
 mod hash;
 mod init;
+mod publish;
 mod sync;
 mod watch;
 
@@ -239,6 +240,8 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Status { format } => admin::status(&ctx, format),
         Command::History { id, format } => admin::history(&ctx, id, format),
         Command::HashPassword => hash::run(&ctx),
+        Command::Provision { format } => publish::provision(&ctx, format),
+        Command::Secret { extension, format } => publish::secret(&ctx, &extension, format),
         Command::Devices(cmd) => admin::devices(&ctx, cmd),
         Command::Licenses(cmd) => admin::licenses(&ctx, cmd),
     }

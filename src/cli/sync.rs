@@ -326,13 +326,16 @@ pub fn apply_cmd(
     })? {
         // Nothing to apply, known without reading a row: as `plan` says it.
         Prepared::NoChanges(unchanged) => {
-            if format == Format::Json {
-                nothing_applied_json()?;
-            } else if !ctx.quiet {
+            if format != Format::Json && !ctx.quiet {
                 out(&format!("{}\n", render_plan::NO_CHANGES))?;
                 print_notes(ctx, &unchanged.notes);
             }
-            return Ok(Outcome::Success);
+            // What is published is repaired all the same.
+            let (published, outcome) = super::publish::after_apply(ctx, &engine, format);
+            if format == Format::Json {
+                nothing_applied_json(published)?;
+            }
+            return Ok(outcome);
         }
         Prepared::Refused(refusal) => return refuse(ctx, format, refusal_diagnostic(&refusal)),
         Prepared::Invalid(planned) => {
@@ -347,10 +350,12 @@ pub fn apply_cmd(
         show(ctx, &config, planned, format.into())?;
     }
     if !planned.plan.has_changes() {
+        drop(ready);
+        let (published, outcome) = super::publish::after_apply(ctx, &engine, format);
         if format == Format::Json {
-            nothing_applied_json()?;
+            nothing_applied_json(published)?;
         }
-        return Ok(Outcome::Success);
+        return Ok(outcome);
     }
     if !ready.saved() && !auto_approve && !confirm()? {
         eprintln!("Apply cancelled; nothing was changed.");
@@ -362,8 +367,19 @@ pub fn apply_cmd(
     draw.finish();
     match result? {
         ApplyOutcome::Applied { report, summary } => {
-            match format {
-                Format::Json => out(&format!(
+            if format != Format::Json && !ctx.quiet {
+                out(&format!(
+                    "Applied: {} (history #{}, serial {}).\n",
+                    render_plan::summary_words(&summary, render_plan::Tense::Done),
+                    report.history_id,
+                    report.serial
+                ))?;
+            }
+            // After the commit: the provisioning files (the registrar's view
+            // changed with the commit).
+            let (published, outcome) = super::publish::after_apply(ctx, &engine, format);
+            if format == Format::Json {
+                out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "format_version": 1,
@@ -371,18 +387,12 @@ pub fn apply_cmd(
                         "history_id": report.history_id,
                         "serial": report.serial,
                         "summary": summary,
+                        "published": published,
                     }))
                     .unwrap_or_default()
-                ))?,
-                _ if !ctx.quiet => out(&format!(
-                    "Applied: {} (history #{}, serial {}).\n",
-                    render_plan::summary_words(&summary, render_plan::Tense::Done),
-                    report.history_id,
-                    report.serial
-                ))?,
-                _ => {}
+                ))?;
             }
-            Ok(Outcome::Success)
+            Ok(outcome)
         }
         ApplyOutcome::Stale { planned, current } => refuse(
             ctx,
@@ -397,11 +407,12 @@ pub fn apply_cmd(
 
 /// `apply --format json` with nothing to apply: still a document, so that a
 /// script always has one to read.
-fn nothing_applied_json() -> Result<(), CliError> {
+fn nothing_applied_json(published: Option<serde_json::Value>) -> Result<(), CliError> {
     super::admin::json(&serde_json::json!({
         "format_version": 1,
         "outcome": "no_changes",
         "summary": crate::plan::Summary::default(),
+        "published": published,
     }))
 }
 

@@ -13,7 +13,7 @@ impl Engine<'_> {
     }
 
     /// The target for writing (a state file is created when there is none).
-    fn write_target(&self) -> Result<Box<dyn Backend>, EngineError> {
+    pub(super) fn write_target(&self) -> Result<Box<dyn Backend>, EngineError> {
         pipeline::open_target(&self.config.target, true)?.ok_or(EngineError::NoTarget)
     }
 

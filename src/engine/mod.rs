@@ -7,11 +7,13 @@ mod admin;
 mod adopt;
 mod apply;
 pub mod pipeline;
+mod publish;
 mod status;
 
 pub use adopt::AdoptOutcome;
 pub use apply::{ApplyOutcome, Prepared, Ready, Refusal};
 pub use pipeline::{InventoryError, SourceChoice};
+pub use publish::{Credentials, Published};
 pub use status::{Drift, Revision, Status, TargetState};
 
 use crate::backend::{Backend, BackendError, DigestIndex, Progress};
@@ -50,6 +52,9 @@ pub enum EngineError {
     /// apply is in the history.
     #[error(transparent)]
     Hashing(#[from] crate::apply::HashError),
+    /// The provisioning files could not be written.
+    #[error(transparent)]
+    Provision(#[from] crate::publish::provision::ProvisionError),
     /// `adopt`: the target holds a value the file cannot (its encoding).
     #[error(transparent)]
     Adopt(#[from] crate::adopt::AdoptError),

@@ -40,6 +40,11 @@ pub enum Kind {
     Stopping,
     /// Drift was written back (`self_heal`).
     Healed,
+    /// After an apply, provisioning files were written or removed, or the
+    /// registrar's domain changed.
+    Published,
+    /// After an apply, publishing failed (`pbxsync provision` repairs it).
+    PublishFailed,
     /// The repository or the target could not be read.
     Error,
     /// The watcher stopped (a signal).

@@ -404,6 +404,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
                 log(&planned_entry
                     .applied(report.history_id, report.serial)
                     .since(started));
+                publish(self.engine, log);
                 self.handled(revision, Some(report.serial), Round::InSync)
             }
             Ok(ApplyOutcome::Cancelled) => {
@@ -614,6 +615,7 @@ impl<'e, 'c> Watcher<'e, 'c> {
                         log(&entry
                             .applied(report.history_id, report.serial)
                             .since(started));
+                        publish(self.engine, log);
                         return Round::InSync;
                     }
                     Ok(ApplyOutcome::Cancelled) => return Round::Stopped,
@@ -688,6 +690,44 @@ fn jittered(d: Duration, percent: u64) -> Duration {
     // r in 0..=2000 maps to -percent%..=+percent%.
     let scale = 1000 * 100 + (r as i64 - 1000) * percent as i64;
     d.mul_f64(scale as f64 / 100_000.0)
+}
+
+/// Publishes what the apply just committed (the provisioning files), and logs
+/// what changed or what failed. A failure is not retried until the next apply
+/// (or `pbxsync provision`): the apply itself is done.
+fn publish(engine: &Engine<'_>, log: &LogSink<'_>) {
+    let started = Instant::now();
+    match engine.publish() {
+        Ok(published) => {
+            let files = published.files.as_ref();
+            let changed = files.is_some_and(|f| !f.written.is_empty() || !f.removed.is_empty());
+            let warnings = files.map_or(0, |f| f.warnings.len());
+            if changed || published.domain.is_some() || warnings > 0 {
+                let mut reason = match files {
+                    Some(f) => format!(
+                        "provisioning files: {} written, {} removed, {} unchanged",
+                        f.written.len(),
+                        f.removed.len(),
+                        f.unchanged
+                    ),
+                    None => String::new(),
+                };
+                if let Some((_, now)) = &published.domain {
+                    let domain = now.as_deref().unwrap_or("(withdrawn)");
+                    reason = format!("{reason}; registrar domain {domain}");
+                }
+                if let Some(first) = files.and_then(|f| f.warnings.first()) {
+                    reason = format!("{reason}; {warnings} warning(s), the first: {first}");
+                }
+                log(&Log::new(Kind::Published)
+                    .reason(reason.trim_start_matches("; ").to_owned())
+                    .since(started));
+            }
+        }
+        Err(e) => log(&Log::new(Kind::PublishFailed)
+            .reason(format!("{e}; `pbxsync provision` writes them again"))
+            .since(started)),
+    }
 }
 
 #[cfg(test)]
