@@ -23,6 +23,7 @@ mod passwords;
 mod plan;
 mod postgres;
 mod properties;
+mod publish;
 mod reader;
 mod secrets;
 mod sources;
