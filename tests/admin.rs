@@ -30,7 +30,7 @@ fn init_creates_the_state_file_and_status_reads_it() {
     assert!(t.state().is_file());
     assert_eq!(
         t.sql("PRAGMA user_version"),
-        ["9"],
+        ["10"],
         "the schema is migrated to the latest version"
     );
     let status = t.ok(["status", "--format", "json"]).json();

@@ -5,6 +5,7 @@
 
 use super::{Engine, EngineError, pipeline};
 use crate::backend::HistoryRecord;
+use crate::config::TargetUrl;
 use crate::model::Secret;
 use crate::publish::provision;
 
@@ -43,7 +44,7 @@ impl Engine<'_> {
         let target = if configured {
             Some(self.write_target()?)
         } else {
-            pipeline::open_target(&self.config.target, false)?
+            self.existing_target()?
         };
         let Some(mut target) = target else {
             return Ok(published);
@@ -67,6 +68,17 @@ impl Engine<'_> {
             published.files = Some(provision::provision(&settings, &phones)?);
         }
         Ok(published)
+    }
+
+    /// The target when it has a state, to look at what was published before;
+    /// none is made. A SQLite file is opened as for writing: a read-only
+    /// connection could not remove the WAL files it makes when it closes.
+    fn existing_target(&self) -> Result<Option<Box<dyn crate::backend::Backend>>, EngineError> {
+        match &self.config.target {
+            TargetUrl::Sqlite(path) if !path.exists() => Ok(None),
+            TargetUrl::Sqlite(_) => Ok(Some(self.write_target()?)),
+            TargetUrl::Postgres { .. } => Ok(pipeline::open_target(&self.config.target, false)?),
+        }
     }
 
     /// The SIP credentials of `extension` (`None` when there is no such
