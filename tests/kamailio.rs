@@ -14,18 +14,19 @@ use crate::support::sip::{self, DOMAIN, Db, Kamailio, Phone, Registration};
 use crate::support::{HASH, HEADER, Test};
 use Registration::{Refused, Registered};
 
-/// Three Yealink desk phones in the inventory file.
+/// Two Yealink desk phones and a Polycom in the inventory file.
 const MAC_A: &str = "001565A00001";
 const MAC_B: &str = "001565A00002";
 const MAC_C: &str = "001565A00003";
 
 /// Ana's desk phone (1001, MAC A) and voicemail box (1004), Ben's desk phone (1002,
-/// MAC B) and soft number (1003, virtual).
+/// MAC B) and soft number (1003, virtual), Dana's Polycom (1006, MAC C).
 const ROWS_1: &str = "\
 1001,Ana,Silva,asilva,Ana_pass12,Front desk,,,,001565A00001\n\
 1002,Ben,Okafor,bokafor,Ben_pass34,Sales,,,,001565A00002\n\
 1003,Ben,Okafor,bokafor,,Sales (soft phone),,,,virtual\n\
-1004,Ana,Silva,asilva,,Voicemail,,,,\n";
+1004,Ana,Silva,asilva,,Voicemail,,,,\n\
+1006,Dana,Wu,dwu,Dana_pass78,Support,,,,001565A00003\n";
 
 /// Carla joins sales and takes Ben's desk phone; Ben's 1002 becomes virtual.
 const ROWS_2: &str = "\
@@ -33,14 +34,16 @@ const ROWS_2: &str = "\
 1002,Ben,Okafor,bokafor,,Sales,,,,virtual\n\
 1003,Ben,Okafor,bokafor,,Sales (soft phone),,,,virtual\n\
 1004,Ana,Silva,asilva,,Voicemail,,,,\n\
-1005,Carla,Reyes,creyes,Carla_pass56,Sales,,,,001565A00002\n";
+1005,Carla,Reyes,creyes,Carla_pass56,Sales,,,,001565A00002\n\
+1006,Dana,Wu,dwu,,Support,,,,001565A00003\n";
 
 /// Ana's desk extension 1001 is gone (she keeps her voicemail box 1004).
 const ROWS_3: &str = "\
 1002,Ben,Okafor,bokafor,,Sales,,,,virtual\n\
 1003,Ben,Okafor,bokafor,,Sales (soft phone),,,,virtual\n\
 1004,Ana,Silva,asilva,,Voicemail,,,,\n\
-1005,Carla,Reyes,creyes,,Sales,,,,001565A00002\n";
+1005,Carla,Reyes,creyes,,Sales,,,,001565A00002\n\
+1006,Dana,Wu,dwu,,Support,,,,001565A00003\n";
 
 enum Backend {
     Sqlite,
@@ -113,7 +116,7 @@ fn scenario(backend: &Backend) {
     t.write(".gitignore", ".pbxsync/\nprovision/\n");
     t.write(
         "devices.csv",
-        format!("id,model\n{MAC_A},Yealink T46U\n{MAC_B},Yealink T46U\n{MAC_C},Yealink T54W\n"),
+        format!("id,model\n{MAC_A},Yealink T46U\n{MAC_B},Yealink T46U\n{MAC_C},Polycom VVX 450\n"),
     );
     t.commit_csv(format!("{HEADER}{ROWS_1}"));
     t.apply(&[]);
@@ -147,6 +150,15 @@ fn scenario(backend: &Backend) {
         Registered,
     );
 
+    let dana = Phone::polycom(&t.path(&format!("provision/{MAC_C}.cfg")));
+    assert_eq!(dana.user, "1006", "{dana:?}");
+    expect(
+        &k,
+        "Dana's new Polycom (1006)",
+        dana.register(DOMAIN),
+        Registered,
+    );
+
     // A wrong secret is refused.
     let wrong = format!("{}x", ana.secret);
     expect(
@@ -168,8 +180,10 @@ fn scenario(backend: &Backend) {
     assert_eq!(
         files,
         [
+            // Polycom's upper-case name sorts first.
+            format!("{MAC_C}.cfg"),
             format!("{}.cfg", MAC_A.to_ascii_lowercase()),
-            format!("{}.cfg", MAC_B.to_ascii_lowercase())
+            format!("{}.cfg", MAC_B.to_ascii_lowercase()),
         ],
         "one file per device an extension holds"
     );
@@ -206,6 +220,7 @@ fn scenario(backend: &Backend) {
         Refused,
     );
     expect(&k, "1001, untouched", ana.register(DOMAIN), Registered);
+    expect(&k, "1006, untouched", dana.register(DOMAIN), Registered);
 
     // `--prune` removes 1001 with its device: refused, and its file is gone.
     t.commit_csv(format!("{HEADER}{ROWS_3}"));
@@ -225,6 +240,12 @@ fn scenario(backend: &Backend) {
         &k,
         "1005 after the prune",
         carla.register(DOMAIN),
+        Registered,
+    );
+    expect(
+        &k,
+        "1006 after the prune",
+        dana.register(DOMAIN),
         Registered,
     );
 }

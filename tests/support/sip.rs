@@ -376,6 +376,32 @@ impl Phone {
         }
     }
 
+    /// Reads a Polycom file (`PHONE_CONFIG` XML, `reg.1.*="…"` attributes); panics
+    /// naming the file and what it lacks.
+    pub fn polycom(file: &Path) -> Phone {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let get = |key: &str| -> String {
+            let start = format!("{key}=\"");
+            text.lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(start.as_str()))
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(value, _)| xml_unescape(value))
+                .unwrap_or_else(|| panic!("no `{key}` in {}:\n{text}", file.display()))
+        };
+        let port = get("reg.1.server.1.port");
+        Phone {
+            user: get("reg.1.address"),
+            auth: get("reg.1.auth.userId"),
+            secret: get("reg.1.auth.password"),
+            host: get("reg.1.server.1.address"),
+            port: port
+                .parse()
+                .unwrap_or_else(|_| panic!("port {port:?} in {}", file.display())),
+        }
+    }
+
     /// (extension, secret), as the brief of a test wants them.
     pub fn credentials(&self) -> (String, String) {
         (self.user.clone(), self.secret.clone())
@@ -387,6 +413,16 @@ impl Phone {
         assert_eq!(self.host, "127.0.0.1", "the tests' SIP server is 127.0.0.1");
         register_as(self.port, domain, &self.user, &self.auth, &self.secret)
     }
+}
+
+/// The five predefined XML entities replaced by their characters.
+fn xml_unescape(value: &str) -> String {
+    value
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// `url` (a libpq URL) as `db_postgres` takes it: without the query (`?options=…`).
