@@ -19,6 +19,7 @@ mod hardening_formula;
 mod hardening_wrong_results;
 mod hostile;
 mod init;
+mod kamailio;
 mod passwords;
 mod plan;
 mod postgres;

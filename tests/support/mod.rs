@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod sip;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
