@@ -8,10 +8,13 @@
 # For each size, on compare.sh's seeded SQLite target (run compare.sh first, or
 # this script seeds it the same way): the apply of users.csv (5% changed, 5% new)
 # without `publish`, with `publish.kamailio` only, and with both, each on a fresh
-# copy of the seeded state (median of 3, seconds); with provisioning, the copy's
-# files are first written by `pbxsync provision` (timed: every device's file into
-# an empty folder), so that the apply writes only what changed (counted). Then
-# `provision` again with nothing changed.
+# copy of the seeded state (median of RUNS, default 3; seconds). With
+# provisioning, every device's file is first written into an empty folder by
+# `pbxsync provision` (timed, once), and before each apply the folder is brought
+# back to the seeded state (untimed), so that the apply writes only what changed
+# (counted). Then `provision` again with nothing changed. The folder is
+# `provision/` beside the data (PBXSYNC_PROVISION_DIR picks another, e.g. on
+# tmpfs, to tell the file system's cost from pbxsync's).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${PBXSYNC_SHARED_BENCH:-$here/../shared/bench}
@@ -36,23 +39,31 @@ for rows in "${sizes[@]}"; do
   base='source:\n  path: users.csv\ntarget: sqlite:run.db\npolicy:\n  password_hash: { m_cost_kib: 8, t_cost: 1, p_cost: 1 }\n'
   printf "$base" > none.yaml
   printf "${base}publish:\n  kamailio: { domain: pbx.example.com }\n" > kamailio.yaml
-  printf "${base}publish:\n  kamailio: { domain: pbx.example.com }\n  provision: { dir: provision, server: pbx.example.com }\n" > both.yaml
-  fresh() { rm -rf run.db* provision; cp seed.db run.db; [ ! -f seed.db.digests ] || cp seed.db.digests run.db.digests; }
+  pdir=${PBXSYNC_PROVISION_DIR:-provision}
+  printf "${base}publish:\n  kamailio: { domain: pbx.example.com }\n  provision: { dir: $pdir, server: pbx.example.com }\n" > both.yaml
+  fresh() { rm -rf run.db* "$pdir"; cp seed.db run.db; [ ! -f seed.db.digests ] || cp seed.db.digests run.db.digests; }
   apply() { wall "$bin" --config "$1" apply --file users.csv --auto-approve --quiet --allow-large-change; }
-  none=(); kam=(); both=(); full=()
-  for _ in 1 2 3; do
+  none=(); kam=(); both=()
+  for _ in $(seq 1 "${RUNS:-3}"); do
     fresh; none+=("$(apply none.yaml)")
     fresh; "$bin" --config kamailio.yaml provision >/dev/null; kam+=("$(apply kamailio.yaml)")
-    fresh; full+=("$(wall "$bin" --config both.yaml provision)")
-    files=$(ls provision | wc -l)
+  done
+  # Every device's file into an empty folder, once.
+  fresh; full=$(wall "$bin" --config both.yaml provision)
+  files=$(ls "$pdir" | wc -l)
+  for _ in $(seq 1 "${RUNS:-3}"); do
+    # The folder as the seeded state has it (untimed), then the apply.
+    rm -f run.db*; cp seed.db run.db; [ ! -f seed.db.digests ] || cp seed.db.digests run.db.digests
+    "$bin" --config both.yaml provision >/dev/null
     both+=("$(apply both.yaml)")
   done
   noop=$(for _ in 1 2 3; do wall "$bin" --config both.yaml provision; done | median)
   # What the apply wrote and removed, untimed.
-  fresh; "$bin" --config both.yaml provision >/dev/null
+  rm -f run.db*; cp seed.db run.db; [ ! -f seed.db.digests ] || cp seed.db.digests run.db.digests
+  "$bin" --config both.yaml provision >/dev/null
   changed=$("$bin" --config both.yaml apply --file users.csv --auto-approve --allow-large-change --format json |
     python3 -c 'import json,sys; f=json.load(sys.stdin)["published"]["files"]; print(len(f["written"]), "written,", len(f["removed"]), "removed")')
   m() { printf '%s\n' "$@" | median; }
   printf 'rows=%-8s apply %ss | with publish.kamailio %ss | with kamailio and provisioning %ss | provision of all %s files into an empty folder %ss | provision with nothing changed %ss | files the apply wrote or removed: %s\n' \
-    "$rows" "$(m "${none[@]}")" "$(m "${kam[@]}")" "$(m "${both[@]}")" "$((files - 1))" "$(m "${full[@]}")" "$noop" "$changed"
+    "$rows" "$(m "${none[@]}")" "$(m "${kam[@]}")" "$(m "${both[@]}")" "$((files - 1))" "$full" "$noop" "$changed"
 done
