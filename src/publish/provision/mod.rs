@@ -27,13 +27,15 @@
 //! **Files.** The manifest (`.pbxsync-manifest.json`, mode 0640) records each
 //! file pbxsync wrote with the xxh3-128 hash and length of its content. A file
 //! is written when its content differs from the manifest's or when it is no
-//! longer on disk (one `stat` per file; files are never read back). A name in
+//! longer a plain file on disk (one listing of the folder; files are never
+//! read back). New files are created unnamed (`O_TMPFILE`) and linked under
+//! their name, changed ones through a temporary file and a rename. A name in
 //! the folder that the manifest does not list is someone else's: it is left
 //! alone, with a warning. A name in the manifest whose device has no file any
 //! more is removed. The folder is created (mode 0750) when missing and locked
 //! (`flock`) for the run.
 //!
-//! **Failures.** Every file is all or nothing (a temporary file and a rename).
+//! **Failures.** Every file is all or nothing (linked or renamed whole).
 //! A template that does not parse or render stops the run before anything is
 //! written. An I/O error on one file does not stop the others: the run writes
 //! and removes what it can, then the manifest as the folder really is, and

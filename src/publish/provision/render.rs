@@ -309,10 +309,10 @@ fn template_error(path: &Path, e: &minijinja::Error) -> ProvisionError {
         message.push_str(detail);
     }
     let line = e.line();
-    if let (Some(n), Some(source)) = (line, e.template_source()) {
-        if let Some(text) = source.lines().nth(n.saturating_sub(1)) {
-            let _ = write!(message, " in `{}`", text.trim());
-        }
+    if let (Some(n), Some(source)) = (line, e.template_source())
+        && let Some(text) = source.lines().nth(n.saturating_sub(1))
+    {
+        let _ = write!(message, " in `{}`", text.trim());
     }
     ProvisionError::Template {
         template: path.to_path_buf(),
