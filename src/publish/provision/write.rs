@@ -1,6 +1,7 @@
-//! Writing in the provisioning folder: each file whole (an unnamed file linked, or a temporary file and a
-//! rename (a phone fetching it sees the old file or the new one, never half),
-//! mode 0640 whatever the umask. Unlike `fsio::write_atomically` a symlink under
+//! Writing in the provisioning folder: each file whole (an unnamed file linked
+//! under its name, or a temporary file renamed over the old one), so a phone
+//! fetching it sees the old file or the new one, never half; mode 0640
+//! whatever the umask. Unlike `fsio::write_atomically` a symlink under
 //! a file's name is replaced, not written through: pbxsync owns the names in its
 //! manifest, and nothing outside the folder.
 //!
