@@ -27,13 +27,15 @@
 //! **Files.** The manifest (`.pbxsync-manifest.json`, mode 0640) records each
 //! file pbxsync wrote with the xxh3-128 hash and length of its content. A file
 //! is written when its content differs from the manifest's or when it is no
-//! longer on disk (one `stat` per file; files are never read back). A name in
+//! longer a plain file on disk (one listing of the folder; files are never
+//! read back). New files are created unnamed (`O_TMPFILE`) and linked under
+//! their name, changed ones through a temporary file and a rename. A name in
 //! the folder that the manifest does not list is someone else's: it is left
 //! alone, with a warning. A name in the manifest whose device has no file any
 //! more is removed. The folder is created (mode 0750) when missing and locked
 //! (`flock`) for the run.
 //!
-//! **Failures.** Every file is all or nothing (a temporary file and a rename).
+//! **Failures.** Every file is all or nothing (linked or renamed whole).
 //! A template that does not parse or render stops the run before anything is
 //! written. An I/O error on one file does not stop the others: the run writes
 //! and removes what it can, then the manifest as the folder really is, and
@@ -177,25 +179,27 @@ pub fn provision(settings: &Settings, phones: &[Phone]) -> Result<Report, Provis
     })?;
     let mut manifest = Manifest::load(dir)?;
 
-    // What each desired file needs: one stat each, in parallel.
+    // What each desired file needs, from one listing of the folder (not a
+    // stat per file): a name that is not there, or not a plain file any more,
+    // is written again.
     enum Step {
         Unchanged,
         Write { new: bool },
         Foreign,
     }
+    let on_disk = list(dir)?;
     let desired: Vec<(String, Desired)> = desired.into_iter().collect();
     let steps: Vec<Step> = desired
         .par_iter()
         .map(|(name, want)| {
-            let on_disk = std::fs::symlink_metadata(dir.join(name)).ok();
+            let here = on_disk.get(name.as_str()).copied();
             match manifest.files.get(name) {
-                None if on_disk.is_some() => Step::Foreign,
+                None if here.is_some() => Step::Foreign,
                 None => Step::Write { new: true },
                 Some(entry) => {
                     let same = entry.xxh3.as_deref() == Some(want.hash.as_str())
                         && entry.len == want.content.len() as u64
-                        && on_disk
-                            .is_some_and(|m| m.is_file() && m.len() == want.content.len() as u64);
+                        && here == Some(true);
                     if same {
                         Step::Unchanged
                     } else {
@@ -206,7 +210,7 @@ pub fn provision(settings: &Settings, phones: &[Phone]) -> Result<Report, Provis
         })
         .collect();
 
-    let mut to_write: Vec<(&str, &Desired)> = Vec::new();
+    let mut to_write: Vec<(&str, &Desired, bool)> = Vec::new();
     let mut claimed = false;
     for ((name, want), step) in desired.iter().zip(&steps) {
         match step {
@@ -227,7 +231,7 @@ pub fn provision(settings: &Settings, phones: &[Phone]) -> Result<Report, Provis
                         .insert(name.clone(), Entry { xxh3: None, len: 0 });
                     claimed = true;
                 }
-                to_write.push((name, want));
+                to_write.push((name, want, *new));
             }
         }
     }
@@ -248,18 +252,22 @@ pub fn provision(settings: &Settings, phones: &[Phone]) -> Result<Report, Provis
 
     let results: Vec<std::io::Result<()>> = to_write
         .par_iter()
-        .map(|(name, want)| {
-            write::write_new(
-                dir,
-                name,
-                want.content.as_bytes(),
-                &write::tmp_name(name),
-                false,
-            )
+        .map(|(name, want, new)| {
+            if *new {
+                write::create_new(dir, &handle, name, want.content.as_bytes())
+            } else {
+                write::write_new(
+                    dir,
+                    name,
+                    want.content.as_bytes(),
+                    &write::tmp_name(name),
+                    false,
+                )
+            }
         })
         .collect();
     let mut first_error: Option<ProvisionError> = None;
-    for ((name, want), result) in to_write.iter().zip(results) {
+    for ((name, want, _), result) in to_write.iter().zip(results) {
         match result {
             Ok(()) => {
                 manifest.files.insert(
@@ -317,6 +325,27 @@ pub fn provision(settings: &Settings, phones: &[Phone]) -> Result<Report, Provis
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// The names in `dir`, each with whether it is a plain file (not a link, a
+/// folder, …).
+fn list(dir: &Path) -> Result<crate::FastMap<String, bool>, ProvisionError> {
+    let io = |source| ProvisionError::Io {
+        path: dir.to_path_buf(),
+        doing: "list",
+        source,
+    };
+    let mut names = crate::FastMap::default();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue; // pbxsync's names are UTF-8
+        };
+        // From the listing itself on the common file systems (d_type).
+        let file = entry.file_type().map_err(io)?.is_file();
+        names.insert(name, file);
+    }
+    Ok(names)
 }
 
 fn manifest_missing(dir: &Path) -> bool {
