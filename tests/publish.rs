@@ -229,3 +229,23 @@ fn without_publish_the_view_is_empty_and_no_file_is_written() {
         "Nothing to publish: the config has no `publish` section.\n"
     );
 }
+
+#[test]
+fn a_broken_template_stops_the_apply_before_it_writes() {
+    let t = office();
+    let config = t.read("pbxsync.yaml").replace(
+        "server: \"pbx.example.com:5070\"}",
+        "server: \"pbx.example.com:5070\", templates: {\"Yealink T46U\": t46u.j2}}",
+    );
+    t.write("pbxsync.yaml", config);
+    t.write("t46u.j2", "account.1.password = {{ sip_secret }\n");
+    t.commit("a template with a typo");
+    let out = t.run(["apply", "--auto-approve"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("t46u.j2"), "{}", out.stderr);
+    assert!(
+        !t.state().exists() || t.history().is_empty(),
+        "nothing applied"
+    );
+    assert!(!t.path("provision").exists());
+}

@@ -158,6 +158,7 @@ impl Engine<'_> {
         events: &mut Events<'_>,
     ) -> Result<Prepared, EngineError> {
         let config = self.config;
+        self.check_publish()?;
         let inventory_file = self.read_inventory();
         // Nothing to apply, known without reading a row: as `plan` says it.
         if plan_file.is_none()

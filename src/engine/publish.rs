@@ -32,7 +32,26 @@ pub struct Credentials {
     pub server: Option<String>,
 }
 
+/// `publish.provision` of the config, as `provision` takes it.
+fn settings_of(config: &crate::config::Provision) -> provision::Settings {
+    provision::Settings {
+        dir: config.dir.clone(),
+        server: config.server.clone(),
+        templates: config.templates.clone(),
+    }
+}
+
 impl Engine<'_> {
+    /// Checks what publishing needs before an apply writes anything: the
+    /// server setting and the user templates (they exist and parse), so that a
+    /// broken template stops the apply rather than failing after its commit.
+    pub(super) fn check_publish(&self) -> Result<(), EngineError> {
+        if let Some(settings) = &self.config.publish.provision {
+            provision::check_templates(&settings_of(settings))?;
+        }
+        Ok(())
+    }
+
     /// Publishes the registrar's domain (or withdraws it when the config no
     /// longer has one) and writes the provisioning files. With nothing
     /// configured and nothing published before, it writes nothing.
@@ -59,11 +78,7 @@ impl Engine<'_> {
             published.domain = Some((domain, wanted));
         }
         if let Some(settings) = &publish.provision {
-            let settings = provision::Settings {
-                dir: settings.dir.clone(),
-                server: settings.server.clone(),
-                templates: settings.templates.clone(),
-            };
+            let settings = settings_of(settings);
             let phones = target.phones()?;
             published.files = Some(provision::provision(&settings, &phones)?);
         }
