@@ -249,3 +249,34 @@ fn a_broken_template_stops_the_apply_before_it_writes() {
     );
     assert!(!t.path("provision").exists());
 }
+
+#[test]
+fn a_registrar_reading_the_state_file_neither_blocks_an_apply_nor_sees_half_of_it() {
+    let t = office();
+    t.apply(&[]);
+    // A reader in the middle of a transaction, as Kamailio's lookups are: it
+    // keeps the snapshot it started with.
+    let reader = t.db();
+    reader.execute_batch("BEGIN").unwrap();
+    let count = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM subscriber", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&reader), 2);
+    // Carol gets a desk phone and Dave arrives with one: the apply goes through
+    // while the reader holds its snapshot.
+    let rows = ROWS.replace(
+        "1003,Carol,Cole,carol,Sec_ret12,,,,,virtual",
+        "1003,Carol,Cole,carol,Sec_ret12,,,,,0004F2000003",
+    );
+    t.commit_csv(format!("{HEADER}{rows}"));
+    let out = t.apply(&[]);
+    assert!(out.stdout.contains("Applied:"), "{}", out.stdout);
+    assert_eq!(
+        count(&reader),
+        2,
+        "the reader sees the state before the commit, whole"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(count(&reader), 3, "and the new one once it reads again");
+}

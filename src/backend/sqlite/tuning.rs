@@ -65,6 +65,10 @@ pub(super) fn checkpoint_apart(path: PathBuf) -> std::thread::JoinHandle<()> {
             return;
         };
         let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+        // rusqlite opens connections with a busy timeout of 5 s, which TRUNCATE
+        // would spend waiting for a reader (a registrar in the middle of a
+        // lookup) before the process that applied may exit.
+        let _ = conn.busy_timeout(std::time::Duration::ZERO);
         // PASSIVE waits for nobody: whoever reads now started after the commit
         // and holds no page of the WAL back. TRUNCATE then empties the WAL
         // unless somebody is reading just then (it does not wait either), so that
