@@ -361,8 +361,10 @@ fn render_phone(
 ) -> Result<Result<Rendered, String>, ProvisionError> {
     if !render::is_mac(&phone.device) {
         return Ok(Err(format!(
-            "device {:?} (extension {}) gets no provisioning file: its id is not a MAC (12 hex digits)",
+            "device {:?} (extension {}) gets no provisioning file: its id is not a MAC (12 hex digits), \
+             as a soft phone's is; `pbxsync secret {}` gives its credentials",
             phone.device.as_str(),
+            phone.extension,
             phone.extension
         )));
     }
