@@ -649,13 +649,8 @@ impl Inventory for MemoryBackend {
     }
 
     fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
-        for n in [licenses.users, licenses.voicemail].into_iter().flatten() {
-            if i64::try_from(n).is_err() {
-                return Err(BackendError::Unsupported(format!(
-                    "license limit {n} is too large"
-                )));
-            }
-        }
+        crate::backend::stored_limit(licenses.users)?;
+        crate::backend::stored_limit(licenses.voicemail)?;
         let mut store = self.store();
         store.licenses = licenses;
         store.serial += 1;

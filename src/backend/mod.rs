@@ -319,6 +319,16 @@ pub trait RowDigests {
     }
 }
 
+/// A license limit as a store keeps it (a signed 64-bit integer; `None` is
+/// unlimited); a limit too large for that is refused.
+pub(crate) fn stored_limit(n: Option<u64>) -> Result<Option<i64>, BackendError> {
+    n.map(|n| {
+        i64::try_from(n)
+            .map_err(|_| BackendError::Unsupported(format!("license limit {n} is too large")))
+    })
+    .transpose()
+}
+
 /// What adding a device that the inventory holds already does to its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Models {

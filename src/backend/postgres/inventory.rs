@@ -52,15 +52,10 @@ impl Inventory for PostgresTarget {
     }
 
     fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
-        let limit = |n: Option<u64>| -> Result<Option<i64>, BackendError> {
-            n.map(|n| {
-                i64::try_from(n).map_err(|_| {
-                    BackendError::Unsupported(format!("license limit {n} is too large"))
-                })
-            })
-            .transpose()
-        };
-        let (users, voicemail) = (limit(licenses.users)?, limit(licenses.voicemail)?);
+        let (users, voicemail) = (
+            crate::backend::stored_limit(licenses.users)?,
+            crate::backend::stored_limit(licenses.voicemail)?,
+        );
         self.client
             .execute(
                 "UPDATE licenses SET users = $1, voicemail = $2 WHERE id = 1",

@@ -463,18 +463,15 @@ impl<'a> Changes<'a> {
             .map_err(sql)?;
         }
         if !self.new_users.is_empty() {
-            copy(tx, "t_new_users", USER_ROW, &[Type::TEXT; 6], |w| {
-                self.new_users.iter().try_for_each(|u| {
-                    w.write(&[
-                        &u.username.as_str(),
-                        &u.fields[0].as_str(),
-                        &u.fields[1].as_str(),
-                        &u.fields[2].as_str(),
-                        &u.fields[3].as_str(),
-                        &u.fields[4].as_str(),
-                    ])
-                })
-            })
+            let names: Vec<&str> = self.new_users.iter().map(|u| u.username.as_str()).collect();
+            copy_users(
+                tx,
+                "t_new_users",
+                USER_ROW,
+                Type::TEXT,
+                &self.new_users,
+                &names,
+            )
             .map_err(sql)?;
             let created = tx
                 .query(
@@ -494,20 +491,14 @@ impl<'a> Changes<'a> {
                 self.changed_users.iter().map(|u| u.username.as_str()),
                 context,
             )?;
-            let mut types = vec![Type::TEXT; 6];
-            types[0] = Type::INT8;
-            copy(tx, "t_changed_users", USER_BY_ID, &types, |w| {
-                self.changed_users.iter().zip(&ids).try_for_each(|(u, id)| {
-                    w.write(&[
-                        id,
-                        &u.fields[0].as_str(),
-                        &u.fields[1].as_str(),
-                        &u.fields[2].as_str(),
-                        &u.fields[3].as_str(),
-                        &u.fields[4].as_str(),
-                    ])
-                })
-            })
+            copy_users(
+                tx,
+                "t_changed_users",
+                USER_BY_ID,
+                Type::INT8,
+                &self.changed_users,
+                &ids,
+            )
             .map_err(sql)?;
             tx.execute(
                 "UPDATE users u SET first_name = t.first_name, last_name = t.last_name, \
@@ -710,6 +701,33 @@ impl<'a> Changes<'a> {
         )
         .map_err(|e| e.context(context))
     }
+}
+
+/// Copies users into temporary table `table` of `columns`: a key (`keys[i]`,
+/// of type `key`: the username of a new user, the id of a known one) and the
+/// five fields.
+fn copy_users<K: postgres::types::ToSql + Sync>(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    columns: &str,
+    key: Type,
+    users: &[&User],
+    keys: &[K],
+) -> Result<(), postgres::Error> {
+    let mut types = vec![Type::TEXT; 6];
+    types[0] = key;
+    copy(tx, table, columns, &types, |w| {
+        users.iter().zip(keys).try_for_each(|(u, key)| {
+            w.write(&[
+                key,
+                &u.fields[0].as_str(),
+                &u.fields[1].as_str(),
+                &u.fields[2].as_str(),
+                &u.fields[3].as_str(),
+                &u.fields[4].as_str(),
+            ])
+        })
+    })
 }
 
 const USER_ROW: &str =

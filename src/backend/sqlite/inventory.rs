@@ -61,15 +61,10 @@ impl Inventory for SqliteTarget {
 
     fn set_licenses(&mut self, licenses: Licenses) -> Result<(), BackendError> {
         self.ensure_writable()?;
-        let limit = |n: Option<u64>| -> Result<Option<i64>, BackendError> {
-            n.map(|n| {
-                i64::try_from(n).map_err(|_| {
-                    BackendError::Unsupported(format!("license limit {n} is too large"))
-                })
-            })
-            .transpose()
-        };
-        let (users, voicemail) = (limit(licenses.users)?, limit(licenses.voicemail)?);
+        let (users, voicemail) = (
+            crate::backend::stored_limit(licenses.users)?,
+            crate::backend::stored_limit(licenses.voicemail)?,
+        );
         self.conn
             .execute(
                 "INSERT INTO licenses (id, users, voicemail) VALUES (1, ?1, ?2) \
