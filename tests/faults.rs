@@ -2,7 +2,7 @@
 //! prompt, state files that are corrupt, foreign, newer or read-only, a missing
 //! inventory, a second apply while one runs, and an apply killed at any moment.
 
-use crate::support::{DEV_A, HEADER, Test, codes};
+use crate::support::{DEV_A, HEADER, Test, base_rows, big_csv, codes};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -264,30 +264,6 @@ fn a_second_apply_fails_at_once_naming_the_holder() {
     assert!(t.ok(["status"]).stdout.contains("lock:          free"));
     t.apply(&[]);
     assert!(t.export().contains("wchen"));
-}
-
-/// `users` users with `per_user` virtual extensions each, and a changed description
-/// on each row of `base_rows()`.
-fn big_csv(users: usize, per_user: usize) -> String {
-    let mut s = String::with_capacity(users * per_user * 48);
-    s.push_str(HEADER);
-    s.push_str(&base_rows().replace(",Desk ", ",Moved "));
-    for u in 0..users {
-        for e in 0..per_user {
-            let n = 200_000 + u * per_user + e;
-            let pw = if e == 0 { "Pass_word12" } else { "" };
-            s.push_str(&format!(
-                "{n},First,Last,user{u},{pw},Desk {n},,,,virtual\n"
-            ));
-        }
-    }
-    s
-}
-
-fn base_rows() -> String {
-    (0..20)
-        .map(|i| format!("10{i:02},Base,User,base,Base_pw12,Desk {i},,,,\n"))
-        .collect()
 }
 
 /// When the test kills an apply: each a moment the test observes, never a delay.

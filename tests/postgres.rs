@@ -12,7 +12,9 @@
 //! transaction, with the apply lock held, until the test lets go.
 
 use crate::support::pg::{self, Schema, psql, try_psql};
-use crate::support::{DEV_A, DEV_B, DEV_C, HASH, HEADER, Output, Test, codes, types};
+use crate::support::{
+    DEV_A, DEV_B, DEV_C, HASH, HEADER, Output, Test, base_rows, big_csv, codes, eventually, types,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,15 +52,6 @@ const ROWS_2: &str = "\
 /// A git repository whose config targets this schema (the config's `target:`).
 fn repo(s: &Schema) -> Test {
     Test::repo_with(&format!("target: '{}'\npolicy: {{{HASH}}}\n", s.url))
-}
-
-/// Polls `done` until it holds or `patience` runs out.
-fn eventually(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < patience, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A pbxsync process started in the test directory, stdin piped (for the prompt),
@@ -327,30 +320,6 @@ fn unblamed(plan: &serde_json::Value) -> serde_json::Value {
 
 // ---------------------------------------------------------------------------
 // Kill -9
-
-/// `users` users with `per_user` virtual extensions each, and a changed description
-/// on each row of `base_rows()`: 20 + users × per_user rows, a password per user.
-fn big_csv(users: usize, per_user: usize) -> String {
-    let mut s = String::with_capacity(users * per_user * 48);
-    s.push_str(HEADER);
-    s.push_str(&base_rows().replace(",Desk ", ",Moved "));
-    for u in 0..users {
-        for e in 0..per_user {
-            let n = 200_000 + u * per_user + e;
-            let pw = if e == 0 { "Pass_word12" } else { "" };
-            s.push_str(&format!(
-                "{n},First,Last,user{u},{pw},Desk {n},,,,virtual\n"
-            ));
-        }
-    }
-    s
-}
-
-fn base_rows() -> String {
-    (0..20)
-        .map(|i| format!("10{i:02},Base,User,base,Base_pw12,Desk {i},,,,\n"))
-        .collect()
-}
 
 const BIG_ARGS: [&str; 7] = [
     "apply",

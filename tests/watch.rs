@@ -14,13 +14,8 @@ use std::time::{Duration, Instant};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Polls `done` until it holds or `PATIENCE` runs out.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    crate::support::eventually(what, PATIENCE, done)
 }
 
 /// A repository whose config has these `watch` settings (a short poll, so that

@@ -343,3 +343,38 @@ pub fn codes(doc: &serde_json::Value) -> Vec<String> {
         .map(|e| e["code"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// Polls `done` until it holds or `patience` runs out (a bounded poll, never a
+/// fixed sleep).
+pub fn eventually(what: &str, patience: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < patience, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `users` users with `per_user` virtual extensions each, and a changed description
+/// on each row of `base_rows()`: 20 + users × per_user rows, a password per user.
+pub fn big_csv(users: usize, per_user: usize) -> String {
+    let mut s = String::with_capacity(users * per_user * 48);
+    s.push_str(HEADER);
+    s.push_str(&base_rows().replace(",Desk ", ",Moved "));
+    for u in 0..users {
+        for e in 0..per_user {
+            let n = 200_000 + u * per_user + e;
+            let pw = if e == 0 { "Pass_word12" } else { "" };
+            s.push_str(&format!(
+                "{n},First,Last,user{u},{pw},Desk {n},,,,virtual\n"
+            ));
+        }
+    }
+    s
+}
+
+/// 20 rows of one user, `base`, each with its own description.
+pub fn base_rows() -> String {
+    (0..20)
+        .map(|i| format!("10{i:02},Base,User,base,Base_pw12,Desk {i},,,,\n"))
+        .collect()
+}
