@@ -48,14 +48,14 @@ pub(super) fn apply(
         total: request.actions.len(),
     });
     let total = request.actions.len();
-    let step = |progress: &mut dyn FnMut(Progress), step: &str| {
+    let step = |progress: &mut dyn FnMut(Progress), step: Step| {
         progress(Progress::Step {
-            done: done_before(request.actions, step),
+            done: step.done_before(request.actions),
             total,
-            step: step.to_owned(),
+            step: step.name().to_owned(),
         })
     };
-    step(progress, "checking the plan");
+    step(progress, Step::Checking);
     let mut before =
         touched(&mut tx, request.actions, read.at(current)).map_err(|e| e.context(context()))?;
     // The plan is checked (`memory::checked`, on the other core) while the
@@ -106,26 +106,50 @@ pub(super) fn apply(
     })
 }
 
-/// How many actions are written before step `step` begins: the steps of
-/// `Changes::write` take the actions type by type.
-fn done_before(actions: &[crate::plan::PlannedAction], step: &str) -> usize {
-    let order = |a: &Action| match a {
-        Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::UpdateUser { .. } => 1,
-        Action::RemoveExtension { .. } => 2,
-        Action::AddExtension { .. }
-        | Action::UpdateExtension { .. }
-        | Action::ReassignDevice { .. } => 3,
-        Action::RemoveUser { .. } => 5,
-    };
-    let before = match step {
-        "creating devices and writing users" => 1,
-        "removing extensions and releasing devices" => 2,
-        "adding and updating extensions" => 3,
-        "recording row digests" => 4,
-        "removing users" => 5,
-        _ => 0,
-    };
-    actions.iter().filter(|a| order(&a.action) < before).count()
+/// The steps of an apply, as its progress names them, in their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Checking,
+    Users,
+    ExtensionsOut,
+    ExtensionsIn,
+    Digests,
+    UsersOut,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Checking => "checking the plan",
+            Step::Users => "creating devices and writing users",
+            Step::ExtensionsOut => "removing extensions and releasing devices",
+            Step::ExtensionsIn => "adding and updating extensions",
+            Step::Digests => "recording row digests",
+            Step::UsersOut => "removing users",
+        }
+    }
+
+    /// The step that writes `action`.
+    fn of(action: &Action) -> Step {
+        match action {
+            Action::CreateDevice { .. } | Action::CreateUser { .. } | Action::UpdateUser { .. } => {
+                Step::Users
+            }
+            Action::RemoveExtension { .. } => Step::ExtensionsOut,
+            Action::AddExtension { .. }
+            | Action::UpdateExtension { .. }
+            | Action::ReassignDevice { .. } => Step::ExtensionsIn,
+            Action::RemoveUser { .. } => Step::UsersOut,
+        }
+    }
+
+    /// How many actions are written before this step begins.
+    fn done_before(self, actions: &[crate::plan::PlannedAction]) -> usize {
+        actions
+            .iter()
+            .filter(|a| Step::of(&a.action) < self)
+            .count()
+    }
 }
 
 /// What the plan read that an apply may start from.
@@ -434,14 +458,14 @@ impl<'a> Changes<'a> {
         &mut self,
         tx: &mut Transaction<'_>,
         context: &str,
-        step: &mut dyn FnMut(&str),
+        step: &mut dyn FnMut(Step),
     ) -> Result<Vec<Text>, BackendError> {
         let sql = |e: postgres::Error| e.context(context);
         if !(self.new_devices.is_empty()
             && self.new_users.is_empty()
             && self.changed_users.is_empty())
         {
-            step("creating devices and writing users");
+            step(Step::Users);
         }
         if !self.new_devices.is_empty() {
             copy(
@@ -531,7 +555,7 @@ impl<'a> Changes<'a> {
             .map_err(sql)?;
         }
         if !(self.removed_extensions.is_empty() && self.released.is_empty()) {
-            step("removing extensions and releasing devices");
+            step(Step::ExtensionsOut);
         }
         if !self.removed_extensions.is_empty() {
             tx.execute(
@@ -548,7 +572,7 @@ impl<'a> Changes<'a> {
             .map_err(sql)?;
         }
         if !(self.changed_extensions.is_empty() && self.added_extensions.is_empty()) {
-            step("adding and updating extensions");
+            step(Step::ExtensionsIn);
         }
         if !self.changed_extensions.is_empty() {
             self.copy_extensions(
@@ -597,7 +621,7 @@ impl<'a> Changes<'a> {
             .map(|(n, d)| (*n, *d))
             .unzip();
         if !numbers.is_empty() || !self.updated_users.is_empty() {
-            step("recording row digests");
+            step(Step::Digests);
         }
         if !numbers.is_empty() {
             tx.execute(
@@ -629,7 +653,7 @@ impl<'a> Changes<'a> {
             }
         }
         if !self.removed_users.is_empty() {
-            step("removing users");
+            step(Step::UsersOut);
             let ids = self.ids_of(self.removed_users.iter().copied(), context)?;
             tx.execute("DELETE FROM users WHERE id = ANY($1)", &[&ids])
                 .map_err(sql)?;
